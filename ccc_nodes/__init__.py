@@ -1,0 +1,27 @@
+"""CCC++ colorization: colour-classified colorization with object-selective harmonisation.
+
+Core API::
+
+    from ccc_nodes import Colorizer
+    Colorizer()(PIL.Image.open("grey.jpg")).save("colour.png")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .classes import ColorClasses
+from .hub import DEFAULT_MODEL_DIR, ModelLoadError, load_model
+from .images import ImageError
+from .pipeline import Colorizer, Prediction
+
+__all__ = [
+    "ColorClasses",
+    "Colorizer",
+    "DEFAULT_MODEL_DIR",
+    "ImageError",
+    "ModelLoadError",
+    "Prediction",
+    "load_model",
+    "__version__",
+]

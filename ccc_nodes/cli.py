@@ -1,0 +1,175 @@
+"""``ccc``: the command line.
+
+    ccc colorize INPUT... -o OUTDIR [--model REPO_OR_DIR] [--size N] [--batch N] [--device D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image
+
+__all__ = ["main"]
+
+# PIL writers by suffix; anything else is written as PNG beside the kept name.
+_WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+             ".webp": "WEBP", ".ppm": "PPM", ".tga": "TGA"}
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+
+def collect_jobs(inputs: Sequence[str], outdir: Path) -> tuple[list[Job], list[tuple[str, str]]]:
+    """Expand files, folders (recursive) and globs into (source, destination) pairs.
+
+    Folder inputs keep their sub-folder layout under ``outdir``; files keep their names.
+    Returns the jobs and a list of (input, problem) for inputs that gave nothing.
+    """
+    jobs: list[Job] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def add(src: Path, rel: Path) -> None:
+        key = src.resolve()
+        if key in seen:
+            return
+        seen.add(key)
+        jobs.append(Job(src, outdir / rel))
+
+    for spec in inputs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                problems.append((spec, "folder holds no images"))
+            for f in found:
+                add(f, Path(path.name) / f.relative_to(path) if len(inputs) > 1 else f.relative_to(path))
+        elif path.is_file():
+            add(path, Path(path.name))
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
+            if not matches:
+                problems.append((spec, "no such file, folder or matching glob"))
+            for f in matches:
+                add(f, Path(f.name))
+    return jobs, problems
+
+
+def _save(image, dst: Path) -> Path:
+    fmt = _WRITABLE.get(dst.suffix.lower())
+    if fmt is None:
+        dst = dst.with_suffix(dst.suffix + ".png")
+        fmt = "PNG"
+    if fmt in ("JPEG", "BMP", "PPM") and image.mode == "RGBA":
+        image = image.convert("RGB")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.part")
+    image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    tmp.replace(dst)  # never leave a half-written output
+    return dst
+
+
+def cmd_colorize(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .hub import ModelLoadError
+    from .pipeline import Colorizer
+
+    outdir = Path(args.output)
+    jobs, problems = collect_jobs(args.inputs, outdir)
+    failures: list[tuple[str, str]] = list(problems)
+    inputs = {j.src.resolve() for j in jobs}
+    safe = []
+    for job in jobs:
+        if job.dst.resolve() in inputs or (job.dst.with_suffix(job.dst.suffix + ".png")).resolve() in inputs:
+            failures.append((str(job.src), f"output {job.dst} would overwrite an input; choose another -o"))
+        else:
+            safe.append(job)
+    if not safe:
+        _report(0, failures)
+        return 1
+    try:
+        colorizer = Colorizer(args.model, device=args.device, size=args.size, precision=args.precision,
+                              decode=args.decode, batch_size=args.batch, max_pixels=args.max_pixels,
+                              revision=args.revision)
+    except (ModelLoadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    done = 0
+    bar = tqdm(total=len(safe), desc="colorize", unit="img", disable=args.quiet)
+    for start in range(0, len(safe), args.batch):
+        loaded: list[tuple[Job, object]] = []
+        for job in safe[start : start + args.batch]:
+            try:
+                loaded.append((job, open_image(job.src, args.max_pixels)))
+            except ImageError as e:
+                failures.append((str(job.src), str(e).removeprefix(f"{job.src}: ")))
+                bar.update(1)
+        if not loaded:
+            continue
+        try:
+            outs = colorizer.colorize([im for _, im in loaded])
+        except (ImageError, RuntimeError) as e:  # e.g. out of memory on a huge batch
+            failures += [(str(j.src), f"colorization failed: {e}") for j, _ in loaded]
+            bar.update(len(loaded))
+            continue
+        for (job, _), out in zip(loaded, outs):
+            try:
+                _save(out, job.dst)
+                done += 1
+            except OSError as e:
+                failures.append((str(job.src), f"could not write {job.dst}: {e}"))
+            bar.update(1)
+    bar.close()
+    _report(done, failures, outdir)
+    return 1 if failures else 0
+
+
+def _report(done: int, failures: list[tuple[str, str]], outdir: Path | None = None) -> None:
+    where = f" into {outdir}" if outdir is not None and done else ""
+    print(f"colorized {done} image{'s' if done != 1 else ''}{where}; {len(failures)} failed", file=sys.stderr)
+    for name, why in failures:
+        print(f"  skipped {name}: {why}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ccc", description="CCC++ colour-classified colorization")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("colorize", help="colorize image files, folders or globs",
+                       description="Colorize images. Outputs keep their names under OUTDIR; inputs are never overwritten.")
+    c.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
+    c.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the colorized images")
+    c.add_argument("--model", default=None, help="Hub repo id or model folder (default: the embedded model)")
+    c.add_argument("--revision", default=None, help="Hub branch, tag or commit")
+    c.add_argument("--size", type=int, default=224, help="network input size, a multiple of 32 (default 224)")
+    c.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
+    c.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N, mps")
+    c.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    c.add_argument("--decode", default="argmax", choices=("argmax", "annealed-mean"))
+    c.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"refuse larger images (default {MAX_PIXELS:,})")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_colorize)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "colorize" and (args.size < 32 or args.size % 32):
+        print(f"error: --size must be a positive multiple of 32, got {args.size}", file=sys.stderr)
+        return 2
+    if args.command == "colorize" and args.batch < 1:
+        print("error: --batch must be >= 1", file=sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

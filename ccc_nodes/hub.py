@@ -1,0 +1,130 @@
+"""Loading CCC++ models: the embedded default, a local folder, or a Hugging Face Hub repo.
+
+A model is a folder in Hugging Face format (``config.json`` + ``model.safetensors``).
+Hub downloads go through ``huggingface_hub`` and honour its cache, ``revision`` and
+``HF_HUB_OFFLINE``; every failure becomes a :class:`ModelLoadError` that names the
+repo, the file and how to place the file by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .modeling import CCCNet
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_MODEL_DIR", "ModelLoadError", "load_model", "resolve_source"]
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+MODEL_FILES = ("config.json", "model.safetensors")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what and how to fix it."""
+
+
+def _manual_hint(repo_id: str, revision: str | None) -> str:
+    rev = f" --revision {revision}" if revision else ""
+    return (
+        f"To place it by hand: on a machine with network run "
+        f"`hf download {repo_id}{rev} --local-dir ./{repo_id.split('/')[-1]}` "
+        f"(or download {', '.join(MODEL_FILES)} from https://huggingface.co/{repo_id}), copy "
+        f"the folder here and pass its path instead of the repo id."
+    )
+
+
+def resolve_source(source: str | os.PathLike | None) -> str | Path:
+    """``None``/``"default"`` -> the embedded model folder; an existing path -> Path;
+    anything else is taken as a Hub repo id."""
+    if source is None or str(source) == DEFAULT_MODEL:
+        return DEFAULT_MODEL_DIR
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    text = str(source)
+    if text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1):
+        raise ModelLoadError(f"model folder {text!r} does not exist")
+    return text
+
+
+def _check_folder(path: Path) -> None:
+    if not path.is_dir():
+        raise ModelLoadError(f"model path {str(path)!r} is not a folder with {', '.join(MODEL_FILES)}")
+    missing = [f for f in MODEL_FILES if not (path / f).is_file()]
+    if missing:
+        raise ModelLoadError(f"model folder {str(path)!r} lacks {', '.join(missing)}")
+    try:
+        json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path / 'config.json'} is not valid JSON: {e}") from e
+
+
+def _explain(e: Exception, target: str, revision: str | None, is_folder: bool) -> ModelLoadError:
+    """Turn a loading failure into a message that says what failed and what to do."""
+    from huggingface_hub import errors
+
+    at = f" at revision {revision}" if revision else ""
+    if isinstance(e, (ValueError, TypeError, RuntimeError, KeyError)):
+        return ModelLoadError(f"{target!r} is not a valid CCC++ model: {e}")
+    if is_folder:
+        return ModelLoadError(f"could not read model folder {target!r}: {e}")
+    if isinstance(e, errors.RepositoryNotFoundError):
+        return ModelLoadError(f"Hub repo {target!r} was not found (or is private: pass a token). " + _manual_hint(target, revision))
+    if isinstance(e, errors.RevisionNotFoundError):
+        return ModelLoadError(f"revision {revision!r} of Hub repo {target!r} does not exist")
+    if isinstance(e, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+        return ModelLoadError(
+            f"could not get {', '.join(MODEL_FILES)} of Hub repo {target!r}{at}: it is not in the local "
+            f"Hugging Face cache and was not downloaded (offline or local files only; "
+            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). " + _manual_hint(target, revision)
+        )
+    if isinstance(e, errors.EntryNotFoundError):
+        return ModelLoadError(
+            f"Hub repo {target!r}{at} has no {', '.join(MODEL_FILES)}: is it a CCC++ model? " + _manual_hint(target, revision)
+        )
+    return ModelLoadError(f"could not load {target!r}{at} from the Hub: {e}. " + _manual_hint(target, revision))
+
+
+def load_model(
+    source: str | os.PathLike | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    device: str | torch.device = "cpu",
+) -> CCCNet:
+    """Load a CCC++ model in eval mode.
+
+    Arguments:
+      source: ``None`` or ``"default"`` for the embedded model, a local folder, or a Hub
+        repo id (``"owner/name"``).
+      revision: Hub branch, tag or commit (Hub ids only).
+      cache_dir: Hugging Face cache folder (default: huggingface_hub's).
+      local_files_only: never touch the network (``HF_HUB_OFFLINE=1`` does the same).
+      token: Hub token for private repos.
+      device: where to put the model.
+    """
+    from huggingface_hub import errors
+
+    resolved = resolve_source(source)
+    if isinstance(resolved, Path):
+        _check_folder(resolved)
+        target: str = str(resolved)
+    else:
+        target = resolved
+    try:
+        model = CCCNet.from_pretrained(
+            target,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+    except (OSError, ValueError, TypeError, RuntimeError, KeyError, errors.EntryNotFoundError) as e:
+        raise _explain(e, target, revision, is_folder=isinstance(resolved, Path)) from e
+    return model.to(device).eval()

@@ -1,0 +1,129 @@
+"""Reading images of any common kind into float RGB, with clear errors.
+
+Handles PIL images of every mode (grey, RGB, RGBA, palette, 16-bit, float, CMYK),
+numpy arrays and torch tensors, and any EXIF orientation. Everything becomes an RGB
+float array in [0, 1] plus an optional alpha channel, converted once at this boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageError", "MAX_PIXELS", "open_image", "to_rgb", "IMAGE_SUFFIXES"]
+
+MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs) unless told otherwise
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".tga"}
+
+
+class ImageError(ValueError):
+    """An input is not a usable image; the message names it and says why."""
+
+
+def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open an image file fully (EXIF orientation applied); refuse bombs and non-images."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                _check_size(im.size, max_pixels, str(path))
+                im.load()
+                return ImageOps.exif_transpose(im)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path}: refused, too many pixels ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{path}: not an image file PIL can read") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    w, h = size
+    if w < 1 or h < 1:
+        raise ImageError(f"{name}: empty image ({w}x{h})")
+    if max_pixels and w * h > max_pixels:
+        raise ImageError(
+            f"{name}: refused, {w}x{h} = {w * h / 1e6:.0f} MP is over the limit of "
+            f"{max_pixels / 1e6:.0f} MP (a decompression bomb, or raise the limit)"
+        )
+
+
+def _pil_to_array(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    im = ImageOps.exif_transpose(im)
+    alpha = None
+    if im.mode == "PA" or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "La", "RGBa"):
+        alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        grey = np.asarray(im, dtype=np.float32)
+        grey = grey / (65535.0 if grey.max(initial=0) > 255 or im.mode.startswith("I;16") else 255.0)
+        return np.repeat(grey[..., None], 3, axis=2), alpha
+    if im.mode == "F":
+        grey = np.asarray(im, dtype=np.float32)
+        grey = grey / 255.0 if grey.max(initial=0) > 1.0 else grey
+        return np.repeat(grey[..., None], 3, axis=2), alpha
+    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return rgb, alpha
+
+
+def _array_to_rgb(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif x.dtype == np.uint16:
+        x = x.astype(np.float32) / 65535.0
+    elif x.dtype == bool:
+        x = x.astype(np.float32)
+    elif np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    else:
+        raise ImageError(f"unsupported array dtype {x.dtype}: use uint8, uint16 or float in [0, 1]")
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[..., 0]
+    alpha = None
+    if x.ndim == 2:
+        x = np.repeat(x[..., None], 3, axis=2)
+    elif x.ndim == 3 and x.shape[2] in (3, 4):
+        if x.shape[2] == 4:
+            alpha, x = x[..., 3], x[..., :3]
+    else:
+        raise ImageError(f"array of shape {x.shape} is not an image: use (H, W), (H, W, 1|3|4)")
+    if not np.isfinite(x).all():
+        raise ImageError("image holds NaN or infinite values")
+    return np.clip(x, 0.0, 1.0), alpha
+
+
+def to_rgb(image: Any, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any image -> (RGB float32 ``(H, W, 3)`` in [0, 1], alpha ``(H, W)`` or None).
+
+    Accepts a path, a PIL image, a numpy array ``(H, W)`` / ``(H, W, 1|3|4)`` or a torch
+    tensor ``(H, W)`` / ``(C, H, W)`` with C in 1, 3, 4 (channels first, as torchvision).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = open_image(image, max_pixels)
+    if isinstance(image, Image.Image):
+        _check_size(image.size, max_pixels, "image")
+        return _pil_to_array(image)
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 3 and t.shape[0] in (1, 3, 4):
+            t = t.permute(1, 2, 0)
+        elif t.dim() != 2:
+            raise ImageError(f"tensor of shape {tuple(image.shape)} is not an image: use (H, W) or (C, H, W)")
+        image = t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy()
+    if isinstance(image, np.ndarray):
+        if image.ndim >= 2:
+            _check_size((image.shape[1], image.shape[0]), max_pixels, "image")
+        return _array_to_rgb(image)
+    raise ImageError(f"cannot read an image from {type(image).__name__}")

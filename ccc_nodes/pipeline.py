@@ -1,0 +1,264 @@
+"""Inference: grey image -> L -> network -> colour classes -> a*b* -> RGB (METHOD.md s. 8).
+
+The flow in one screen, after richzhang/colorization:
+
+    L_full = lightness(image)                    # full resolution, never thrown away
+    logits = model(resize(L_full, size))         # (B, K, size/4, size/4)
+    ab     = decode_ab(logits, classes, mode)    # argmax bin centre or annealed mean
+    rgb    = join_lab(L_full, ab)                # ab upsampled to full size, Lab -> sRGB
+
+Each step is a plain function; :class:`Colorizer` strings them together with batching,
+devices and precision, and is what the nodes, server, Space and CLI call.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .classes import ColorClasses
+from .color import lab_to_rgb, rgb_to_lab
+from .hub import load_model
+from .images import MAX_PIXELS, to_rgb
+from .modeling import CCCNet
+
+__all__ = [
+    "DECODE_MODES",
+    "Colorizer",
+    "Prediction",
+    "decode_ab",
+    "join_lab",
+    "lightness",
+    "pick_device",
+    "resize_L",
+]
+
+DECODE_MODES = ("argmax", "annealed-mean")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` -> CUDA, else MPS, else CPU; anything else is passed to torch."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU")
+    return dev
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "auto":
+        precision = {"cuda": "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16",
+                     "mps": "fp16"}.get(device.type, "fp32")
+    if precision == "fp32" or device.type == "cpu" and precision == "fp16":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def lightness(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """RGB ``(H, W, 3)`` in [0, 1] -> L ``(1, 1, H, W)`` in [0, 100] (float32)."""
+    t = torch.as_tensor(rgb, dtype=torch.float32).permute(2, 0, 1)[None]
+    return rgb_to_lab(t)[:, :1]
+
+
+def resize_L(L: torch.Tensor, size: int) -> torch.Tensor:
+    """L ``(B, 1, H, W)`` -> ``(B, 1, size, size)`` (the network sees a square)."""
+    if L.shape[-2:] == (size, size):
+        return L
+    return F.interpolate(L, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def decode_ab(
+    logits: torch.Tensor, classes: ColorClasses, mode: str = "argmax", temperature: float = 0.38
+) -> torch.Tensor:
+    """logits ``(B, K, h, w)`` -> a*b* ``(B, 2, h, w)``.
+
+    ``argmax``: the bin centre of the most probable class (Eq. 17-18).
+    ``annealed-mean``: the mean of the class centres under softmax(logits / T)
+    (Zhang et al. 2016, T = 0.38).
+    """
+    if mode == "argmax":
+        return classes.decode(logits.argmax(dim=1))
+    if mode == "annealed-mean":
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        probs = torch.softmax(logits.float() / temperature, dim=1)
+        centers = classes.centers.to(logits.device)
+        return torch.einsum("bkhw,kc->bchw", probs, centers)
+    raise ValueError(f"decode mode must be one of {DECODE_MODES}, got {mode!r}")
+
+
+def join_lab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Full-resolution L ``(B, 1, H, W)`` + low-resolution ab ``(B, 2, h, w)`` -> sRGB
+    ``(B, 3, H, W)`` in [0, 1]: ab is upsampled bilinearly, L is kept as it was."""
+    if ab.shape[-2:] != L.shape[-2:]:
+        ab = F.interpolate(ab.float(), size=L.shape[-2:], mode="bilinear", align_corners=False)
+    return lab_to_rgb(torch.cat((L.float(), ab.to(L.device, torch.float32)), dim=1))
+
+
+@dataclass
+class Prediction:
+    """What the network says about one image.
+
+    Attributes:
+      L: full-resolution lightness ``(1, 1, H, W)`` (CPU).
+      logits: class logits at model resolution ``(1, K, h, w)`` (float32, CPU).
+      classes: the model's :class:`ColorClasses`.
+      alpha: the input's alpha channel ``(H, W)`` if it had one.
+    """
+
+    L: torch.Tensor
+    logits: torch.Tensor
+    classes: ColorClasses
+    alpha: np.ndarray | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the input."""
+        return tuple(self.L.shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """Class probabilities ``(1, K, h, w)``."""
+        return torch.softmax(self.logits, dim=1)
+
+    @property
+    def class_map(self) -> torch.Tensor:
+        """Most probable class per pixel ``(1, h, w)``."""
+        return self.logits.argmax(dim=1)
+
+    def ab(self, mode: str = "argmax", temperature: float = 0.38) -> torch.Tensor:
+        return decode_ab(self.logits, self.classes, mode, temperature)
+
+    def rgb(self, mode: str = "argmax", temperature: float = 0.38) -> torch.Tensor:
+        """Colorized sRGB ``(1, 3, H, W)`` in [0, 1] at the input's full size."""
+        return join_lab(self.L, self.ab(mode, temperature))
+
+
+def _to_output(rgb: torch.Tensor, like: Any, alpha: np.ndarray | None) -> Any:
+    """sRGB ``(1, 3, H, W)`` -> the kind of object the caller gave."""
+    hwc = rgb[0].permute(1, 2, 0).cpu().numpy()
+    if isinstance(like, torch.Tensor):
+        return rgb[0].cpu()
+    if isinstance(like, np.ndarray):
+        if like.dtype == np.uint8:
+            return np.round(hwc * 255).astype(np.uint8)
+        if like.dtype == np.uint16:
+            return np.round(hwc * 65535).astype(np.uint16)
+        return hwc.astype(np.float32)
+    out = Image.fromarray(np.round(hwc * 255).astype(np.uint8), "RGB")
+    if alpha is not None:
+        out.putalpha(Image.fromarray(np.round(alpha * 255).astype(np.uint8), "L"))
+    return out
+
+
+class Colorizer:
+    """Colorize images with a CCC++ model.
+
+    Arguments:
+      model: a :class:`CCCNet`, or what :func:`ccc_nodes.load_model` takes (``None`` for
+        the embedded default, a folder, or a Hub repo id).
+      device: ``"auto"`` (CUDA > MPS > CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+      size: the square input size of the network, a multiple of 32 (paper: 224).
+      precision: ``"auto"`` (bf16/fp16 on GPU, fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
+      decode: ``"argmax"`` (paper) or ``"annealed-mean"``.
+      temperature: annealed-mean temperature.
+      batch_size: images per forward pass.
+      max_pixels: refuse larger inputs (decompression bombs).
+    """
+
+    def __init__(
+        self,
+        model: CCCNet | str | os.PathLike | None = None,
+        *,
+        device: str | torch.device = "auto",
+        size: int = 224,
+        precision: str = "auto",
+        decode: str = "argmax",
+        temperature: float = 0.38,
+        batch_size: int = 8,
+        max_pixels: int = MAX_PIXELS,
+        revision: str | None = None,
+    ):
+        if not isinstance(size, int) or size < 32 or size % 32:
+            raise ValueError(f"size must be a positive multiple of 32, got {size!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = pick_device(device)
+        if not isinstance(model, CCCNet):
+            model = load_model(model, revision=revision)
+        self.model = model.to(self.device).eval()
+        self.size, self.precision, self.decode = size, precision, decode
+        self.temperature, self.batch_size, self.max_pixels = temperature, batch_size, max_pixels
+
+    @property
+    def classes(self) -> ColorClasses:
+        return self.model.classes
+
+    @torch.inference_mode()
+    def logits(self, L: torch.Tensor) -> torch.Tensor:
+        """L ``(B, 1, H, W)`` at any size -> logits ``(B, K, size/4, size/4)`` (float32)."""
+        x = resize_L(L.to(self.device, torch.float32), self.size)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(self.device, self.precision):
+            return self.model(x).float()
+
+    def predict(self, images: Any | Sequence[Any]) -> list[Prediction]:
+        """Images (one or a list; of any sizes) -> one :class:`Prediction` each."""
+        items = images if isinstance(images, (list, tuple)) else [images]
+        preds: list[Prediction] = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = [to_rgb(im, self.max_pixels) for im in items[start : start + self.batch_size]]
+            Ls = [lightness(rgb) for rgb, _ in chunk]
+            small = torch.cat([resize_L(L, self.size) for L in Ls])
+            logits = self.logits(small).cpu()
+            preds += [
+                Prediction(L=L, logits=logits[i : i + 1], classes=self.classes, alpha=alpha)
+                for i, (L, (_, alpha)) in enumerate(zip(Ls, chunk))
+            ]
+        return preds
+
+    def colorize(self, images: Any | Sequence[Any]) -> Any:
+        """Colorize one image or a list; each output is the same size and kind as its input
+        (PIL -> PIL RGB or RGBA, numpy -> numpy ``(H, W, 3)``, tensor -> ``(3, H, W)``)."""
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        outs = []
+        for item, pred in zip(items, self.predict(items)):
+            rgb = pred.rgb(self.decode, self.temperature)
+            outs.append(_to_output(rgb, item, pred.alpha))
+        return outs[0] if single else outs
+
+    __call__ = colorize
+
+    def iter_colorize(self, images: Iterable[Any]) -> Iterable[Any]:
+        """Colorize lazily, one batch in memory at a time."""
+        batch: list[Any] = []
+        for item in images:
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield from self.colorize(batch)
+                batch = []
+        if batch:
+            yield from self.colorize(batch)

@@ -1,0 +1,99 @@
+"""`ccc colorize` end to end, on a small model saved to a folder (real loading code)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ccc_nodes.cli import collect_jobs, main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, small_model):
+    d = tmp_path_factory.mktemp("model")
+    small_model.save_pretrained(d)
+    return d
+
+
+@pytest.fixture()
+def inputs(tmp_path, photo):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(photo).convert("L").save(src / "cat.jpg")
+    Image.fromarray(photo[:120, :200]).save(src / "sub" / "crop.png")
+    Image.fromarray(photo).convert("RGBA").save(src / "sub" / "alpha.png")
+    (src / "notes.txt").write_text("not an image")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return src
+
+
+def run(*args):
+    return main(["colorize", *map(str, args), "--size", "64", "--device", "cpu", "-q"])
+
+
+def test_folder_recursive_keeps_names_and_reports_bad_files(inputs, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = run(inputs, "-o", out, "--model", model_dir)
+    err = capsys.readouterr().err
+    assert rc == 1  # broken.jpg failed
+    assert (out / "cat.jpg").is_file() and (out / "sub" / "crop.png").is_file() and (out / "sub" / "alpha.png").is_file()
+    assert Image.open(out / "cat.jpg").size == (451, 300)
+    assert Image.open(out / "sub" / "alpha.png").mode == "RGBA"
+    assert "colorized 3 images" in err and "1 failed" in err and "broken.jpg" in err
+    assert not (out / "notes.txt").exists() and not (out / "broken.jpg").exists()
+    assert not list(out.rglob("*.part"))
+
+
+def test_files_and_globs_succeed_with_exit_zero(inputs, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = run(inputs / "cat.jpg", str(inputs / "sub" / "*.png"), "-o", out, "--model", model_dir, "--batch", "2")
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "cat.jpg", "crop.png"]
+
+
+def test_explicit_non_image_and_missing_inputs_are_reported(inputs, model_dir, tmp_path, capsys):
+    rc = run(inputs / "notes.txt", tmp_path / "missing.png", inputs / "cat.jpg", "-o", tmp_path / "o", "--model", model_dir)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "notes.txt: not an image" in err and "missing.png: no such file" in err
+    assert (tmp_path / "o" / "cat.jpg").is_file()
+
+
+def test_never_writes_over_an_input(inputs, model_dir, capsys):
+    before = (inputs / "cat.jpg").read_bytes()
+    rc = run(inputs / "cat.jpg", "-o", inputs, "--model", model_dir)
+    assert rc == 1
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert (inputs / "cat.jpg").read_bytes() == before
+
+
+def test_decompression_bomb_is_refused_and_others_done(inputs, model_dir, tmp_path, capsys):
+    Image.new("1", (12000, 12000)).save(inputs / "bomb.png")
+    rc = run(inputs / "bomb.png", inputs / "cat.jpg", "-o", tmp_path / "o", "--model", model_dir)
+    err = capsys.readouterr().err
+    assert rc == 1 and "bomb.png: refused" in err
+    assert (tmp_path / "o" / "cat.jpg").is_file()
+
+
+def test_bad_model_and_options_are_clear(inputs, tmp_path, capsys):
+    assert run(inputs / "cat.jpg", "-o", tmp_path / "o", "--model", tmp_path / "nomodel") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["colorize", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"), "--size", "100"]) == 2
+
+
+def test_collect_jobs_prefixes_folders_when_several_inputs(tmp_path):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / d / "x.png")
+    jobs, problems = collect_jobs([str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "out")
+    assert sorted(str(j.dst.relative_to(tmp_path / "out")) for j in jobs) == ["a/x.png", "b/x.png"]
+    assert problems == []
+
+
+def test_console_script_runs(inputs, model_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ccc_nodes.cli", "colorize", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"),
+                        "--model", str(model_dir), "--size", "64", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(tmp_path / "o" / "cat.jpg")).shape == (300, 451, 3)

@@ -1,0 +1,90 @@
+"""The Hub code path, for real: huggingface_hub resolves a repo id from a populated local
+cache with HF_HUB_OFFLINE=1 (nothing is mocked; nothing reaches the network)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccc_nodes import ModelLoadError, load_model
+
+REPO = "ccc-test/tiny-ccc"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def populate_cache(cache: Path, model_dir: Path, repo: str = REPO, commit: str = COMMIT) -> Path:
+    """Lay out a model folder the way huggingface_hub's cache stores a download."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snap = root / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (root / "blobs").mkdir()
+    for i, f in enumerate(sorted(p for p in model_dir.iterdir() if p.is_file())):
+        blob = root / "blobs" / f"{i:040x}"
+        shutil.copy(f, blob)
+        os.symlink(os.path.relpath(blob, snap), snap / f.name)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+    return snap
+
+
+@pytest.fixture()
+def hub_cache(tmp_path, small_model):
+    model_dir = tmp_path / "saved"
+    small_model.save_pretrained(model_dir)
+    cache = tmp_path / "hub"
+    populate_cache(cache, model_dir)
+    return cache
+
+
+def _offline_load(cache: Path, source: str, revision: str | None = None) -> subprocess.CompletedProcess:
+    code = (
+        "import sys; from ccc_nodes import load_model, ModelLoadError\n"
+        "try:\n"
+        f"    m = load_model({source!r}, revision={revision!r})\n"
+        "    print('K', m.num_classes)\n"
+        "except ModelLoadError as e:\n"
+        "    print('ERROR', e); sys.exit(3)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "hf_home")}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_repo_id_loads_from_local_cache_offline(hub_cache, small_model):
+    r = _offline_load(hub_cache, REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"K {small_model.num_classes}" in r.stdout
+
+
+def test_revision_by_commit_hash(hub_cache):
+    r = _offline_load(hub_cache, REPO, revision=COMMIT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_missing_repo_offline_gives_clear_error(hub_cache):
+    r = _offline_load(hub_cache, "ccc-test/not-cached")
+    assert r.returncode == 3
+    msg = r.stdout
+    assert "ccc-test/not-cached" in msg and "model.safetensors" in msg
+    assert "hf download" in msg and "HF_HUB_OFFLINE=1" in msg
+
+
+def test_cache_dir_argument_with_local_files_only(hub_cache, small_model):
+    model = load_model(REPO, cache_dir=hub_cache, local_files_only=True)
+    assert model.classes == small_model.classes
+    assert not model.training
+
+
+def test_local_folder_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(str(tmp_path / "nope"))
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="lacks model.safetensors"):
+        load_model(tmp_path / "half")
+    (tmp_path / "half" / "model.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "half" / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        load_model(tmp_path / "half")

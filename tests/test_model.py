@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+
+from ccc_nodes.modeling import CCCNet
+from tests.conftest import make_model
+
+
+def test_paper_configuration_shape_and_size():
+    model = CCCNet(encoder="densenet121", kept=list(range(532)))  # K = 532 as on Places365
+    assert model.encoder.num_features == 1024
+    n = sum(p.numel() for p in model.parameters())
+    assert 23.4e6 < n < 24.0e6  # "about 23.7M parameters"
+    with torch.no_grad():
+        feats = model.encoder.forward_features(torch.zeros(1, 1, 224, 224))
+        out = model(torch.full((1, 1, 224, 224), 50.0))
+    assert feats.shape == (1, 1024, 7, 7)
+    assert out.shape == (1, 532, 56, 56)
+
+
+def test_fully_convolutional_any_multiple_of_32(small_model):
+    with torch.no_grad():
+        out = small_model(torch.rand(2, 1, 256, 320) * 100)
+    assert out.shape == (2, small_model.num_classes, 64, 80)
+
+
+def test_input_checks(small_model):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        small_model(torch.rand(1, 1, 100, 100))
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        small_model(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="unknown encoder"):
+        CCCNet(encoder="no_such_backbone")
+
+
+def test_save_and_load_round_trip(tmp_path, small_model):
+    small_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["kept"] == small_model.classes.kept.tolist()
+    assert config["encoder"] == small_model.encoder_name
+    loaded = CCCNet.from_pretrained(str(tmp_path)).eval()
+    assert loaded.classes == small_model.classes
+    x = torch.rand(1, 1, 64, 64) * 100
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), small_model(x), atol=1e-5)
+
+
+def test_half_precision_weights_load_into_float32(tmp_path):
+    model = make_model(kept=[1, 2, 666])
+    half = make_model(kept=[1, 2, 666]).half()
+    half.load_state_dict(model.state_dict())
+    half.save_pretrained(tmp_path)
+    loaded = CCCNet.from_pretrained(str(tmp_path))
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.rand(1, 1, 64, 64) * 100
+    with torch.no_grad():
+        assert (loaded.eval()(x) - model(x)).abs().max() < 0.05

@@ -1,0 +1,140 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ccc_nodes import Colorizer, ImageError
+from ccc_nodes.color import rgb_to_lab
+from ccc_nodes.pipeline import decode_ab, join_lab
+
+
+def _lab(arr_rgb_uint8):
+    t = torch.from_numpy(np.array(arr_rgb_uint8)).float().permute(2, 0, 1) / 255
+    return rgb_to_lab(t).numpy()
+
+
+@pytest.fixture(scope="module")
+def colorizer(small_model):
+    return Colorizer(small_model, device="cpu", size=64)
+
+
+def test_output_keeps_size_and_kind(colorizer, photo):
+    pil = Image.fromarray(photo)
+    out = colorizer(pil)
+    assert isinstance(out, Image.Image) and out.size == pil.size and out.mode == "RGB"
+    arr = colorizer(photo)
+    assert isinstance(arr, np.ndarray) and arr.shape == photo.shape and arr.dtype == np.uint8
+    ten = colorizer(torch.from_numpy(photo).permute(2, 0, 1).float() / 255)
+    assert ten.shape == (3, *photo.shape[:2])
+    f = colorizer(photo.astype(np.float32) / 255)
+    assert f.dtype == np.float32 and f.shape == photo.shape
+
+
+def test_full_resolution_L_is_kept(neutral_model, photo):
+    out = Colorizer(neutral_model, device="cpu", size=64)(Image.fromarray(photo).convert("L"))
+    lab_out = _lab(np.asarray(out))
+    # class 666 decodes to its bin centre a* = b* = 3 everywhere
+    assert np.abs(lab_out[1:] - 3.0)[:, 5:-5, 5:-5].mean() < 0.5
+    L_in = _lab(np.repeat(np.asarray(Image.fromarray(photo).convert("L"))[..., None], 3, 2))[0]
+    assert np.abs(lab_out[0] - L_in).max() < 0.6  # only 8-bit rounding differs: no blur from 64 px
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA", "I;16", "I", "F", "CMYK", "1"])
+def test_every_pil_mode(colorizer, photo, mode):
+    im = Image.fromarray(photo)
+    if mode == "I;16":
+        im = Image.fromarray(np.asarray(im.convert("L")).astype(np.uint16) * 257)
+    elif mode == "F":
+        im = im.convert("L").convert("F")
+    else:
+        im = im.convert(mode)
+    out = colorizer(im)
+    assert out.size == im.size
+    assert out.mode == ("RGBA" if mode in ("RGBA", "LA") else "RGB")
+
+
+def test_sixteen_bit_grey_uses_full_precision(neutral_model):
+    ramp = (np.linspace(0, 65535, 256 * 64).reshape(64, 256)).astype(np.uint16)
+    out = Colorizer(neutral_model, device="cpu", size=64)(ramp)
+    assert out.dtype == np.uint16 and out.shape == (64, 256, 3)
+    assert len(np.unique(out[..., 0])) > 1000  # more than 8 bits of tones survive
+
+
+def test_alpha_is_kept(colorizer, photo):
+    rgba = Image.fromarray(photo).convert("RGBA")
+    alpha = np.zeros(photo.shape[:2], np.uint8)
+    alpha[50:100] = 200
+    rgba.putalpha(Image.fromarray(alpha))
+    out = colorizer(rgba)
+    assert np.array_equal(np.asarray(out)[..., 3], alpha)
+
+
+def test_exif_orientation_is_applied(colorizer, photo):
+    im = Image.fromarray(photo)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes())
+    buf.seek(0)
+    loaded = Image.open(buf)
+    out = colorizer(loaded)
+    assert out.size == (photo.shape[0], photo.shape[1])
+
+
+def test_batch_of_different_sizes_matches_one_by_one(small_model, photo):
+    col = Colorizer(small_model, device="cpu", size=64, batch_size=3)
+    ims = [photo, photo[:100, :77], photo[::2, ::3]]
+    batch = col(ims)
+    for im, out in zip(ims, batch):
+        assert out.shape == im.shape
+        np.testing.assert_allclose(out.astype(int), col(im).astype(int), atol=1)
+
+
+def test_predictions_give_classes_and_probabilities(colorizer, photo):
+    (pred,) = colorizer.predict([photo])
+    K = colorizer.classes.K
+    assert pred.logits.shape == (1, K, 16, 16)
+    assert torch.allclose(pred.probs.sum(1), torch.ones(1, 16, 16), atol=1e-5)
+    assert pred.class_map.shape == (1, 16, 16) and pred.class_map.max() < K
+    assert pred.size == photo.shape[:2]
+    argmax = pred.rgb("argmax")
+    annealed = pred.rgb("annealed-mean")
+    assert argmax.shape == annealed.shape == (1, 3, *photo.shape[:2])
+    assert not torch.allclose(argmax, annealed)
+
+
+def test_annealed_mean_tends_to_argmax_at_low_temperature(small_model):
+    logits = torch.randn(1, small_model.num_classes, 4, 4) * 100
+    hot = decode_ab(logits, small_model.classes, "annealed-mean", temperature=1e-3)
+    assert torch.allclose(hot, decode_ab(logits, small_model.classes, "argmax"), atol=1e-3)
+
+
+def test_join_lab_upsamples_ab_and_keeps_L():
+    L = torch.full((1, 1, 40, 60), 60.0)
+    ab = torch.zeros(1, 2, 10, 15)
+    rgb = join_lab(L, ab)
+    assert rgb.shape == (1, 3, 40, 60)
+    assert torch.allclose(rgb_to_lab(rgb)[:, 0], L[:, 0], atol=1e-3)
+
+
+def test_bad_inputs_are_clear_errors(small_model, photo):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Colorizer(small_model, size=100)
+    with pytest.raises(ValueError, match="decode"):
+        Colorizer(small_model, decode="mean")
+    col = Colorizer(small_model, device="cpu", size=64, max_pixels=10_000)
+    with pytest.raises(ImageError, match="over the limit"):
+        col(photo)
+    with pytest.raises(ImageError, match="shape"):
+        col(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(ImageError, match="cannot read"):
+        col(object())
+
+
+def test_decompression_bomb_file_is_refused(tmp_path, small_model):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (12000, 12000)).save(path)  # 144 MP, a few kB on disk
+    with pytest.raises(ImageError, match="refused"):
+        Colorizer(small_model, device="cpu", size=64)(str(path))
