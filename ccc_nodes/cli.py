@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Sequence
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image
 
 __all__ = ["main"]
+
+# Other subcommands live beside the code they drive; each module exposes
+# ``add_parser(subparsers)`` which registers its parser and sets ``func``.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
 # PIL writers by suffix; anything else is written as PNG beside the kept name.
 _WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
@@ -157,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"refuse larger images (default {MAX_PIXELS:,})")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_colorize)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return p
 
 
