@@ -1,141 +1,249 @@
-"""Training data: image folders, file lists or tar archives, decoded once into memory,
-augmented on the training device (random resized crop and flip, Lab, class targets)."""
+"""Training data: where images come from, how they are decoded, how batches are drawn.
+
+Sources: a folder tree (Places365 / ImageNet layout, any depth), a ``.txt`` file list,
+a ``.tar`` archive, or a glob / brace range of WebDataset-style tar shards
+(``shards/train-{000..127}.tar``). Tar members are indexed once (offset, size) and read
+by random access, so every source is a map-style data set.
+
+Two ways to feed the trainer, one batch contract - uint8 ``(B, 3, S, S)`` at the
+store size ``S`` (shorter side resized, centre square):
+
+* in memory (:func:`load_images`): small sets are decoded once, in parallel;
+* streaming (:class:`ImageDataset` + :class:`EpochSampler` in a torch ``DataLoader``):
+  CPU worker processes decode each batch while the device trains.
+
+Both draw batches with :class:`EpochSampler`: a seeded permutation per epoch, resumable
+at any batch. On the training device :func:`augment` makes the random resized crop and
+flip (one ``grid_sample``) and :func:`lab_targets` the L input and class targets.
+Corrupt and grey images are counted and skipped, never fatal.
+"""
 
 from __future__ import annotations
 
+import glob
 import io
+import re
 import tarfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader, Dataset
 
 from ccc_nodes.classes import ColorClasses
 from ccc_nodes.color import rgb_to_lab
 from ccc_nodes.images import IMAGE_SUFFIXES
 
-__all__ = ["Source", "list_sources", "load_images", "augment", "lab_targets", "class_histogram"]
+__all__ = [
+    "Source", "list_sources", "ImageDataset", "EpochSampler", "collate", "make_loader", "load_images",
+    "augment", "lab_targets", "class_histogram", "OK", "CORRUPT", "GREY",
+]
+
+OK, CORRUPT, GREY = 0, 1, 2  # decode status of one image
 
 
 @dataclass(frozen=True)
 class Source:
-    """One image: a file path, or a member of a tar archive."""
+    """One image: a file path, or a member of a tar archive at a byte ``offset``."""
 
     path: str
     member: str | None = None
+    offset: int = -1
+    size: int = 0
 
     @property
     def name(self) -> str:
-        return self.member or self.path
+        return f"{self.path}:{self.member}" if self.member else self.path
 
     def read(self) -> bytes:
-        if self.member is None:
-            return Path(self.path).read_bytes()
-        with tarfile.open(self.path) as tar:
-            f = tar.extractfile(self.member)
-            if f is None:
-                raise OSError(f"{self.member} in {self.path} is not a file")
-            return f.read()
+        with open(self.path, "rb") as f:
+            if self.member is None:
+                return f.read()
+            f.seek(self.offset)
+            return f.read(self.size)
+
+
+def _expand_braces(spec: str) -> list[str]:
+    """WebDataset shard notation: ``a-{000..012}.tar`` -> 13 names (zero padding kept)."""
+    m = re.search(r"\{(\d+)\.\.(\d+)\}", spec)
+    if not m:
+        return [spec]
+    lo, hi, width = int(m.group(1)), int(m.group(2)), len(m.group(1))
+    return [n for i in range(lo, hi + 1) for n in _expand_braces(spec[: m.start()] + str(i).zfill(width) + spec[m.end():])]
+
+
+def _tar_sources(path: Path) -> list[Source]:
+    with tarfile.open(path) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted((Source(str(path), m.name, m.offset_data, m.size) for m in members), key=lambda s: s.member)
 
 
 def list_sources(spec: str | Path) -> list[Source]:
-    """Images under a folder (recursive), in a ``.tar`` archive, or named one per line in
-    a ``.txt`` file list; sorted, so runs are repeatable."""
+    """Images under a folder (recursive), in a ``.tar`` archive, named one per line in a
+    ``.txt`` file list (relative to the list), or in every file a glob or brace range
+    names (tar shards or images). Sorted, so runs are repeatable."""
+    spec = str(spec)
+    if any(c in spec for c in "*?[{"):
+        found = sorted({f for part in _expand_braces(spec) for f in glob.glob(part, recursive=True)})
+        if not found:
+            raise FileNotFoundError(f"{spec}: the pattern matches no files")
+        out: list[Source] = []
+        for f in found:
+            if f.endswith(".tar") or Path(f).is_dir():
+                out += list_sources(f)
+            elif Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                out.append(Source(f))
+        return out
     p = Path(spec)
     if p.is_dir():
         return [Source(str(f)) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
-    if p.suffix == ".tar":
-        with tarfile.open(p) as tar:
-            names = sorted(m.name for m in tar.getmembers() if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES)
-        return [Source(str(p), n) for n in names]
-    if p.suffix == ".txt":
+    if p.suffix == ".tar" and p.is_file():
+        return _tar_sources(p)
+    if p.suffix == ".txt" and p.is_file():
         root = p.parent
         lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        return [Source(str(root / ln) if not Path(ln).is_absolute() else ln) for ln in lines]
-    raise FileNotFoundError(f"{spec}: not a folder, a .tar archive or a .txt file list")
+        return [Source(ln if Path(ln).is_absolute() else str(root / ln)) for ln in lines]
+    raise FileNotFoundError(f"{spec}: not a folder, a .tar archive, a .txt file list or a glob of them")
 
 
-def _decode(data: bytes, size: int) -> np.ndarray | None:
-    """Bytes -> uint8 (size, size, 3): shorter side to size, centre crop. None if unusable."""
+def decode(data: bytes, size: int) -> tuple[np.ndarray | None, int]:
+    """Bytes -> (uint8 ``(size, size, 3)``, status): shorter side to ``size``, centre
+    square. Status :data:`CORRUPT` (array None) or :data:`GREY` for unusable images."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("L", "LA", "1", "I", "I;16", "F"):
+                return None, GREY
+            im = im.convert("RGB")
             w, h = im.size
             s = size / min(w, h)
             im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
             w, h = im.size
             left, top = (w - size) // 2, (h - size) // 2
-            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    except Exception:  # noqa: BLE001 - any undecodable file is skipped and counted
-        return None
+            arr = np.array(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except Exception:  # noqa: BLE001 - any undecodable file is counted and skipped
+        return None, CORRUPT
+    return arr, GREY if _is_grey(arr) else OK
 
 
-def _decode_tar(args: tuple[str, Sequence[str], int]) -> list[np.ndarray | None]:
-    path, members, size = args
-    with tarfile.open(path) as tar:
-        out = []
-        for m in members:
-            f = tar.extractfile(m)
-            out.append(_decode(f.read(), size) if f else None)
-        return out
+def _is_grey(arr: np.ndarray, tol: int = 3) -> bool:
+    # RGB files holding a grey picture teach nothing about colour (paper Sec. IV-B
+    # trains on colour photos only).
+    a = arr.astype(np.int16)
+    return bool(np.abs(a[..., 0] - a[..., 1]).max() <= tol and np.abs(a[..., 1] - a[..., 2]).max() <= tol)
 
 
-def _decode_files(args: tuple[Sequence[str], int]) -> list[np.ndarray | None]:
-    paths, size = args
-    out = []
-    for p in paths:
+class ImageDataset(Dataset):
+    """Map-style data set over :class:`Source` s; item ``i`` is (uint8 ``(3, S, S)``, status).
+
+    Arguments:
+      sources: the images (see :func:`list_sources`).
+      size: store size ``S`` (shorter side resized to it, centre square).
+    Unusable images give a zero tensor and a non-zero status; :func:`collate` drops them.
+    """
+
+    def __init__(self, sources: Sequence[Source], size: int = 256):
+        self.sources, self.size = list(sources), size
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         try:
-            out.append(_decode(Path(p).read_bytes(), size))
+            arr, status = decode(self.sources[i].read(), self.size)
         except OSError:
-            out.append(None)
-    return out
+            arr, status = None, CORRUPT
+        if status != OK:
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), status
+        return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), OK
+
+
+def collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int, int]:
+    """Stack the usable images: -> (uint8 ``(B', 3, S, S)``, corrupt count, grey count)."""
+    good = [x for x, s in items if s == OK]
+    size = items[0][0].shape[-1]
+    batch = torch.stack(good) if good else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    return batch, sum(s == CORRUPT for _, s in items), sum(s == GREY for _, s in items)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Batches of indices ``0..n-1``: a seeded permutation per epoch, ``n // batch``
+    batches each (at least one), forever, starting at batch number ``start``.
+
+    The position is a single integer (batches drawn so far), so a run resumes exactly
+    where its checkpoint was taken, on any number of workers.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int = 0, start: int = 0):
+        if n <= 0:
+            raise ValueError("no images to sample from")
+        self.n, self.batch, self.seed, self.start = n, batch, seed, start
+        self.per_epoch = max(1, n // batch)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start
+        while True:
+            epoch, j = divmod(k, self.per_epoch)
+            order = self.epoch_order(epoch)
+            for j in range(j, self.per_epoch):
+                yield order[j * self.batch : (j + 1) * self.batch].tolist()
+            k = (epoch + 1) * self.per_epoch
+
+    def __len__(self) -> int:  # one epoch; the iterator itself never ends
+        return self.per_epoch
+
+
+def make_loader(
+    sources: Sequence[Source], size: int, batch: int, workers: int, sampler=None, pin: bool = False
+) -> DataLoader:
+    """A ``DataLoader`` decoding on ``workers`` CPU processes; ``sampler`` (e.g. an
+    :class:`EpochSampler`) gives batches of indices, else one ordered pass."""
+    ds = ImageDataset(sources, size)
+    if sampler is None:
+        sampler = [list(range(i, min(i + batch, len(ds)))) for i in range(0, len(ds), batch)]
+    return DataLoader(
+        ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate, pin_memory=pin,
+        prefetch_factor=4 if workers else None, persistent_workers=False,
+    )
+
+
+def _as_list(items: list) -> list:
+    return items
 
 
 def load_images(
     sources: Sequence[Source], size: int = 256, workers: int = 4, progress: bool = True
-) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Decode images into a uint8 tensor ``(N, 3, size, size)`` in parallel.
+) -> tuple[torch.Tensor, list[str], dict[str, int]]:
+    """Decode images into one uint8 tensor ``(N, 3, size, size)``, in parallel.
 
-    Returns (images, names, skipped): corrupt or grey images are skipped, not fatal.
+    Returns (images, names, skipped) with ``skipped = {"corrupt": n, "grey": m}``.
     """
+    from tqdm.auto import tqdm
+
+    ds = ImageDataset(sources, size)
     chunk = 64
-    jobs = []
-    for i in range(0, len(sources), chunk):
-        part = sources[i : i + chunk]
-        if part[0].member is not None:
-            jobs.append((_decode_tar, (part[0].path, [s.member for s in part], size)))
-        else:
-            jobs.append((_decode_files, ([s.path for s in part], size)))
-    arrays: list[np.ndarray] = []
-    names: list[str] = []
-    skipped: list[str] = []
-    bar = tqdm(total=len(sources), desc="decode", unit="img", disable=not progress)
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(fn, args) for fn, args in jobs]
-        for i, fut in enumerate(futures):
-            for src, arr in zip(sources[i * chunk : (i + 1) * chunk], fut.result()):
-                if arr is None or _is_grey(arr):
-                    skipped.append(src.name)
-                else:
-                    arrays.append(arr)
-                    names.append(src.name)
-            bar.update(len(jobs[i][1][1] if jobs[i][0] is _decode_tar else jobs[i][1][0]))
-    bar.close()
+    order = [list(range(i, min(i + chunk, len(ds)))) for i in range(0, len(ds), chunk)]
+    loader = DataLoader(ds, batch_sampler=order, num_workers=workers, collate_fn=_as_list)
+    arrays, names = [], []
+    skipped = {"corrupt": 0, "grey": 0}
+    for idx, items in zip(order, tqdm(loader, desc="decode", unit="batch", disable=not progress)):
+        for i, (x, status) in zip(idx, items):
+            if status == OK:
+                arrays.append(x)
+                names.append(ds.sources[i].name)
+            else:
+                skipped["corrupt" if status == CORRUPT else "grey"] += 1
     if not arrays:
-        raise ValueError("no usable colour images found")
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return images, names, skipped
-
-
-def _is_grey(arr: np.ndarray, tol: int = 3) -> bool:
-    a = arr.astype(np.int16)
-    return bool(np.abs(a[..., 0] - a[..., 1]).max() <= tol and np.abs(a[..., 1] - a[..., 2]).max() <= tol)
+        raise ValueError(f"no usable colour images among {len(ds)} sources")
+    return torch.stack(arrays), names, skipped
 
 
 def augment(
@@ -172,7 +280,6 @@ def lab_targets(rgb: torch.Tensor, classes: ColorClasses, scale: int = 4) -> tup
 
 def class_histogram(
     images: torch.Tensor, bin_size: int, size: int = 224, batch: int = 256, device: str | torch.device = "cpu",
-    progress: Callable | None = None,
 ) -> torch.Tensor:
     """G^2-bin histogram of a*b* over uint8 images ``(N, 3, S, S)``, each resized to
     ``size`` so its class map is ``size/4`` square (METHOD.md section 4)."""

@@ -1,0 +1,118 @@
+"""Evaluate a CCC++ model on a val set (during training, after it, or on its own).
+
+    python -m training.evaluate runs/mymodel --val ../shared/data/val --size 224
+
+Each val image (shorter side to ``--store-size``, centre square) is resized to
+``--size``, its L colorized (argmax decoding, Eq. 17-18) and compared with the original
+colours by :class:`ccc_nodes.metrics.ColorMetrics` (METHOD.md section 10). Also reports
+the quantisation deviation of the model's classes on the same pixels (Table II).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import nullcontext
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from ccc_nodes.color import rgb_to_lab
+from ccc_nodes.metrics import ColorMetrics
+from ccc_nodes.modeling import CCCNet
+from ccc_nodes.pipeline import decode_ab, join_lab, pick_device
+from training.data import lab_targets, list_sources, make_loader
+
+__all__ = ["evaluate", "sample_grid", "autocast"]
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast on CUDA (``auto``/``bf16``), fp16 if asked, else full precision."""
+    if device.type != "cuda" or precision == "fp32":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+
+
+def _resize(images: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+    x = images.to(device).float() / 255.0
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return x
+
+
+@torch.no_grad()
+def colorize(model: CCCNet, rgb: torch.Tensor, precision: str = "auto") -> torch.Tensor:
+    """sRGB ``(B, 3, H, W)`` -> the model's colorization of its L ``(B, 3, H, W)``."""
+    L = rgb_to_lab(rgb)[:, :1]
+    with autocast(rgb.device, precision):
+        logits = model(L).float()
+    return join_lab(L, decode_ab(logits, model.classes, "argmax"))
+
+
+@torch.no_grad()
+def evaluate(model: CCCNet, batches: Iterable[torch.Tensor], size: int = 224, precision: str = "auto") -> dict:
+    """Val figures over uint8 batches ``(B, 3, S, S)``: ColorMetrics' keys plus
+    ``dev_mean`` / ``dev_max``, the a*b* deviation (per channel) of the ground truth from
+    its own class centre - Table II's deviation, with dropped bins folded."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    metrics = ColorMetrics(model.classes)
+    dev_sum, dev_n, dev_max = 0.0, 0, 0.0
+    for images in batches:
+        if images.shape[0] == 0:
+            continue
+        gt = _resize(images, size, device)
+        metrics.update(colorize(model, gt, precision), gt)
+        _, target = lab_targets(gt, model.classes)
+        ab = F.avg_pool2d(rgb_to_lab(gt)[:, 1:], 4)
+        d = (ab - model.classes.decode(target)).abs()
+        dev_sum, dev_n, dev_max = dev_sum + d.sum().item(), dev_n + d.numel(), max(dev_max, d.max().item())
+    model.train(was_training)
+    out = metrics.compute()
+    out.update(dev_mean=dev_sum / max(dev_n, 1), dev_max=dev_max)
+    return out
+
+
+@torch.no_grad()
+def sample_grid(model: CCCNet, images: torch.Tensor, size: int, precision: str = "auto") -> torch.Tensor:
+    """uint8 ``(n, 3, S, S)`` -> one picture ``(3, 3*size, n*size)`` in [0, 1]: rows
+    grey input, prediction, ground truth."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    gt = _resize(images, size, device)
+    pred = colorize(model, gt, precision)
+    grey = rgb_to_lab(gt)[:, :1].div(100).clamp(0, 1).expand(-1, 3, -1, -1)
+    model.train(was_training)
+    rows = [torch.cat(list(x), dim=-1) for x in (grey, pred, gt)]
+    return torch.cat(rows, dim=-2).cpu()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ccc_nodes.hub import load_model
+
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="model folder, Hub repo id, or 'default'")
+    p.add_argument("--val", required=True, help="val images: folder, .tar, .txt list or glob of shards")
+    p.add_argument("--size", type=int, default=224, help="evaluation size (multiple of 32)")
+    p.add_argument("--store-size", type=int, default=256, help="images are decoded at this size first")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="decoding processes")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="also write the figures to this file")
+    a = p.parse_args(argv)
+    model = load_model(a.model, device=pick_device(a.device))
+    loader = make_loader(list_sources(a.val), a.store_size, a.batch, a.workers)
+    result = evaluate(model, (x for x, _, _ in loader), a.size)
+    text = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}, indent=1)
+    print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
