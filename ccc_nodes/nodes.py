@@ -1,0 +1,335 @@
+"""ComfyUI nodes (V1 contract) over the CCC++ core.
+
+The node names follow the data flow of ARCHITECTURE.md::
+
+    CCC++ Model Loader -> CCC_MODEL
+    IMAGE --[Grayscale -> Classes]--> CCC_CLASSES --[SAM Harmonize]--> CCC_CLASSES
+          --[Classes -> Lab]--> IMAGE (colorized) + IMAGE (class map)
+    IMAGE + reference IMAGE --[Metrics]--> table (output node)
+    IMAGE --[Colorize]--> IMAGE                     (the common case in one node)
+
+Sockets:
+  IMAGE: float32 ``(B, H, W, 3)`` in 0..1 (ComfyUI's); MASK: float32 ``(B, H, W)`` in 0..1.
+  CCC_MODEL: a :class:`~ccc_nodes.pipeline.Colorizer` (network + device + precision),
+    cached by (source, revision, device, precision) so a model is loaded once per process.
+  CCC_CLASSES: a :class:`ClassBatch`, one :class:`~ccc_nodes.pipeline.Prediction` per
+    image (logits ``(1, K, h, w)`` at model resolution, full-resolution L ``(1, 1, H, W)``).
+  SAM_MODEL: a segment-anything ``Sam`` network.
+
+Every node handles batches (B > 1). Nothing here imports ``comfy`` at import time; inside
+ComfyUI, model folders come from ``folder_paths`` (``models/ccc`` and ``models/sams``),
+``device="auto"`` follows ComfyUI's device choice (``--cpu``), progress goes to its
+progress bar. Outside ComfyUI the folders are ``$CCC_MODELS_DIR/ccc`` and ``/sams``
+(default ``./models``). The nodes only parse inputs, call the core and format outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from collections import OrderedDict
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .color import lab_to_rgb
+from .hub import DEFAULT_MODEL, ModelLoadError
+from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, pick_device
+
+__all__ = [
+    "NODE_CLASS_MAPPINGS",
+    "NODE_DISPLAY_NAME_MAPPINGS",
+    "ClassBatch",
+    "class_map_image",
+    "model_folders",
+    "progress_hook",
+]
+
+CATEGORY = "CCC++"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+MODEL_CACHE_SIZE = 4  # colorizers kept in memory (distinct source/device/precision)
+
+try:  # inside ComfyUI: register our model folders beside its own
+    import folder_paths  # type: ignore[import-not-found]
+except ImportError:
+    folder_paths = None
+else:
+    for _kind in ("ccc", "sams"):
+        if _kind not in folder_paths.folder_names_and_paths:
+            folder_paths.add_model_folder_path(_kind, os.path.join(folder_paths.models_dir, _kind))
+
+
+# ------------------------------------------------------------------ helpers
+def model_folders(kind: str) -> list[Path]:
+    """Folders searched for local models of ``kind`` (``"ccc"`` or ``"sams"``)."""
+    if folder_paths is not None:
+        return [Path(p) for p in folder_paths.get_folder_paths(kind)]
+    return [Path(os.environ.get("CCC_MODELS_DIR", "models")).expanduser() / kind]
+
+
+def _local_models() -> dict[str, Path]:
+    """Name -> folder of every model folder (with a config.json) under the ``ccc`` folders."""
+    found: dict[str, Path] = {}
+    for root in model_folders("ccc"):
+        if root.is_dir():
+            for cfg in sorted(root.glob("*/config.json")):
+                found.setdefault(cfg.parent.name, cfg.parent)
+    return found
+
+
+def _sam_checkpoints() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for root in model_folders("sams"):
+        if root.is_dir():
+            for f in sorted(root.iterdir()):
+                if f.suffix in (".pth", ".pt", ".safetensors") and f.is_file():
+                    found.setdefault(f.name, f)
+    return found
+
+
+# The standalone server sets this to report progress and to stop on /interrupt; inside
+# ComfyUI its own progress bar does both.
+progress_hook: ContextVar[Callable[[int, int], None] | None] = ContextVar("ccc_progress_hook", default=None)
+
+
+class _Progress:
+    """Progress over ``total`` steps of one node, reported to whichever host runs it."""
+
+    def __init__(self, total: int):
+        self.total, self.bar = total, None
+        try:
+            import comfy.utils  # type: ignore[import-not-found]
+
+            self.bar = comfy.utils.ProgressBar(total)
+        except ImportError:
+            pass
+
+    def __call__(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update_absolute(done, self.total)
+        elif (hook := progress_hook.get()) is not None:
+            hook(done, self.total)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        try:
+            import comfy.model_management as mm  # type: ignore[import-not-found]
+
+            return mm.get_torch_device()
+        except ImportError:
+            pass
+    return pick_device(name)
+
+
+def _images(image: torch.Tensor, name: str = "image") -> list[np.ndarray]:
+    """IMAGE ``(B, H, W, C)`` -> B arrays ``(H, W, C)`` for the core's ``to_rgb``."""
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"{name}: expected an IMAGE tensor (B, H, W, 3), got {shape}")
+    return [im.detach().float().cpu().numpy() for im in image]
+
+
+def _to_image(rgb: list[torch.Tensor]) -> torch.Tensor:
+    """sRGB ``(1, 3, H, W)`` each -> IMAGE ``(B, H, W, 3)`` float32 on the CPU."""
+    return torch.cat([x.permute(0, 2, 3, 1) for x in rgb]).float().cpu().contiguous()
+
+
+@dataclass
+class ClassBatch:
+    """CCC_CLASSES: the network's colour classes for each image of a batch.
+
+    Attributes:
+      predictions: one :class:`Prediction` per image (logits ``(1, K, h, w)`` at model
+        resolution, full-resolution L ``(1, 1, H, W)``, the model's ColorClasses).
+    """
+
+    predictions: list[Prediction]
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the images."""
+        return self.predictions[0].size
+
+    @property
+    def classes(self):
+        return self.predictions[0].classes
+
+
+def class_map_image(pred: Prediction, lightness: float = 70.0) -> torch.Tensor:
+    """Visualise the most probable class of each pixel: its bin centre a*b* (Eq. 10-11) at a
+    constant L, nearest-upsampled to the image size -> sRGB ``(1, 3, H, W)``."""
+    ab = pred.classes.decode(pred.class_map).float()  # (1, 2, h, w)
+    ab = torch.nn.functional.interpolate(ab, size=pred.size, mode="nearest")
+    L = torch.full_like(ab[:, :1], lightness)
+    return lab_to_rgb(torch.cat((L, ab), dim=1))
+
+
+# ------------------------------------------------------------------ model cache
+_cache: OrderedDict[tuple, Colorizer] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _colorizer(source: str, revision: str | None, device: str, precision: str) -> Colorizer:
+    """One Colorizer per (source, revision, device, precision), kept across runs."""
+    dev = _device(device)
+    key = (source, revision, str(dev), precision)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    colorizer = Colorizer(source, device=dev, precision=precision, revision=revision)
+    with _cache_lock:
+        _cache[key] = colorizer
+        while len(_cache) > MODEL_CACHE_SIZE:
+            _cache.popitem(last=False)
+    return colorizer
+
+
+def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
+    """The same network and device at another input size (a shallow copy, no reload)."""
+    if colorizer.size == size:
+        return colorizer
+    if size < 32 or size % 32:
+        raise ValueError(f"size must be a positive multiple of 32, got {size}")
+    other = copy.copy(colorizer)
+    other.size = size
+    return other
+
+
+def _predict(colorizer: Colorizer, image: torch.Tensor) -> ClassBatch:
+    items = _images(image)
+    step = colorizer.batch_size
+    progress = _Progress(len(items))
+    preds: list[Prediction] = []
+    for start in range(0, len(items), step):
+        preds += colorizer.predict(items[start : start + step])
+        progress(len(preds))
+    return ClassBatch(preds)
+
+
+# ------------------------------------------------------------------ nodes
+_SIZE = ("INT", {"default": 224, "min": 32, "max": 2048, "step": 32,
+                 "tooltip": "Square input size of the network, a multiple of 32 (paper: 224)."})
+_DECODE = (list(DECODE_MODES), {"default": "argmax",
+                                "tooltip": "argmax: bin centre of the most probable class (paper, Eq. 17-18); "
+                                           "annealed-mean: softmax(logits/T)-weighted mean of the centres."})
+_TEMPERATURE = ("FLOAT", {"default": 0.38, "min": 0.01, "max": 10.0, "step": 0.01,
+                          "tooltip": "Annealed-mean temperature T (Zhang et al. 2016: 0.38)."})
+
+
+class CCCModelLoader:
+    """Load a CCC++ model (embedded default, a folder under models/ccc, a Hub repo id or a path)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802 - ComfyUI's name
+        return {
+            "required": {
+                "model": ([DEFAULT_MODEL, *_local_models()], {
+                    "default": DEFAULT_MODEL,
+                    "tooltip": "'default': the model embedded in the package; other names are folders "
+                               "(config.json + model.safetensors) under models/ccc."}),
+                "device": (list(DEVICES), {"default": "auto", "tooltip": "auto: ComfyUI's device, else CUDA > MPS > CPU."}),
+                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: bf16/fp16 on GPU, fp32 on CPU."}),
+            },
+            "optional": {
+                "repo_or_path": ("STRING", {"default": "", "tooltip": "Overrides 'model': a Hugging Face Hub repo "
+                                            "id (owner/name) or a local model folder."}),
+                "revision": ("STRING", {"default": "", "tooltip": "Hub branch, tag or commit (Hub ids only)."}),
+            },
+        }
+
+    RETURN_TYPES = ("CCC_MODEL",)
+    RETURN_NAMES = ("ccc_model",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads a CCC++ colour-classification model once and keeps it in memory."
+
+    def load(self, model, device, precision, repo_or_path="", revision=""):
+        source = repo_or_path.strip() or model
+        if source != DEFAULT_MODEL and not repo_or_path.strip():
+            local = _local_models()
+            if source not in local:
+                raise ModelLoadError(f"model {source!r} is not a folder under {', '.join(map(str, model_folders('ccc')))}")
+            source = str(local[source])
+        return (_colorizer(source, revision.strip() or None, device, precision),)
+
+
+class CCCGrayscaleToClasses:
+    """IMAGE -> CCC_CLASSES: the network's class logits per image (METHOD.md s. 5)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {"required": {"ccc_model": ("CCC_MODEL",), "image": ("IMAGE",), "size": _SIZE}}
+
+    RETURN_TYPES = ("CCC_CLASSES",)
+    RETURN_NAMES = ("classes",)
+    FUNCTION = "predict"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Predicts colour-class logits at model resolution (1/4 of the input size) and keeps each "
+                   "image's full-resolution lightness. Colour inputs are read as grey (their L).")
+
+    def predict(self, ccc_model, image, size=224):
+        return (_predict(_with_size(ccc_model, size), image),)
+
+
+class CCCClassesToLab:
+    """CCC_CLASSES -> colorized IMAGE (decoded a*b* + full-res L) and the class map."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {"required": {"classes": ("CCC_CLASSES",), "decode": _DECODE, "temperature": _TEMPERATURE}}
+
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("image", "class_map")
+    FUNCTION = "decode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Decodes classes to a*b* (Eq. 17-18), upsamples them to the full size and joins them with "
+                   "the original L. class_map shows each pixel's most probable class at constant L.")
+
+    def decode(self, classes, decode="argmax", temperature=0.38):
+        images = [p.rgb(decode, temperature) for p in classes.predictions]
+        maps = [class_map_image(p) for p in classes.predictions]
+        return (_to_image(images), _to_image(maps))
+
+
+class CCCColorize:
+    """IMAGE -> colorized IMAGE in one node (Grayscale -> Classes -> Lab)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {"required": {"ccc_model": ("CCC_MODEL",), "image": ("IMAGE",), "decode": _DECODE,
+                             "temperature": _TEMPERATURE, "size": _SIZE}}
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    FUNCTION = "colorize"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Colorizes images with CCC++: classes at model resolution, a*b* upsampled, original L kept."
+
+    def colorize(self, ccc_model, image, decode="argmax", temperature=0.38, size=224):
+        batch = _predict(_with_size(ccc_model, size), image)
+        return (_to_image([p.rgb(decode, temperature) for p in batch.predictions]),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "CCCModelLoader": CCCModelLoader,
+    "CCCGrayscaleToClasses": CCCGrayscaleToClasses,
+    "CCCClassesToLab": CCCClassesToLab,
+    "CCCColorize": CCCColorize,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CCCModelLoader": "CCC++ Model Loader",
+    "CCCGrayscaleToClasses": "CCC++ Grayscale → Classes",
+    "CCCClassesToLab": "CCC++ Classes → Lab",
+    "CCCColorize": "CCC++ Colorize",
+}
