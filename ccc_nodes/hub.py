@@ -51,6 +51,16 @@ def resolve_source(source: str | os.PathLike | None) -> str | Path:
     return text
 
 
+def _load_folder(path: Path) -> CCCNet:
+    """Build the model from ``config.json`` and load ``model.safetensors`` (any float dtype)."""
+    from safetensors.torch import load_model as load_safetensors
+
+    _check_folder(path)
+    model = CCCNet(**json.loads((path / "config.json").read_text()))
+    load_safetensors(model, str(path / "model.safetensors"), strict=True)
+    return model
+
+
 def _check_folder(path: Path) -> None:
     if not path.is_dir():
         raise ModelLoadError(f"model path {str(path)!r} is not a folder with {', '.join(MODEL_FILES)}")
@@ -112,19 +122,15 @@ def load_model(
     from huggingface_hub import errors
 
     resolved = resolve_source(source)
-    if isinstance(resolved, Path):
-        _check_folder(resolved)
-        target: str = str(resolved)
-    else:
-        target = resolved
     try:
-        model = CCCNet.from_pretrained(
-            target,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            token=token,
-        )
+        if isinstance(resolved, Path):
+            model = _load_folder(resolved)
+        else:
+            model = CCCNet.from_pretrained(
+                resolved, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+            )
+    except ModelLoadError:
+        raise
     except (OSError, ValueError, TypeError, RuntimeError, KeyError, errors.EntryNotFoundError) as e:
-        raise _explain(e, target, revision, is_folder=isinstance(resolved, Path)) from e
+        raise _explain(e, str(resolved), revision, is_folder=isinstance(resolved, Path)) from e
     return model.to(device).eval()
