@@ -57,7 +57,12 @@ def _load_folder(path: Path) -> CCCNet:
 
     _check_folder(path)
     model = CCCNet(**json.loads((path / "config.json").read_text()))
-    load_safetensors(model, str(path / "model.safetensors"), strict=True)
+    try:
+        load_safetensors(model, str(path / "model.safetensors"), strict=True)
+    except RuntimeError:  # shapes or names that do not match the config
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for bad files
+        raise ModelLoadError(f"{path / 'model.safetensors'} is not a readable safetensors file: {e}") from e
     return model
 
 

@@ -85,6 +85,19 @@ def test_local_folder_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="lacks model.safetensors"):
         load_model(tmp_path / "half")
     (tmp_path / "half" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError, match="not a readable safetensors file"):
+        load_model(tmp_path / "half")
     (tmp_path / "half" / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         load_model(tmp_path / "half")
+
+
+def test_weights_that_do_not_match_the_config(tmp_path, small_model):
+    import json
+
+    small_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["kept"] = config["kept"][:10]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="not a valid CCC"):
+        load_model(tmp_path)
