@@ -2,9 +2,9 @@
 
 The node names follow the data flow of ARCHITECTURE.md::
 
-    CCC++ Model Loader -> CCC_MODEL
-    IMAGE --[Grayscale -> Classes]--> CCC_CLASSES --[SAM Harmonize]--> CCC_CLASSES
-          --[Classes -> Lab]--> IMAGE (colorized) + IMAGE (class map)
+    CCC++ Model Loader -> CCC_MODEL            CCC++ SAM Loader -> SAM_MODEL
+    IMAGE --[Grayscale -> Classes]--> CCC_CLASSES --[SAM Harmonize (+ SAM_MODEL or MASK)]-->
+          CCC_CLASSES --[Classes -> Lab]--> IMAGE (colorized) + IMAGE (class map)
     IMAGE + reference IMAGE --[Metrics]--> table (output node)
     IMAGE --[Colorize]--> IMAGE                     (the common case in one node)
 
@@ -37,8 +37,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .classes import ColorClasses
 from .color import lab_to_rgb
+from .harmonize import HARMONIZE_DEFAULTS, harmonize
 from .hub import DEFAULT_MODEL, ModelLoadError
+from .masks import SAM_MODEL_TYPES, MaskSet, generate_masks, given_masks, overlay
+from .metrics import METRIC_NAMES, ColorMetrics, markdown_table
 from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, pick_device
 
 __all__ = [
@@ -165,33 +169,40 @@ class ClassBatch:
 
 
 def class_map_image(pred: Prediction, lightness: float = 70.0) -> torch.Tensor:
-    """Visualise the most probable class of each pixel: its bin centre a*b* (Eq. 10-11) at a
-    constant L, nearest-upsampled to the image size -> sRGB ``(1, 3, H, W)``."""
-    ab = pred.classes.decode(pred.class_map).float()  # (1, 2, h, w)
+    """Visualise the class of each pixel (the harmonised one after SAM Harmonize, else the
+    most probable): its bin centre a*b* (Eq. 10-11) at a constant L, nearest-upsampled to
+    the image size -> sRGB ``(1, 3, H, W)``."""
+    classes = getattr(pred, "harmonized_classes", None)
+    ab = pred.classes.decode(pred.class_map if classes is None else classes).float()  # (1, 2, h, w)
     ab = torch.nn.functional.interpolate(ab, size=pred.size, mode="nearest")
     L = torch.full_like(ab[:, :1], lightness)
     return lab_to_rgb(torch.cat((L, ab), dim=1))
 
 
 # ------------------------------------------------------------------ model cache
-_cache: OrderedDict[tuple, Colorizer] = OrderedDict()
+_cache: OrderedDict[tuple, object] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _colorizer(source: str, revision: str | None, device: str, precision: str) -> Colorizer:
-    """One Colorizer per (source, revision, device, precision), kept across runs."""
-    dev = _device(device)
-    key = (source, revision, str(dev), precision)
+def _cached(key: tuple, load: Callable[[], object]):
+    """Models are loaded once per key and kept (the least recently used beyond
+    MODEL_CACHE_SIZE are dropped), so re-running a graph never reloads them."""
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    colorizer = Colorizer(source, device=dev, precision=precision, revision=revision)
+    model = load()
     with _cache_lock:
-        _cache[key] = colorizer
+        _cache[key] = model
         while len(_cache) > MODEL_CACHE_SIZE:
             _cache.popitem(last=False)
-    return colorizer
+    return model
+
+
+def _colorizer(source: str, revision: str | None, device: str, precision: str) -> Colorizer:
+    dev = _device(device)
+    return _cached(("ccc", source, revision, str(dev), precision),
+                   lambda: Colorizer(source, device=dev, precision=precision, revision=revision))
 
 
 def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
@@ -320,11 +331,160 @@ class CCCColorize:
         return (_to_image([p.rgb(decode, temperature) for p in batch.predictions]),)
 
 
+class CCCSAMLoader:
+    """Load a Segment Anything model (a checkpoint under models/sams, a path or a Hub repo)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {
+            "required": {
+                "checkpoint": (list(_sam_checkpoints()), {"tooltip": "A SAM checkpoint (.pth) under models/sams."}),
+                "model_type": (list(SAM_MODEL_TYPES), {"default": "vit_b", "tooltip": "The architecture of the checkpoint."}),
+                "device": (list(DEVICES), {"default": "auto"}),
+            },
+            "optional": {
+                "repo_or_path": ("STRING", {"default": "", "tooltip": "Overrides 'checkpoint': a .pth path or a Hugging "
+                                            "Face Hub repo id holding the official checkpoint file."}),
+            },
+        }
+
+    RETURN_TYPES = ("SAM_MODEL",)
+    RETURN_NAMES = ("sam_model",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads a Segment Anything model once and keeps it in memory, for SAM Harmonize."
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint, repo_or_path=""):  # noqa: N802 - an empty models/sams is fine with a path
+        if (repo_or_path or "").strip() or checkpoint in _sam_checkpoints():
+            return True
+        return (f"no SAM checkpoint {checkpoint!r} under {', '.join(map(str, model_folders('sams')))}: place a "
+                f".pth there or give repo_or_path")
+
+    def load(self, checkpoint, model_type, device, repo_or_path=""):
+        from .masks import load_sam
+
+        source = (repo_or_path or "").strip() or str(_sam_checkpoints()[checkpoint])
+        dev = _device(device)
+        return (_cached(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev)),)
+
+
+def _image_masks(mask: torch.Tensor, n_images: int, size: tuple[int, int]) -> list[MaskSet]:
+    """A MASK ``(M, H, W)`` -> the masks of each image: one image takes all M planes; else
+    plane i belongs to image i, or a single plane is shared by all."""
+    if mask.dim() == 2:
+        mask = mask[None]
+    if n_images == 1:
+        return [given_masks(mask, size=size)]
+    if mask.shape[0] == n_images:
+        return [given_masks(m[None], size=size) for m in mask]
+    if mask.shape[0] == 1:
+        return [given_masks(mask, size=size)] * n_images
+    raise ValueError(f"mask: {mask.shape[0]} masks for {n_images} images; give one per image, one for all, "
+                     f"or any number for a single image")
+
+
+class CCCSAMHarmonize:
+    """CCC_CLASSES -> CCC_CLASSES with object-consistent colours (METHOD.md s. 9, Algorithm 1)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        d = HARMONIZE_DEFAULTS
+        return {
+            "required": {
+                "classes": ("CCC_CLASSES",),
+                "min_area": ("FLOAT", {"default": d["min_area"], "min": 0.0, "max": 1.0, "step": 0.001,
+                                       "tooltip": "Skip masks smaller than this fraction of the image."}),
+                "dominance": ("FLOAT", {"default": d["dominance"], "min": 0.0, "max": 1.0, "step": 0.01,
+                                        "tooltip": "A mask is harmonised if its most frequent class holds this share."}),
+                "max_dev": ("FLOAT", {"default": d["max_dev"], "min": 0.0, "max": 300.0, "step": 0.5,
+                                      "tooltip": "Pixels whose a*b* is farther than this from the mode class are replaced."}),
+                "sigma": ("FLOAT", {"default": d["sigma"], "min": 0.0, "max": 50.0, "step": 0.1,
+                                    "tooltip": "Gaussian feathering of the replaced region, in pixels."}),
+            },
+            "optional": {
+                "sam_model": ("SAM_MODEL", {"tooltip": "SAM's automatic masks on the grey image."}),
+                "mask": ("MASK", {"tooltip": "Masks to use instead of SAM's."}),
+                "points_per_side": ("INT", {"default": 32, "min": 4, "max": 128,
+                                            "tooltip": "SAM's prompt grid (points_per_side^2 prompts)."}),
+            },
+        }
+
+    RETURN_TYPES = ("CCC_CLASSES", "IMAGE")
+    RETURN_NAMES = ("classes", "masks")
+    FUNCTION = "harmonize"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Makes each object's colour consistent: masks from SAM, from the MASK input, or (neither "
+                   "given) a classical segmentation. 'masks' shows the masks used.")
+
+    def harmonize(self, classes, min_area, dominance, max_dev, sigma, sam_model=None, mask=None, points_per_side=32):
+        preds = classes.predictions
+        if mask is not None:
+            masks = _image_masks(mask, len(preds), classes.size)
+        else:
+            params = {"points_per_side": points_per_side} if sam_model is not None else {}
+            progress = _Progress(len(preds))
+            masks = []
+            for i, p in enumerate(preds):
+                masks.append(generate_masks(p, "auto", sam=sam_model, **params))
+                progress(i + 1)
+        out = [harmonize(p, m, min_area=min_area, dominance=dominance, max_dev=max_dev, sigma=sigma)
+               for p, m in zip(preds, masks)]
+        shown = [torch.from_numpy(np.asarray(overlay(p, m), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+                 for p, m in zip(preds, masks)]
+        shown = [torch.nn.functional.interpolate(x, size=classes.size, mode="bilinear") for x in shown]
+        return (ClassBatch(out), _to_image(shown))
+
+
+class CCCMetrics:
+    """IMAGE + reference IMAGE -> a table of the paper's metrics, shown on the node."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {
+            "required": {"image": ("IMAGE",), "reference": ("IMAGE", {"tooltip": "Ground-truth colour images."})},
+            "optional": {"ccc_model": ("CCC_MODEL", {"tooltip": "Its colour classes are used for TAR, CNR and "
+                                                     "CCAR; without it all 1296 bins of size 6."})},
+        }
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("table",)
+    FUNCTION = "measure"
+    OUTPUT_NODE = True
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("MSE, PSNR, SSIM, UIQI, CNR, CCAR, TAR and colourfulness (METHOD.md s. 10) of each image "
+                   "against its reference; the reference is resized to the image when sizes differ.")
+
+    def measure(self, image, reference, ccc_model=None):
+        pred = image[..., :3].permute(0, 3, 1, 2).float().cpu()
+        gt = reference[..., :3].permute(0, 3, 1, 2).float().cpu()
+        if gt.shape[0] not in (1, pred.shape[0]):
+            raise ValueError(f"reference: {gt.shape[0]} images for {pred.shape[0]}; give one each, or one for all")
+        if gt.shape[-2:] != pred.shape[-2:]:
+            gt = torch.nn.functional.interpolate(gt, size=pred.shape[-2:], mode="bilinear", antialias=True,
+                                                 align_corners=False)
+        gt = gt.expand(pred.shape[0], -1, -1, -1)
+        classes = ccc_model.classes if ccc_model is not None else ColorClasses()
+        rows, total = {}, ColorMetrics(classes)
+        for i in range(pred.shape[0]):
+            one = ColorMetrics(classes)
+            one.update(pred[i : i + 1], gt[i : i + 1])
+            total.update(pred[i : i + 1], gt[i : i + 1])
+            rows[f"image {i + 1}"] = one.compute()
+        if pred.shape[0] > 1:
+            rows["all"] = total.compute()
+        table = markdown_table(rows, [k for k in METRIC_NAMES if k not in ("lpips", "fid")])
+        return {"ui": {"text": [table]}, "result": (table,)}
+
+
 NODE_CLASS_MAPPINGS = {
     "CCCModelLoader": CCCModelLoader,
     "CCCGrayscaleToClasses": CCCGrayscaleToClasses,
     "CCCClassesToLab": CCCClassesToLab,
     "CCCColorize": CCCColorize,
+    "CCCSAMLoader": CCCSAMLoader,
+    "CCCSAMHarmonize": CCCSAMHarmonize,
+    "CCCMetrics": CCCMetrics,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -332,4 +492,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "CCCGrayscaleToClasses": "CCC++ Grayscale → Classes",
     "CCCClassesToLab": "CCC++ Classes → Lab",
     "CCCColorize": "CCC++ Colorize",
+    "CCCSAMLoader": "CCC++ SAM Loader",
+    "CCCSAMHarmonize": "CCC++ SAM Harmonize",
+    "CCCMetrics": "CCC++ Metrics",
 }
