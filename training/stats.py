@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-images", type=int, default=0, help="count at most this many images (seeded sample)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    ColorClasses(a.bin_size)  # validates the bin size before any work
+    try:
+        ColorClasses(a.bin_size)  # validates the bin size before any work
+    except ValueError as e:
+        p.error(str(e))
     sources = list_sources(a.data)
     if a.max_images and len(sources) > a.max_images:
         sources = sorted(random.Random(a.seed).sample(sources, a.max_images), key=lambda s: s.name)

@@ -1,0 +1,206 @@
+"""Training package: data sources, class statistics, config files, export, a full run."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ccc_nodes.classes import ColorClasses
+from ccc_nodes.modeling import CCCNet
+from test_training_helpers import TINY, env, image_tree, python, tar_shards
+from training.checkpoint import atomic_save, load_checkpoint
+from training.data import (CORRUPT, GREY, OK, EpochSampler, ImageDataset, collate, list_sources, load_images,
+                           make_loader)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return image_tree(tmp_path_factory.mktemp("tree"))
+
+
+def test_sources_folder_list_and_shards_agree(tmp_path, tree):
+    folder = list_sources(tree)
+    assert len(folder) == 18 and all(Path(s.path).parent.name.startswith("class_") for s in folder)
+
+    lst = tmp_path / "files.txt"
+    lst.write_text("# relative to the list\n" + "\n".join(str(Path(s.path).relative_to(tmp_path.parent)) for s in folder[:5]))
+    lst_rel = tmp_path.parent / "files.txt"
+    lst_rel.write_text(lst.read_text())
+    assert [s.path for s in list_sources(lst_rel)] == [s.path for s in folder[:5]]
+
+    shards = tar_shards(tmp_path / "shards", n=12, shards=3)
+    by_glob = list_sources(str(tmp_path / "shards" / "train-*.tar"))
+    by_range = list_sources(str(tmp_path / "shards" / "train-{000..002}.tar"))
+    assert by_glob == by_range and len(by_glob) == 12  # the .cls members are not images
+    assert {s.path for s in by_glob} == {str(p) for p in shards}
+    # random access into a shard reads exactly the member's bytes
+    import tarfile
+
+    src = next(s for s in by_glob if s.path == str(shards[1]))
+    with tarfile.open(shards[1]) as tar:
+        assert src.member.endswith(".jpg") and src.read() == tar.extractfile(src.member).read()
+
+    with pytest.raises(FileNotFoundError, match="matches no files"):
+        list_sources(str(tmp_path / "nothing-*.tar"))
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        list_sources(tmp_path / "missing")
+
+
+def test_corrupt_and_grey_images_are_counted_not_fatal(tree):
+    sources = list_sources(tree)
+    images, names, skipped = load_images(sources, size=48, workers=2, progress=False)
+    assert images.shape == (16, 3, 48, 48) and images.dtype == torch.uint8
+    assert skipped == {"corrupt": 1, "grey": 1}
+    assert not any("broken" in n or "grey" in n for n in names)
+
+    ds = ImageDataset(sources, size=48)
+    statuses = [ds[i][1] for i in range(len(ds))]
+    assert statuses.count(CORRUPT) == 1 and statuses.count(GREY) == 1 and statuses.count(OK) == 16
+    batch, n_corrupt, n_grey = collate([ds[i] for i in range(len(ds))])
+    assert batch.shape[0] == 16 and (n_corrupt, n_grey) == (1, 1)
+
+    # streaming through worker processes gives the same pixels as the in-memory path
+    loader = make_loader(sources, 48, batch=5, workers=2)
+    streamed = torch.cat([x for x, _, _ in loader])
+    assert torch.equal(streamed, images)
+
+
+def test_epoch_sampler_is_a_permutation_per_epoch_and_resumes_anywhere():
+    s = EpochSampler(10, batch=3, seed=4)
+    it = iter(s)
+    first = [next(it) for _ in range(9)]  # 3 epochs of 3 batches (one image dropped per epoch)
+    for e in range(3):
+        flat = sum(first[3 * e : 3 * e + 3], [])
+        assert len(set(flat)) == 9 and set(flat) <= set(range(10))
+    assert first[0:3] != first[3:6]  # a fresh order every epoch
+    resumed = iter(EpochSampler(10, batch=3, seed=4, start=4))
+    assert [next(resumed) for _ in range(5)] == first[4:9]
+    assert [next(iter(EpochSampler(10, 3, seed=5)))] != first[:1]
+
+
+def test_class_statistics_command(tmp_path, tree):
+    from training.stats import main
+
+    out, plot = tmp_path / "classes.json", tmp_path / "classes.png"
+    assert main([str(tree), "--bin-size", "6", "--min-fraction", "0.002", "--out", str(out), "--plot", str(plot),
+                 "--workers", "2"]) == 0
+    cfg = json.loads(out.read_text())
+    counts = torch.tensor(cfg["counts"])
+    assert cfg["images"] == 16 and cfg["corrupt"] == 1 and cfg["grey"] == 1
+    assert counts.numel() == 1296 and cfg["samples"] == int(counts.sum()) == 16 * 56 * 56  # METHOD.md s. 4
+    expected = ColorClasses.from_histogram(counts, 6, 0.002)
+    assert cfg["kept"] == expected.kept.tolist() and cfg["K"] == expected.K < 1296
+    assert min(counts[cfg["kept"]]) >= 0.002 * cfg["samples"]
+    # a model config takes the file as it is
+    assert CCCNet(encoder="mobilenetv3_small_050", decoder_channels=(8, 8, 8), **{k: cfg[k] for k in ("bin_size", "kept")}).num_classes == cfg["K"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
+    with pytest.raises(SystemExit):
+        main([str(tree), "--bin-size", "3", "--out", str(out)])
+
+
+def test_config_file_with_command_line_overrides(tmp_path):
+    from training.train import parse_args
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("data: imgs\nout: runs/x\nbin-size: 8\np: 4\nrebalance: cic\ndecoder_channels: [64, 32, 32]\nsteps: 10\n")
+    a = parse_args(["--config", str(cfg), "--p", "16"])
+    assert (a.data, a.bin_size, a.p, a.rebalance, a.decoder_channels, a.steps) == ("imgs", 8, 16.0, "cic", "64,32,32", 10)
+    assert (a.batch, a.betas, a.precision) == (64, "0.5,0.999", "auto")  # paper defaults
+    js = tmp_path / "run.json"
+    js.write_text(json.dumps({"data": "d", "out": "o", "time_budget": 5, "compile": True}))
+    a = parse_args(["--config", str(js)])
+    assert a.time_budget == 5 and a.compile is True and a.steps == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: d\nout: o\nsteps: 1\nlearning_rate: 0.1\n")
+    with pytest.raises(SystemExit, match="unknown option 'learning_rate'"):
+        parse_args(["--config", str(bad)])
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({"step": 1, "w": torch.ones(3)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise pickle.PicklingError("crash in the middle of writing")
+
+    with pytest.raises(pickle.PicklingError):
+        atomic_save({"step": 2, "w": torch.zeros(10_000), "boom": Unpicklable()}, path)
+    assert load_checkpoint(path)["step"] == 1  # the old checkpoint survives whole
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
+    path.write_bytes(b"half a file")
+    with pytest.raises(RuntimeError, match="delete it to start afresh"):
+        load_checkpoint(path)
+
+
+def test_train_evaluate_and_export_end_to_end(tmp_path, tree):
+    """A whole run in process: classes file, streaming data, periodic eval and samples in
+    TensorBoard, checkpoint, model folder with card, reload, evaluate command."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ccc_nodes.hub import load_model
+    from training import evaluate, stats, train
+
+    classes = tmp_path / "classes.json"
+    stats.main([str(tree), "--min-fraction", "0.002", "--out", str(classes), "--workers", "0"])
+    out = tmp_path / "run"
+    args = [*TINY, "--data", str(tree), "--val", str(tree / "class_1"), "--out", str(out), "--steps", "4",
+            "--data-mode", "stream", "--workers", "1", "--classes", str(classes), "--tensorboard",
+            "--eval-every", "2", "--eval-images", "4", "--sample-every", "2", "--rebalance", "cic"]
+    assert train.main(args) == 0
+    r = json.loads((out / "training.json").read_text())
+    kept = json.loads(classes.read_text())["kept"]
+    assert r["steps"] == 4 and r["K"] == len(kept) and r["data_mode"] == "stream"
+    assert r["skipped_detail"]["corrupt"] + r["skipped_detail"]["grey"] >= 1  # the bad files were met and skipped
+    assert {"tar", "cnr", "ccar", "cf", "psnr", "dev_mean", "dev_max"} <= set(r["val"]) and r["val"]["images"] == 8
+    assert r["val"]["dev_max"] >= r["val"]["dev_mean"] > 0
+    assert [s for s, _ in r["loss_curve"]] == [1, 2, 3, 4]
+    card = (out / "README.md").read_text()
+    assert "cic" in card and "TAR" in card and r["command"] in card
+
+    model = load_model(str(out))
+    assert model.classes.kept.tolist() == kept
+    ev = EventAccumulator(str(out / "tb")).Reload()
+    tags = ev.Tags()
+    assert {"train/loss", "train/weight_min", "train/weight_max", "train/img_per_s", "val/tar", "val/ccar"} <= set(tags["scalars"])
+    assert len(ev.Scalars("val/tar")) == 3  # steps 2, 4 and the final evaluation
+    assert "samples/grey-prediction-truth" in tags["images"]
+    assert (out / "checkpoint.pt").is_file()
+
+    figures = tmp_path / "val.json"
+    assert evaluate.main([str(out), "--val", str(tree / "class_1"), "--size", "64", "--store-size", "72",
+                          "--workers", "0", "--json", str(figures)]) == 0
+    assert json.loads(figures.read_text())["tar"] == pytest.approx(r["val"]["tar"], abs=1e-3)
+
+
+def test_push_to_hub_reports_a_clear_error_when_the_hub_is_unreachable(tmp_path):
+    """Real huggingface_hub code up to the network: a closed loopback port stands for no network."""
+    model = CCCNet(encoder="mobilenetv3_small_050", decoder_channels=(8, 8, 8), kept=[1, 2, 3])
+    model.save_pretrained(tmp_path / "m")
+    e = env()
+    e.update(HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_not_a_real_token", HF_HUB_ETAG_TIMEOUT="2",
+             HF_HUB_DOWNLOAD_TIMEOUT="2")
+    res = subprocess.run([python(), "-m", "training.export", str(tmp_path / "m"), "--push-to-hub", "someone/ccc-test"],
+                         env=e, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    assert "could not upload" in res.stdout and "someone/ccc-test" in res.stdout and "--push-to-hub" in res.stdout
+
+    from training.export import HubUploadError, push_to_hub
+
+    with pytest.raises(HubUploadError, match="not a saved model"):
+        push_to_hub(tmp_path, "someone/x")
+
+
+def test_images_from_numpy_are_never_mutated():
+    # decode returns writable arrays owned by the caller (torch.from_numpy shares memory)
+    from test_training_helpers import jpeg, crops
+    from training.data import decode
+
+    arr, status = decode(jpeg(crops(1)[0]), 32)
+    assert status == OK and arr.flags.writeable and arr.shape == (32, 32, 3) and arr.dtype == np.uint8

@@ -1,0 +1,57 @@
+"""Kill a real training process mid-run, resume it, and compare with an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from test_training_helpers import TINY, env, image_tree, python
+from training.checkpoint import load_checkpoint
+
+STEPS = 40
+
+
+def _cmd(data, out, *extra):
+    return [python(), "-m", "training.train", *TINY, "--data", str(data), "--out", str(out), "--steps", str(STEPS),
+            "--data-mode", "stream", "--workers", "1", "--ckpt-every", "3", "--seed", "7", *extra]
+
+
+def test_killed_run_resumes_on_the_same_trajectory(tmp_path):
+    data = image_tree(tmp_path / "data", n=24)
+    e = env()
+
+    # The uninterrupted reference run.
+    ref = tmp_path / "ref"
+    subprocess.run(_cmd(data, ref), env=e, check=True, capture_output=True, timeout=300)
+
+    # The same run, killed with SIGKILL as soon as its first checkpoint is on disk.
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(data, run), env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert not (run / "training.json").exists(), "the run finished before it could be killed"
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert 3 <= killed_at < STEPS and killed_at % 3 == 0
+
+    # The same command with --resume continues from the checkpoint to the end.
+    res = subprocess.run(_cmd(data, run, "--resume"), env=e, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"resuming from {ckpt} at step {killed_at}" in res.stdout
+
+    a = json.loads((ref / "training.json").read_text())
+    b = json.loads((run / "training.json").read_text())
+    assert [s for s, _ in b["loss_curve"]] == list(range(1, STEPS + 1))
+    assert b["loss_curve"] == a["loss_curve"]  # bit for bit on CPU
+    wa, wb = load_file(ref / "model.safetensors"), load_file(run / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the losses moved: the comparison is not between two untrained models
+    assert a["loss_curve"][-1][1] < a["loss_curve"][0][1]
