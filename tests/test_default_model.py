@@ -35,5 +35,5 @@ def test_colorizes_a_grey_photo(default_model, photo):
     grey = Image.fromarray(photo).convert("L")
     out = Colorizer(default_model, device="cpu")(grey)
     assert out.size == grey.size
-    rgb = torch.from_numpy(np.asarray(out)).permute(2, 0, 1)[None].float() / 255
+    rgb = torch.from_numpy(np.array(out)).permute(2, 0, 1)[None].float() / 255
     assert colorfulness(rgb).item() > 5.0  # grey input has colourfulness 0: it added colour
