@@ -1,0 +1,276 @@
+"""The Gradio Space (space/app.py): its handler on real inputs, and its API served on
+loopback and called through gradio_client. The browser tests are in test_space_browser.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+from concurrent.futures import wait
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gr = pytest.importorskip("gradio")
+
+from conftest import make_model  # noqa: E402
+
+from ccc_nodes import DEFAULT_MODEL_DIR, ColorClasses  # noqa: E402
+from ccc_nodes.color import rgb_to_lab  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+RUN_DEFAULTS = dict(model="", size=224, decode="argmax", harmonize_with="off", dominance=0.3, max_dev=12.0,
+                    min_area=0.002, sam_checkpoint="", sam_type="vit_b", points_per_side=8)
+
+
+def load_app():
+    """space/app.py as a module (it is a script beside its helpers, not a package)."""
+    if "ccc_space_app" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("ccc_space_app", ROOT / "space" / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["ccc_space_app"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["ccc_space_app"]
+
+
+def space_model(tmp_path_factory) -> str:
+    """The embedded default once it is there; until then a small model saved here."""
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return "default"
+    folder = tmp_path_factory.mktemp("space_model")
+    make_model(kept=list(range(200, 1100, 3))).save_pretrained(folder)
+    return str(folder)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(app, model: str):
+    """Build the page for ``model`` and serve it on a free loopback port -> (demo, url)."""
+    demo = app.build_demo(model)
+    _, url, _ = app.launch(demo, "127.0.0.1", free_port(), block=False)
+    return demo, url
+
+
+@pytest.fixture(scope="module")
+def app():
+    return load_app()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, app):
+    source = space_model(tmp_path_factory)
+    os.environ[app.MODEL_ENV] = source
+    yield source
+    os.environ.pop(app.MODEL_ENV, None)
+
+
+def run(app, photo, **overrides):
+    return app.run(photo, **{**RUN_DEFAULTS, **overrides})
+
+
+# ----------------------------------------------------------------------------- the handler
+
+
+def test_grey_photo_gives_colour_at_full_size_and_no_metrics(app, model):
+    slider, class_pic, masks_pic, table, download, notes = run(app, str(EXAMPLES / "grey" / "chelsea.jpg"))
+    before, after = slider
+    assert before.shape == after.shape == (300, 451, 3) and class_pic.shape == (300, 451, 3)
+    assert np.array_equal(before[..., 0], before[..., 1])  # the before side is grey
+    assert masks_pic is None and table == []
+    assert "Grey photo" in notes
+    saved = np.asarray(Image.open(download))
+    assert saved.shape == (300, 451, 3) and np.array_equal(saved, after)
+
+
+def test_colour_photo_is_kept_as_reference_and_measured(app, model):
+    photo = str(EXAMPLES / "reference" / "chelsea.jpg")
+    slider, _, _, table, _, notes = run(app, photo)
+    before, after = slider
+    assert np.array_equal(before[..., 0], before[..., 2])  # the colour photo was made grey
+    rows = {r[0]: r[1] for r in table}
+    assert {"MSE", "PSNR (dB)", "SSIM", "UIQI", "TAR (%)", "CNR", "CCAR (%)", "CF", "delta-CF"} <= set(rows)
+    assert "reference" in notes
+    # The table is what the core's metrics say about this result (no numbers made up here).
+    ref = np.asarray(Image.open(photo).convert("RGB"))
+    expected = app.compare(app._eval_view(after), app._eval_view(ref), app.get_model(model).classes)
+    assert float(rows["MSE"]) == pytest.approx(expected["mse"], rel=1e-3)
+    assert float(rows["TAR (%)"]) == pytest.approx(expected["tar"], rel=1e-3, abs=1e-6)
+    lpips = rows["LPIPS"]
+    assert lpips == "n/a" and "LPIPS n/a" in notes or float(lpips) >= 0
+
+
+def test_decode_modes_differ_and_input_size_is_used(app, model):
+    photo = str(EXAMPLES / "grey" / "coffee.jpg")
+    argmax = run(app, photo)[0][1]
+    mean = run(app, photo, decode="annealed-mean")[0][1]
+    assert argmax.shape == mean.shape and not np.array_equal(argmax, mean)
+    assert "input 128" in run(app, photo, size=128)[5]
+
+
+def test_classical_harmonisation_shows_masks_and_says_what_it_did(app, model):
+    slider, _, masks_pic, _, _, notes = run(app, str(EXAMPLES / "grey" / "astronaut.jpg"), harmonize_with="classical")
+    assert masks_pic is not None and masks_pic.shape[2] == 3 and masks_pic.std() > 0
+    assert "classical:" in notes and "masks had a dominant class" in notes
+
+
+def test_sam_without_checkpoint_falls_back_and_says_so(app, model):
+    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM")[5]
+    assert "no checkpoint given" in notes and "classical:" in notes
+    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM", sam_checkpoint="/nowhere/sam.pth")[5]
+    assert "SAM could not be loaded" in notes and "/nowhere/sam.pth" in notes
+
+
+def test_sam_harmonisation_runs_the_real_mask_generator(app, model):
+    """A tiny SAM built here (random weights) stands in the page's SAM cache: the page's
+    path through SamAutomaticMaskGenerator and harmonise runs end to end."""
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    torch.manual_seed(0)
+    sam = Sam(
+        image_encoder=ImageEncoderViT(img_size=1024, patch_size=16, embed_dim=32, depth=1, num_heads=2,
+                                      out_chans=32, window_size=8, global_attn_indexes=()),
+        prompt_encoder=PromptEncoder(embed_dim=32, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
+                                     mask_in_chans=4),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=32, iou_head_hidden_dim=16,
+                                 transformer=TwoWayTransformer(depth=1, embedding_dim=32, mlp_dim=64, num_heads=2)),
+    ).eval()
+    app._cache[("sam", "tiny-sam", "vit_b")] = sam
+    try:
+        notes = run(app, str(EXAMPLES / "grey" / "chelsea.jpg"), harmonize_with="SAM", sam_checkpoint="tiny-sam",
+                    points_per_side=4)[5]
+    finally:
+        app._cache.pop(("sam", "tiny-sam", "vit_b"), None)
+    assert "sam:custom masks" in notes
+
+
+def test_large_photo_keeps_full_resolution_download(app, model, tmp_path):
+    stripes = np.where(np.arange(3000) % 2, 140, 100).astype(np.uint8)  # 1-pixel stripes, far below model scale
+    big = np.repeat(stripes[None], 1800, axis=0)  # 5.4 MP
+    path = tmp_path / "big.png"
+    Image.fromarray(big).save(path)
+    slider, class_pic, _, _, download, _ = run(app, str(path))
+    assert max(slider[1].shape[:2]) == app.DISPLAY_SIDE and max(class_pic.shape[:2]) == app.DISPLAY_SIDE
+    full = np.asarray(Image.open(download))
+    assert full.shape == (1800, 3000, 3)
+    # The full-resolution L is joined with the colour: the stripes survive in the result's L*
+    # (input: L* 42 / 56 alternating), which a model-resolution result could not hold.
+    L = rgb_to_lab(torch.from_numpy(full[895:905].astype(np.float32) / 255).permute(2, 0, 1)[None])[0, 0]
+    assert (L[:, 1::2] - L[:, 0::2]).mean() > 8
+
+
+@pytest.mark.parametrize(
+    "content, name, message",
+    [
+        (b"just some text, not a picture", "notes.txt", "not an image file"),
+        ((EXAMPLES / "grey" / "chelsea.jpg").read_bytes()[:3000], "broken.jpg", "corrupt or truncated"),
+    ],
+    ids=["text", "truncated-jpeg"],
+)
+def test_bad_files_give_a_clear_message(app, model, tmp_path, content, name, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(gr.Error) as e:
+        run(app, str(path))
+    assert message in e.value.message and name in e.value.message and str(tmp_path) not in e.value.message
+
+
+def test_huge_photo_is_refused_before_decoding(app, model, tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("1", (9000, 5000)).save(path)  # 45 MP, a few KB on disk
+    with pytest.raises(gr.Error) as e:
+        run(app, str(path))
+    assert "over the limit" in e.value.message and "huge.png" in e.value.message
+
+
+def test_missing_photo_and_bad_model_are_explained(app, model, tmp_path):
+    with pytest.raises(gr.Error, match="Upload a photo"):
+        run(app, None)
+    with pytest.raises(gr.Error) as e:
+        run(app, str(EXAMPLES / "grey" / "chelsea.jpg"), model=str(tmp_path / "no_such_model"))
+    assert "no_such_model" in e.value.message and "does not exist" in e.value.message
+
+
+def test_models_are_loaded_once(app, model):
+    assert app.get_model(model) is app.get_model(model)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_table_ii_is_reproduced():
+    figures = load_app().bin_table
+    rows = {r[0]: r for r in figures()}
+    assert [rows[s][2] for s in (4, 6, 8, 10, 12, 14)] == [2916, 1296, 784, 484, 324, 256]  # Table II
+    assert rows[6][3] == pytest.approx(3.0) and rows[6][4] == pytest.approx(1.5)  # s/2, s/4
+
+
+def test_class_grid_marks_the_kept_classes():
+    app = load_app()
+    full = np.asarray(app.class_grid(ColorClasses(6)), dtype=np.float32)
+    few = np.asarray(app.class_grid(ColorClasses(6, kept=[666])), dtype=np.float32)
+    assert full.shape == few.shape and full.shape[2] == 3
+    assert few.mean() > full.mean() + 20  # dropped bins are faded towards white
+
+
+def test_class_map_picture_shows_bin_centres(app):
+    classes = ColorClasses(6, kept=[666, 18 * 36 + 30])  # a*b* = (3, 3) near-neutral, (75, 3) red
+    pic = app.class_map_picture(torch.tensor([[[0, 1], [1, 0]]]), classes, (40, 60))
+    assert pic.shape == (40, 60, 3)
+    neutral, red = pic[5, 5].astype(int), pic[5, 45].astype(int)
+    assert abs(neutral[0] - neutral[1]) < 15 and red[0] > red[1] + 60
+
+
+# ----------------------------------------------------------------------------- served: the API
+
+
+@pytest.fixture(scope="module")
+def served(app, model):
+    demo, url = serve(app, model)
+    yield url
+    demo.close()
+
+
+def test_api_colorizes_through_gradio_client(served):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False)
+    slider, class_pic, masks_pic, table, download, notes = client.predict(
+        handle_file(str(EXAMPLES / "reference" / "coffee.jpg")), api_name="/colorize", **RUN_DEFAULTS
+    )
+    after = np.asarray(Image.open(slider[1]))
+    assert after.shape[:2] == (400, 600)
+    assert np.asarray(Image.open(download)).shape == (400, 600, 3)
+    assert "TAR (%)" in [row[0] for row in table["data"]]
+    assert "coffee.jpg" in notes
+
+
+def test_api_reports_a_non_image(served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    fake = tmp_path / "letter.jpg"
+    fake.write_text("Dear reader, this is not a photo.")
+    client = Client(served, verbose=False)
+    with pytest.raises(Exception) as e:
+        client.predict(handle_file(str(fake)), api_name="/colorize", **RUN_DEFAULTS)
+    assert "letter.jpg: not an image file" in str(e.value)
+
+
+def test_concurrent_requests_are_queued_and_all_answered(served):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False)
+    jobs = [client.submit(handle_file(str(p)), api_name="/colorize", **RUN_DEFAULTS)
+            for p in sorted((EXAMPLES / "grey").glob("*.jpg"))]
+    wait(jobs, timeout=240)
+    names = [job.result()[5].split("**")[1] for job in jobs]
+    assert names == sorted(p.name for p in (EXAMPLES / "grey").glob("*.jpg"))
