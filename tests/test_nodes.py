@@ -1,0 +1,250 @@
+"""The ComfyUI nodes: the V1 contract, loading as a custom node pack the way ComfyUI loads
+one, batches through every node, model caching, harmonisation with given masks, a real
+(tiny) SAM and the classical fallback, and the metrics table."""
+
+import dataclasses
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ccc_nodes import Colorizer, ModelLoadError
+from ccc_nodes import nodes as N
+from ccc_nodes.color import rgb_to_lab
+from ccc_nodes.pipeline import Prediction
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def models_dir(tmp_path, monkeypatch, small_model):
+    small_model.save_pretrained(tmp_path / "ccc" / "small")
+    monkeypatch.setenv("CCC_MODELS_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """IMAGE (3, 48, 64, 3): three different colour images."""
+    from skimage import data
+
+    ims = [data.astronaut(), data.coffee(), data.chelsea()]
+    out = [torch.nn.functional.interpolate(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255, size=(48, 64),
+                                           mode="area")[0].permute(1, 2, 0) for im in ims]
+    return torch.stack(out).contiguous()
+
+
+@pytest.fixture()
+def colorizer(small_model):
+    return Colorizer(small_model, device="cpu", size=64)
+
+
+def test_every_node_follows_the_v1_contract():
+    assert set(N.NODE_CLASS_MAPPINGS) == set(N.NODE_DISPLAY_NAME_MAPPINGS)
+    assert {"CCCModelLoader", "CCCGrayscaleToClasses", "CCCClassesToLab", "CCCSAMLoader", "CCCSAMHarmonize",
+            "CCCMetrics", "CCCColorize"} <= set(N.NODE_CLASS_MAPPINGS)
+    for name, cls in N.NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        assert set(spec) <= {"required", "optional", "hidden"} and spec["required"], name
+        for entry in [*spec["required"].values(), *spec.get("optional", {}).values()]:
+            kind = entry[0]
+            assert isinstance(kind, list) or (isinstance(kind, str) and kind.isupper()), (name, kind)
+        assert isinstance(cls.RETURN_TYPES, tuple) and all(t.isupper() for t in cls.RETURN_TYPES)
+        assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
+        assert callable(getattr(cls(), cls.FUNCTION)) and cls.CATEGORY == "CCC++"
+    assert N.CCCMetrics.OUTPUT_NODE is True
+
+
+def test_the_checkout_loads_as_a_comfyui_pack_without_comfy(tmp_path):
+    """ComfyUI imports custom_nodes/<pack>/__init__.py under its path as module name;
+    do the same in a fresh interpreter and check nothing from ``comfy`` was needed."""
+    pack = tmp_path / "custom_nodes" / "ccc-nodes"
+    pack.parent.mkdir()
+    pack.symlink_to(ROOT, target_is_directory=True)
+    code = f"""
+import importlib.util, sys
+path = {str(pack)!r}
+spec = importlib.util.spec_from_file_location(path, path + "/__init__.py")
+module = importlib.util.module_from_spec(spec)
+sys.modules[path] = module
+spec.loader.exec_module(module)
+assert "CCCColorize" in module.NODE_CLASS_MAPPINGS and module.NODE_DISPLAY_NAME_MAPPINGS
+assert os.path.isfile(os.path.join(path, module.WEB_DIRECTORY, "ccc_metrics.js"))
+assert not [m for m in sys.modules if m == "comfy" or m.startswith("comfy.")]
+print("ok", len(module.NODE_CLASS_MAPPINGS))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok ")
+
+
+def test_loader_lists_local_models_and_caches_them(models_dir):
+    choices = N.CCCModelLoader.INPUT_TYPES()["required"]["model"][0]
+    assert choices[0] == "default" and "small" in choices
+    (a,) = N.CCCModelLoader().load("small", "cpu", "fp32")
+    (b,) = N.CCCModelLoader().load("small", "cpu", "fp32")
+    assert a is b and isinstance(a, Colorizer) and a.device.type == "cpu"
+    (c,) = N.CCCModelLoader().load("default", "cpu", "fp32", repo_or_path=str(models_dir / "ccc" / "small"))
+    assert c is a  # the same folder named by path is the same cached model
+    with pytest.raises(ModelLoadError, match="not a folder under"):
+        N.CCCModelLoader().load("absent", "cpu", "fp32")
+
+
+def test_loader_hub_errors_say_what_to_do(models_dir, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: set it where it lives
+    monkeypatch.setenv("HF_HUB_CACHE", str(models_dir / "hub"))
+    with pytest.raises(ModelLoadError, match="ccc-test/absent-model.*by hand"):
+        N.CCCModelLoader().load("default", "cpu", "fp32", repo_or_path="ccc-test/absent-model")
+
+
+def test_classes_then_lab_is_the_core_colorizer_on_a_batch(colorizer, batch):
+    (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, batch, size=64)
+    assert isinstance(classes, N.ClassBatch) and len(classes) == 3 and classes.size == (48, 64)
+    assert classes.predictions[0].logits.shape == (1, colorizer.classes.K, 16, 16)
+    image, class_map = N.CCCClassesToLab().decode(classes, "argmax", 0.38)
+    assert image.shape == class_map.shape == (3, 48, 64, 3) and image.dtype == torch.float32
+    direct = colorizer.colorize([im.numpy() for im in batch])
+    assert torch.allclose(image, torch.from_numpy(np.stack(direct)), atol=1e-5)
+    (one_node,) = N.CCCColorize().colorize(colorizer, batch, "argmax", 0.38, 64)
+    assert torch.allclose(one_node, image, atol=1e-6)
+    # Annealed mean decodes differently but keeps each image's own lightness.
+    annealed, _ = N.CCCClassesToLab().decode(classes, "annealed-mean", 0.38)
+    assert not torch.allclose(annealed, image)
+    L_in = rgb_to_lab(batch.permute(0, 3, 1, 2))[:, 0]
+    L_out = rgb_to_lab(annealed.permute(0, 3, 1, 2))[:, 0]
+    assert (L_in - L_out).abs().mean() < 1.5
+
+
+def test_size_changes_the_model_resolution_without_reloading(colorizer, batch):
+    (small,) = N.CCCGrayscaleToClasses().predict(colorizer, batch[:1], size=32)
+    (big,) = N.CCCGrayscaleToClasses().predict(colorizer, batch[:1], size=96)
+    assert small.predictions[0].logits.shape[-1] == 8 and big.predictions[0].logits.shape[-1] == 24
+    assert colorizer.size == 64  # the cached model is not changed
+    with pytest.raises(ValueError, match="multiple of 32"):
+        N.CCCGrayscaleToClasses().predict(colorizer, batch, size=50)
+    with pytest.raises(ValueError, match="IMAGE tensor"):
+        N.CCCGrayscaleToClasses().predict(colorizer, batch[0], size=64)
+
+
+def test_class_map_shows_the_predicted_class(neutral_model, batch):
+    (classes,) = N.CCCGrayscaleToClasses().predict(Colorizer(neutral_model, device="cpu", size=64), batch, 64)
+    _, class_map = N.CCCClassesToLab().decode(classes, "argmax", 0.38)
+    lab = rgb_to_lab(class_map.permute(0, 3, 1, 2))
+    # The neutral class (a* = b* = 0 bin, centre (3, 3)) at L = 70 everywhere.
+    assert torch.allclose(lab[:, 0], torch.full_like(lab[:, 0], 70.0), atol=0.2)
+    assert torch.allclose(lab[:, 1:], torch.full_like(lab[:, 1:], 3.0), atol=0.3)
+
+
+def test_progress_is_reported_per_chunk(colorizer, batch):
+    seen = []
+    colorizer.batch_size = 2
+    token = N.progress_hook.set(lambda done, total: seen.append((done, total)))
+    try:
+        N.CCCColorize().colorize(colorizer, batch, "argmax", 0.38, 64)
+    finally:
+        N.progress_hook.reset(token)
+        colorizer.batch_size = 8
+    assert seen == [(2, 3), (3, 3)]
+
+
+def _two_class_batch(colorizer, batch):
+    """Predictions whose logits pick class A everywhere but class B on a few scattered
+    pixels: harmonisation inside a mask must repaint B with A."""
+    (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, batch, size=64)
+    K, centers = colorizer.classes.K, colorizer.classes.centers
+    a = int((centers - torch.tensor([12.0, 12.0])).norm(dim=1).argmin())  # far apart in a*b*, both in gamut
+    b = int((centers - torch.tensor([-30.0, 40.0])).norm(dim=1).argmin())
+    preds = []
+    for p in classes.predictions:
+        logits = torch.zeros(1, K, 16, 16)
+        logits[:, a] = 5.0
+        logits[:, b, ::4, ::4] = 10.0  # 1/16 of pixels
+        preds.append(dataclasses.replace(p, logits=logits))
+    return N.ClassBatch(preds), a, b
+
+
+def test_harmonize_with_given_masks_per_image(colorizer, batch):
+    classes, a, b = _two_class_batch(colorizer, batch)
+    mask = torch.zeros(3, 48, 64)
+    mask[0] = 1.0  # image 0: the whole image is one object
+    mask[1, :24] = 1.0  # image 1: its top half
+    # image 2: an empty mask: nothing changes
+    out, shown = N.CCCSAMHarmonize().harmonize(classes, 0.0, 0.3, 12.0, 0.0, mask=mask)
+    assert isinstance(out, N.ClassBatch) and len(out) == 3 and shown.shape == (3, 48, 64, 3)
+    changed = [p.changed for p in out.predictions]
+    assert changed[0] > 0.03 and 0 < changed[1] < changed[0] and changed[2] == 0
+    before, _ = N.CCCClassesToLab().decode(classes, "argmax", 0.38)
+    after, class_map = N.CCCClassesToLab().decode(out, "argmax", 0.38)
+    assert torch.equal(after[2], before[2]) and not torch.equal(after[0], before[0])
+    # Image 0's harmonised class map holds only class A's colour now; image 2's still has B.
+    ab = rgb_to_lab(class_map.permute(0, 3, 1, 2))[:, 1:]
+    centre_a = colorizer.classes.centers[a].view(1, 2, 1, 1)
+    assert (ab[:1] - centre_a).abs().max() < 1.0
+    assert (ab[2:] - centre_a).abs().amax(dim=1).max() > 20
+
+
+def test_harmonize_mask_batch_rules(colorizer, batch):
+    classes, _, _ = _two_class_batch(colorizer, batch)
+    shared = torch.ones(1, 48, 64)
+    out, _ = N.CCCSAMHarmonize().harmonize(classes, 0.0, 0.3, 12.0, 0.0, mask=shared)
+    assert all(p.changed > 0.03 and p.masks.source == "given" for p in out.predictions)
+    with pytest.raises(ValueError, match="2 masks for 3 images"):
+        N.CCCSAMHarmonize().harmonize(classes, 0.0, 0.3, 12.0, 0.0, mask=torch.ones(2, 48, 64))
+
+
+def test_harmonize_with_a_real_tiny_sam_and_the_classical_fallback(colorizer, batch):
+    pytest.importorskip("segment_anything")
+    from test_masks import tiny_sam
+
+    classes, _, _ = _two_class_batch(colorizer, batch[:2])
+    out, shown = N.CCCSAMHarmonize().harmonize(classes, 0.0, 0.0, 12.0, 0.0, sam_model=tiny_sam(), points_per_side=4)
+    assert [p.source for p in out.predictions] == ["sam:custom", "sam:custom"]
+    assert shown.shape == (2, 48, 64, 3)
+    fallback, _ = N.CCCSAMHarmonize().harmonize(classes, 0.0, 0.3, 12.0, 0.0)
+    assert all(p.source.startswith("classical:") for p in fallback.predictions)
+    assert all("no SAM" in p.masks.note for p in fallback.predictions)
+
+
+def test_sam_loader_validation_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCC_MODELS_DIR", str(tmp_path))
+    (tmp_path / "sams").mkdir()
+    torch.save({"image_encoder.unknown": torch.zeros(1)}, tmp_path / "sams" / "mine.pth")
+    assert N.CCCSAMLoader.INPUT_TYPES()["required"]["checkpoint"][0] == ["mine.pth"]
+    assert N.CCCSAMLoader.VALIDATE_INPUTS("mine.pth") is True
+    assert N.CCCSAMLoader.VALIDATE_INPUTS("other.pth", repo_or_path="owner/sam") is True
+    assert "place a .pth there" in N.CCCSAMLoader.VALIDATE_INPUTS("other.pth")
+    from ccc_nodes.masks import SamLoadError
+
+    with pytest.raises(SamLoadError, match="not a SAM vit_b checkpoint"):
+        N.CCCSAMLoader().load("mine.pth", "vit_b", "cpu")
+
+
+def test_metrics_table(colorizer, batch):
+    result = N.CCCMetrics().measure(batch[:1], batch[:1])
+    table = result["ui"]["text"][0]
+    assert result["result"] == (table,)
+    header, _, row = table.splitlines()
+    cells = dict(zip([h.strip() for h in header.split("|")[2:-1]], [c.strip() for c in row.split("|")[2:-1]]))
+    assert float(cells["MSE"]) == 0 and float(cells["SSIM"]) == pytest.approx(1.0, abs=1e-4)
+    assert float(cells["TAR"]) == 100 and float(cells["CNR"]) == 1
+    # A batch against one reference of another size: one row each and the mean.
+    (out,) = N.CCCColorize().colorize(colorizer, batch, "argmax", 0.38, 64)
+    big_ref = torch.nn.functional.interpolate(batch[:1].permute(0, 3, 1, 2), size=(96, 128)).permute(0, 2, 3, 1)
+    table = N.CCCMetrics().measure(out, big_ref, colorizer)["ui"]["text"][0]
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["image 1", "image 2", "image 3", "all"]
+    mse = [float(line.split("|")[2]) for line in table.splitlines()[2:]]
+    assert all(m > 0 for m in mse) and math.isclose(mse[3], sum(mse[:3]) / 3, rel_tol=1e-2)
+    with pytest.raises(ValueError, match="reference: 2 images for 3"):
+        N.CCCMetrics().measure(out, batch[:2])
+
+
+def test_prediction_objects_flow_unchanged(colorizer, batch):
+    (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, batch[:2], 64)
+    assert all(isinstance(p, Prediction) for p in classes.predictions)
+    assert classes.classes == colorizer.classes
