@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 # Other subcommands live beside the code they drive; each module exposes
 # ``add_parser(subparsers)`` which registers its parser and sets ``func``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("ccc_nodes.server.cli",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("ccc_nodes.evaluate", "ccc_nodes.server.cli")
 
 # PIL writers by suffix; anything else is written as PNG beside the kept name.
 _WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",

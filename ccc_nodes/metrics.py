@@ -93,18 +93,12 @@ def psnr(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 def _window_stats(x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor):
     """Local means, variances and covariance of ``(B, C, H, W)`` under a separable
     window ``kernel`` (1-D, sums to 1), only where the window fits ('valid')."""
-    c = x.shape[1]
-    kh = kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-    kw = kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-
-    def filt(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, kh, groups=c), kw, groups=c)
-
-    mx, my = filt(x), filt(y)
-    vx = filt(x * x) - mx * mx
-    vy = filt(y * y) - my * my
-    cxy = filt(x * y) - mx * my
-    return mx, my, vx, vy, cxy
+    b, c, h, w = x.shape
+    t = torch.stack((x, y, x * x, y * y, x * y)).reshape(5 * b * c, 1, h, w)
+    k = kernel.to(t.dtype)
+    t = F.conv2d(F.conv2d(t, k.view(1, 1, -1, 1)), k.view(1, 1, 1, -1))
+    mx, my, xx, yy, xy = t.view(5, b, c, *t.shape[-2:]).unbind(0)
+    return mx, my, xx - mx * mx, yy - my * my, xy - mx * my
 
 
 def ssim(pred: torch.Tensor, gt: torch.Tensor, sigma: float = 1.5, win: int = 11) -> torch.Tensor:
@@ -116,7 +110,7 @@ def ssim(pred: torch.Tensor, gt: torch.Tensor, sigma: float = 1.5, win: int = 11
     use_sample_covariance=False, data_range=1, channel_axis=-1)``. Images smaller than
     the window use the largest odd window that fits.
     """
-    x, y = pred.double(), gt.double()
+    x, y = pred.float(), gt.float()  # float32: SSIM's constants dwarf its rounding
     win = min(win, (min(x.shape[-2:]) - 1) // 2 * 2 + 1)
     r = torch.arange(win, dtype=torch.float64, device=x.device) - (win - 1) / 2
     k = torch.exp(-(r**2) / (2 * sigma**2))
@@ -137,8 +131,10 @@ def uiqi(pred: torch.Tensor, gt: torch.Tensor, win: int = 8) -> torch.Tensor:
     """
     x, y = pred.double(), gt.double()
     win = min(win, *x.shape[-2:])
-    k = torch.full((win,), 1.0 / win, dtype=torch.float64, device=x.device)
-    mx, my, vx, vy, cxy = _window_stats(x, y, k)
+    b, c, h, w = x.shape
+    t = F.avg_pool2d(torch.stack((x, y, x * x, y * y, x * y)).reshape(5 * b, c, h, w), win, stride=1)
+    mx, my, xx, yy, xy = t.view(5, b, c, *t.shape[-2:]).unbind(0)
+    vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
     vx, vy = vx.clamp_min(0), vy.clamp_min(0)  # rounding can make a flat window's variance -1e-17
     d_var, d_mean = vx + vy, mx**2 + my**2
     flat = d_var < 1e-12
@@ -390,8 +386,10 @@ class ColorMetrics:
         self.fid_pred, self.fid_gt = FeatureStats(), FeatureStats()
 
     @torch.no_grad()
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        """Add a batch: pred and gt sRGB ``(B, 3, H, W)`` in [0, 1], same sizes."""
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, gt_features: torch.Tensor | None = None) -> None:
+        """Add a batch: pred and gt sRGB ``(B, 3, H, W)`` in [0, 1], same sizes.
+        ``gt_features``: the FID features of gt, when the caller already has them
+        (several predictions scored against one ground truth)."""
         if pred.shape != gt.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
         pred, gt = pred.float().clamp(0, 1), gt.float().clamp(0, 1)
@@ -418,7 +416,7 @@ class ColorMetrics:
         if self.fid is not None:
             dev = next(iter(self.fid.parameters()), torch.empty(0)).device
             self.fid_pred.update(self.fid(pred.to(dev)))
-            self.fid_gt.update(self.fid(gt.to(dev)))
+            self.fid_gt.update(self.fid(gt.to(dev)) if gt_features is None else gt_features)
         self.n += pred.shape[0]
 
     def compute(self) -> dict[str, float]:
