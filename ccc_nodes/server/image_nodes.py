@@ -67,16 +67,17 @@ def image_nodes(folders: Folders, max_pixels: int) -> dict[str, type]:
 
         def load_image(self, image):
             path = folders.resolve(folders.input, image, must_exist=True)
-            im = open_image(path, max_pixels)
+            open_image(path, max_pixels)  # refuses non-images, decompression bombs, broken files
             frames, masks = [], []
-            for frame in ImageSequence.Iterator(im):
-                if len(frames) == MAX_FRAMES:
-                    break
-                if frames and frame.size != (frames[0].shape[1], frames[0].shape[0]):
-                    continue  # ComfyUI keeps only frames of the first frame's size
-                rgb, alpha = to_rgb(frame.copy(), max_pixels)
-                frames.append(rgb)
-                masks.append(1.0 - alpha if alpha is not None else np.zeros((64, 64), np.float32))
+            with Image.open(path) as im:
+                for frame in ImageSequence.Iterator(im):
+                    if len(frames) == MAX_FRAMES:
+                        break
+                    rgb, alpha = to_rgb(frame.copy(), max_pixels)  # EXIF orientation applied
+                    if frames and rgb.shape != frames[0].shape:
+                        continue  # ComfyUI keeps only frames of the first frame's size
+                    frames.append(rgb)
+                    masks.append(1.0 - alpha if alpha is not None else np.zeros((64, 64), np.float32))
             if len({m.shape for m in masks}) > 1:
                 h, w = frames[0].shape[:2]
                 masks = [m if m.shape == (h, w) else np.zeros((h, w), np.float32) for m in masks]

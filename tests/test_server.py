@@ -1,0 +1,429 @@
+"""The ComfyUI-compatible server, over real loopback HTTP and websockets: workflows run
+end to end, messages and history have ComfyUI's shapes, unchanged nodes are cached,
+invalid graphs get ComfyUI's 400 answers, files never leave their folders, uploads are
+capped, a failing node fails only its prompt, and 20 concurrent clients lose nothing."""
+
+import io
+import json
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+from websockets.sync.client import connect  # noqa: E402
+
+from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
+
+WORKFLOW = Path(__file__).resolve().parents[1] / "examples" / "workflows" / "colorize_api.json"
+
+
+class Gate:
+    """A test node that waits until the test opens its gate (to hold the executor busy),
+    reporting progress so that /interrupt can stop it."""
+
+    event = threading.Event()
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {"required": {"tag": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "wait"
+    OUTPUT_NODE = True
+    CATEGORY = "test"
+
+    def wait(self, tag):
+        from ccc_nodes.nodes import progress_hook
+
+        for i in range(600):
+            if Gate.event.wait(0.05):
+                return {"ui": {"text": [tag]}}
+            progress_hook.get()(i, 600)
+        raise TimeoutError("gate never opened")
+
+
+def grey_png(h=48, w=64, frames=1, fmt="PNG") -> bytes:
+    from skimage import data
+
+    im = Image.fromarray(data.astronaut()).convert("L").resize((w, h))
+    buf = io.BytesIO()
+    if frames > 1:
+        seq = [im.rotate(90 * i) for i in range(frames)]
+        seq[0].save(buf, format=fmt, save_all=True, append_images=seq[1:])
+    else:
+        im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, small_model):
+    base = tmp_path_factory.mktemp("server")
+    small_model.save_pretrained(base / "models" / "ccc" / "small")
+    old = os.environ.get("CCC_MODELS_DIR")
+    config = ServerConfig(base_dir=base / "work", models_dir=base / "models", max_upload_bytes=200_000,
+                          max_image_pixels=1_000_000, max_nodes=50, extra_nodes={"Gate": Gate})
+    with ServerThread(config) as srv:
+        srv.base = base / "work"
+        yield srv
+    if old is None:
+        os.environ.pop("CCC_MODELS_DIR", None)
+    else:
+        os.environ["CCC_MODELS_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def upload(client, data: bytes, name: str, **fields):
+    return client.post("/upload/image", files={"image": (name, data, "image/png")}, data=fields)
+
+
+@pytest.fixture(scope="module")
+def uploaded(client):
+    r = upload(client, grey_png(), "grey.png", overwrite="true")
+    assert r.status_code == 200
+    return r.json()["name"]
+
+
+def graph(image="grey.png", prefix="ccc", model="small", size=64):
+    g = json.loads(WORKFLOW.read_text())
+    g["1"]["inputs"]["image"] = image
+    g["2"]["inputs"]["model"] = model
+    g["3"]["inputs"]["size"] = size
+    g["4"]["inputs"]["filename_prefix"] = prefix
+    return g
+
+
+def run(server, client, prompt, timeout=120):
+    """Post a prompt as one websocket client; return (prompt_id, messages for it, history entry)."""
+    cid = uuid.uuid4().hex
+    with connect(f"ws://{server.host}:{server.port}/ws?clientId={cid}") as ws:
+        first = json.loads(ws.recv(timeout=10))
+        assert first["type"] == "status" and first["data"]["sid"] == cid
+        r = client.post("/prompt", json={"prompt": prompt, "client_id": cid})
+        assert r.status_code == 200, r.text
+        pid = r.json()["prompt_id"]
+        msgs = []
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = json.loads(ws.recv(timeout=timeout))
+            if m["type"] != "status":
+                assert m["data"]["prompt_id"] == pid
+                msgs.append(m)
+            if m["type"] == "executing" and m["data"]["node"] is None:
+                break
+    entry = client.get(f"/history/{pid}").json()[pid]
+    return pid, msgs, entry
+
+
+def test_a_workflow_colorizes_through_prompt_ws_history_and_view(server, client, uploaded):
+    pid, msgs, entry = run(server, client, graph(uploaded, prefix="first"))
+    kinds = [m["type"] for m in msgs]
+    assert kinds[:2] == ["execution_start", "execution_cached"] and kinds[-2:] == ["execution_success", "executing"]
+    assert [m["data"]["node"] for m in msgs if m["type"] == "executing"] == ["2", "1", "3", "4", None]
+    assert any(m["type"] == "progress" and m["data"]["node"] == "3" and m["data"]["max"] == 1 for m in msgs)
+    executed = [m["data"] for m in msgs if m["type"] == "executed"]
+    assert len(executed) == 1 and executed[0]["node"] == "4"
+    image = executed[0]["output"]["images"][0]
+    assert image == {"filename": "first_00001_.png", "subfolder": "", "type": "output"}
+    # History: ComfyUI's entry shape.
+    assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
+    assert entry["outputs"] == {"4": {"images": [image]}}
+    assert entry["prompt"][1] == pid and entry["prompt"][4] == ["4"]
+    assert [m[0] for m in entry["status"]["messages"]] == ["execution_start", "execution_cached", "execution_success"]
+    # The output: a colour PNG at the input's size, with the graph in its metadata; /api/view too.
+    for prefix in ("", "/api"):
+        r = client.get(f"{prefix}/view", params=image)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    out = Image.open(io.BytesIO(r.content))
+    assert out.size == (64, 48) and out.mode == "RGB"
+    assert json.loads(out.info["prompt"])["3"]["class_type"] == "CCCColorize"
+    assert (server.base / "output" / "first_00001_.png").is_file()
+    preview = client.get("/view", params={**image, "preview": "webp;50"})
+    assert preview.headers["content-type"] == "image/webp"
+
+
+def test_unchanged_nodes_are_served_from_cache(server, client, uploaded):
+    run(server, client, graph(uploaded, prefix="cached"))
+    _, msgs, entry = run(server, client, graph(uploaded, prefix="cached"))
+    cached = next(m for m in msgs if m["type"] == "execution_cached")["data"]["nodes"]
+    assert sorted(cached) == ["1", "2", "3", "4"]
+    assert not [m for m in msgs if m["type"] == "executing" and m["data"]["node"] is not None]
+    assert entry["outputs"]["4"]["images"][0]["filename"] == "cached_00001_.png"  # reported, not re-saved
+    # Change one widget: only that node and those after it run again.
+    _, msgs, _ = run(server, client, graph(uploaded, prefix="cached2"))
+    assert [m["data"]["node"] for m in msgs if m["type"] == "executing"] == ["4", None]
+
+
+def test_batches_flow_through_every_node(server, client):
+    r = upload(client, grey_png(frames=3, fmt="TIFF"), "three.tif", overwrite="true")
+    assert r.status_code == 200
+    g = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": r.json()["name"]}},
+        "2": {"class_type": "CCCModelLoader", "inputs": {"model": "small", "device": "cpu", "precision": "fp32"}},
+        "3": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "size": 64}},
+        "4": {"class_type": "CCCSAMHarmonize", "inputs": {"classes": ["3", 0], "mask": ["1", 1], "min_area": 0.0,
+                                                          "dominance": 0.3, "max_dev": 12.0, "sigma": 1.0}},
+        "5": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["4", 0], "decode": "annealed-mean", "temperature": 0.38}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "batch/out"}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}},
+        "8": {"class_type": "CCCMetrics", "inputs": {"image": ["5", 0], "reference": ["1", 0], "ccc_model": ["2", 0]}},
+    }
+    _, msgs, entry = run(server, client, g)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    saved = entry["outputs"]["6"]["images"]
+    assert [i["subfolder"] for i in saved] == ["batch"] * 3 and len({i["filename"] for i in saved}) == 3
+    assert [i["type"] for i in entry["outputs"]["7"]["images"]] == ["temp"] * 3
+    table = entry["outputs"]["8"]["text"][0]
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["image 1", "image 2", "image 3", "all"]
+    sizes = {Image.open(io.BytesIO(client.get("/view", params=i).content)).size for i in saved}
+    assert sizes == {(64, 48)}
+
+
+def _bad(case: str, image: str) -> dict:
+    g = graph(image)
+    if case == "prompt_no_outputs":
+        return {"1": g["1"]}
+    if case == "required_input_missing":
+        del g["3"]["inputs"]["decode"]
+    elif case == "return_type_mismatch":
+        g["3"]["inputs"]["image"] = ["2", 0]
+    elif case == "invalid_input_type":
+        g["3"]["inputs"]["size"] = "large"
+    elif case == "value_smaller_than_min":
+        g["3"]["inputs"]["size"] = 0
+    elif case == "value_bigger_than_max":
+        g["3"]["inputs"]["temperature"] = 100
+    elif case == "value_not_in_list":
+        g["3"]["inputs"]["decode"] = "median"
+    elif case == "bad_linked_input":
+        g["3"]["inputs"]["image"] = ["1", 0, 1]
+    elif case == "custom_validation_failed":
+        g["1"]["inputs"]["image"] = "absent.png"
+    return g
+
+
+@pytest.mark.parametrize("case, node, details", [
+    ("required_input_missing", "3", "decode"),
+    ("return_type_mismatch", "3", "image, received_type(CCC_MODEL) mismatch input_type(IMAGE)"),
+    ("invalid_input_type", "3", "size, large, invalid literal for int() with base 10: 'large'"),
+    ("value_smaller_than_min", "3", "size"),
+    ("value_bigger_than_max", "3", "temperature"),
+    ("value_not_in_list", "3", "decode: 'median' not in ['argmax', 'annealed-mean']"),
+    ("bad_linked_input", "3", "image"),
+    ("custom_validation_failed", "1", "image - Invalid image file: absent.png"),
+])
+def test_invalid_graphs_get_comfyuis_400(client, uploaded, case, node, details):
+    r = client.post("/api/prompt", json={"prompt": _bad(case, uploaded)})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["error"]["type"] == "prompt_outputs_failed_validation"
+    assert list(body["node_errors"]) == [node]
+    err = body["node_errors"][node]
+    assert err["class_type"] == _bad(case, uploaded)[node]["class_type"] and err["dependent_outputs"] == ["4"]
+    assert [e["type"] for e in err["errors"]] == [case]
+    assert err["errors"][0]["details"].startswith(details)
+
+
+def test_invalid_prompts_without_node_errors(client, uploaded):
+    def post(body):
+        r = client.post("/prompt", content=body if isinstance(body, bytes) else json.dumps(body))
+        assert r.status_code == 400
+        return r.json()["error"]["type"]
+
+    assert post({"prompt": _bad("prompt_no_outputs", uploaded)}) == "prompt_no_outputs"
+    assert post({"prompt": {**graph(uploaded), "9": {"class_type": "Nope", "inputs": {}}}}) == "invalid_prompt"
+    assert post({"prompt": {"1": {"inputs": {}}}}) == "invalid_prompt"
+    assert post({"no": "prompt"}) == "no_prompt"
+    assert post(b"{not json") == "invalid_prompt"
+    big = {str(i): {"class_type": "PreviewImage", "inputs": {"images": ["0", 0]}} for i in range(60)}
+    assert post({"prompt": big}) == "prompt_too_large"
+    cyclic = graph(uploaded)
+    cyclic["3"]["inputs"]["image"] = ["5", 0]
+    cyclic["5"] = {"class_type": "CCCColorize", "inputs": {**cyclic["3"]["inputs"], "image": ["3", 0]}}
+    assert post({"prompt": cyclic}) == "prompt_outputs_failed_validation"
+
+
+def test_a_failing_node_fails_its_prompt_and_the_server_goes_on(server, client, uploaded):
+    g = graph(uploaded, prefix="fails")
+    g["2"]["inputs"]["repo_or_path"] = str(server.base / "no-such-model")
+    _, msgs, entry = run(server, client, g)
+    error = next(m["data"] for m in msgs if m["type"] == "execution_error")
+    assert error["node_id"] == "2" and error["node_type"] == "CCCModelLoader"
+    assert "does not exist" in error["exception_message"] and error["exception_type"].endswith("ModelLoadError")
+    assert entry["status"]["status_str"] == "error" and entry["outputs"] == {}
+    assert not list((server.base / "output").glob("fails*"))
+    _, _, entry = run(server, client, graph(uploaded, prefix="after_failure"))
+    assert entry["status"]["status_str"] == "success"
+
+
+@pytest.mark.parametrize("params, status", [
+    ({"filename": "../secret.png"}, 400),
+    ({"filename": "/etc/passwd"}, 400),
+    ({"filename": "secret.png", "subfolder": ".."}, 400),
+    ({"filename": "secret.png", "subfolder": "../output"}, 400),
+    ({"filename": "..\\secret.png"}, 400),
+    ({"filename": "grey.png", "type": "nowhere"}, 400),
+    ({"filename": "link.png"}, 403),
+    ({"filename": "notes.txt"}, 403),
+    ({"filename": "absent.png"}, 404),
+])
+def test_view_never_leaves_its_folders(server, client, uploaded, params, status):
+    (server.base / "secret.png").write_bytes(grey_png())
+    link = server.base / "output" / "link.png"
+    if not link.is_symlink():
+        link.symlink_to(server.base / "secret.png")
+    (server.base / "output" / "notes.txt").write_text("not an image")
+    r = client.get("/view", params=params)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+
+
+def test_uploads_are_checked_capped_and_never_half_written(server, client):
+    before = sorted(p.name for p in (server.base / "input").iterdir())
+    assert upload(client, grey_png(), "x.png", subfolder="../escape").status_code == 400
+    assert upload(client, grey_png(), ".hidden.png").status_code == 400
+    assert upload(client, b"plain text", "note.txt").status_code == 400
+    r = upload(client, b"plain text pretending", "fake.png")
+    assert r.status_code == 400 and "not an image" in r.json()["error"]["message"]
+    r = upload(client, os.urandom(300_000), "huge.png")  # over max_upload_bytes
+    assert r.status_code == 413
+    flat = io.BytesIO()
+    Image.new("L", (1200, 1000), 128).save(flat, format="PNG")  # 1.2 MP, over max_image_pixels, a small file
+    r = upload(client, flat.getvalue(), "many_pixels.png")
+    assert r.status_code == 400 and "over the limit" in r.json()["error"]["message"]
+    assert sorted(p.name for p in (server.base / "input").iterdir()) == before  # nothing written, no .part files
+    # A name taken by another image gets a new name; the same image keeps its name.
+    first = upload(client, grey_png(), "dup.png").json()
+    again = upload(client, grey_png(), "dup.png").json()
+    other = upload(client, grey_png(40, 40), "dup.png").json()
+    assert first["name"] == again["name"] == "dup.png" and other["name"] == "dup (1).png"
+    sub = upload(client, grey_png(), "in_sub.png", subfolder="mine").json()
+    assert sub == {"name": "in_sub.png", "subfolder": "mine", "type": "input"}
+    assert "mine/in_sub.png" in client.get("/object_info/LoadImage").json()["LoadImage"]["input"]["required"]["image"][0]
+
+
+def test_twenty_concurrent_clients_lose_nothing(server, client, uploaded):
+    def one(i):
+        return run(server, client, graph(uploaded, prefix=f"client{i:02d}"), timeout=300)
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    pids = {pid for pid, _, _ in results}
+    assert len(pids) == 20
+    for i, (pid, msgs, entry) in enumerate(results):
+        assert entry["status"]["status_str"] == "success"
+        assert entry["outputs"]["4"]["images"][0]["filename"] == f"client{i:02d}_00001_.png"
+        assert msgs[-1] == {"type": "executing", "data": {"node": None, "prompt_id": pid}}
+    history = client.get("/history").json()
+    assert pids <= set(history)
+    files = sorted(p.name for p in (server.base / "output").glob("client*_.png"))
+    assert files == [f"client{i:02d}_00001_.png" for i in range(20)]
+    for f in files:
+        assert Image.open(server.base / "output" / f).size == (64, 48)
+    assert client.get("/queue").json() == {"queue_running": [], "queue_pending": []}
+
+
+def test_queue_listing_delete_clear_interrupt_and_cap(server, client):
+    Gate.event.clear()
+    gate = lambda tag: {"1": {"class_type": "Gate", "inputs": {"tag": tag}}}  # noqa: E731
+    running = client.post("/prompt", json={"prompt": gate("running")}).json()["prompt_id"]
+    deadline = time.time() + 30
+    while not client.get("/queue").json()["queue_running"] and time.time() < deadline:
+        time.sleep(0.05)
+    waiting = [client.post("/prompt", json={"prompt": gate(f"w{i}")}).json() for i in range(3)]
+    front = client.post("/prompt", json={"prompt": gate("front"), "front": True}).json()
+    q = client.get("/api/queue").json()
+    assert [e[1] for e in q["queue_running"]] == [running]
+    assert [e[1] for e in q["queue_pending"]] == [front["prompt_id"]] + [w["prompt_id"] for w in waiting]
+    assert client.get("/prompt").json() == {"exec_info": {"queue_remaining": 5}}
+    client.post("/queue", json={"delete": [waiting[0]["prompt_id"]]})
+    assert len(client.get("/queue").json()["queue_pending"]) == 3
+    client.post("/queue", json={"clear": True})
+    assert client.get("/queue").json()["queue_pending"] == []
+    client.post("/interrupt", json={"prompt_id": running})
+    deadline = time.time() + 30
+    while not client.get(f"/history/{running}").json() and time.time() < deadline:
+        time.sleep(0.05)
+    status = client.get(f"/history/{running}").json()[running]["status"]
+    assert status["status_str"] == "error" and status["messages"][-1][0] == "execution_interrupted"
+    Gate.event.set()
+    # Waiting-room cap: the executor is held, the queue fills, then 429.
+    Gate.event.clear()
+    cap = server.app.state.server.config.max_queue
+    server.app.state.server.queue.max_pending = 2
+    try:
+        held = client.post("/prompt", json={"prompt": gate("hold")}).json()["prompt_id"]
+        while not client.get("/queue").json()["queue_running"]:
+            time.sleep(0.05)
+        codes = [client.post("/prompt", json={"prompt": gate(f"c{i}")}).status_code for i in range(3)]
+        assert codes == [200, 200, 429]
+    finally:
+        server.app.state.server.queue.max_pending = cap
+        Gate.event.set()
+    deadline = time.time() + 30
+    while client.get("/prompt").json()["exec_info"]["queue_remaining"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert client.get(f"/history/{held}").json()[held]["outputs"] == {"1": {"text": ["hold"]}}
+
+
+def test_api_shapes_the_frontend_reads(client):
+    info = client.get("/api/object_info").json()
+    assert {"LoadImage", "SaveImage", "PreviewImage", "CCCColorize", "CCCMetrics"} <= set(info)
+    c = info["CCCColorize"]
+    assert c["output"] == ["IMAGE"] and c["output_name"] == ["image"] and c["output_node"] is False
+    assert c["input_order"]["required"] == ["ccc_model", "image", "decode", "temperature", "size"]
+    assert c["python_module"] == "custom_nodes.ccc_nodes" and c["display_name"] == "CCC++ Colorize"
+    assert info["SaveImage"]["output_node"] is True and info["LoadImage"]["output"] == ["IMAGE", "MASK"]
+    assert client.get("/object_info/Nope").json() == {}
+    stats = client.get("/system_stats").json()
+    assert stats["devices"][0]["type"] in ("cpu", "cuda") and "comfyui_version" in stats["system"]
+    assert client.get("/features").json()["max_upload_size"] == 200_000
+    assert client.get("/embeddings").json() == [] and client.get("/api/users").json()["storage"] == "server"
+    # Settings and user data round-trip; their names stay inside the user folder too.
+    assert client.post("/api/settings/Comfy.TutorialCompleted", json=True).status_code == 200
+    assert client.get("/api/settings").json()["Comfy.TutorialCompleted"] is True
+    assert client.post("/api/userdata/workflows%2Fmine.json", content=b'{"a": 1}').status_code == 200
+    assert client.get("/api/userdata", params={"dir": "workflows"}).json() == ["mine.json"]
+    assert client.get("/api/userdata/workflows%2Fmine.json").json() == {"a": 1}
+    assert client.get("/api/userdata/..%2F..%2Fsecret.png").status_code == 400
+    assert client.delete("/api/userdata/workflows%2Fmine.json").status_code == 204
+
+
+def test_token_and_origin_guard(tmp_path, small_model):
+    config = ServerConfig(base_dir=tmp_path, token="s3cret")
+    with ServerThread(config) as srv, httpx.Client(base_url=srv.url) as c:
+        assert c.get("/prompt").status_code == 401
+        assert c.get("/prompt", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/prompt", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        r = c.get("/api/system_stats", params={"token": "s3cret"})  # a browser's first visit
+        assert r.status_code == 200 and "ccc_token=s3cret" in r.headers["set-cookie"]
+        assert c.get("/prompt").status_code == 200  # the cookie now carries it
+        with pytest.raises(Exception):
+            with connect(f"ws://{srv.host}:{srv.port}/ws") as ws:
+                ws.recv(timeout=5)
+        with connect(f"ws://{srv.host}:{srv.port}/ws", additional_headers={"Authorization": "Bearer s3cret"}) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "status"
+        evil = {"Authorization": "Bearer s3cret", "Origin": "http://evil.example"}
+        assert c.post("/prompt", json={"prompt": {}}, headers=evil).status_code == 403
+        same = {"Authorization": "Bearer s3cret", "Origin": srv.url}
+        assert c.post("/prompt", json={"prompt": {}}, headers=same).status_code == 400
+
+
+def test_cli_refuses_an_open_interface_without_a_token(capsys):
+    from ccc_nodes.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "--token" in capsys.readouterr().err
