@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 httpx = pytest.importorskip("httpx")
