@@ -3,7 +3,7 @@
 Three sources, one format (:class:`MaskSet`: boolean masks ``(M, H, W)`` and the name
 of the source that made them)::
 
-    sam = load_sam("facebook/sam-vit-base-ckpt", model_type="vit_b")   # or a local .pth
+    sam = load_sam("sam_vit_b_01ec64.pth", model_type="vit_b")        # or a Hub repo id holding it
     masks = generate_masks(prediction, source="sam", sam=sam)          # SAM on the grey image
     masks = generate_masks(prediction, source="classical")             # scikit-image Felzenszwalb / SLIC
     masks = generate_masks(prediction, source=comfy_mask)              # masks the caller gives
