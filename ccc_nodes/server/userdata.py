@@ -19,6 +19,9 @@ from .files import Folders, atomic_write
 __all__ = ["userdata_router"]
 
 SETTINGS_FILE = "comfy.settings.json"
+# Until the user changes them: skip the first-run template gallery (this server ships no
+# templates) and keep the editor from calling out to the internet for release notes.
+DEFAULT_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVersionUpdates": False}
 
 
 def _info(path: Path, root: Path) -> dict:
@@ -30,13 +33,15 @@ def _info(path: Path, root: Path) -> dict:
 def userdata_router(folders: Folders) -> APIRouter:
     router = APIRouter()
     root = folders.user / "default"
+    for sub in ("workflows", "subgraphs"):  # the editor lists these on start
+        (root / sub).mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
 
     def settings() -> dict:
         try:
-            return json.loads((root / SETTINGS_FILE).read_text())
+            return {**DEFAULT_SETTINGS, **json.loads((root / SETTINGS_FILE).read_text())}
         except (OSError, json.JSONDecodeError):
-            return {}
+            return dict(DEFAULT_SETTINGS)
 
     def save_settings(values: dict) -> None:
         atomic_write(root / SETTINGS_FILE, json.dumps(values, indent=2).encode())
