@@ -26,15 +26,19 @@ def write_model_card(folder: Path, r: dict) -> None:
         "## Architecture",
         f"- Encoder: `{a['encoder']}` (timm, one input channel), start: {r['init']}.",
         f"- Decoder: Table IV of the paper, widths {a['decoder_channels']}; {r['parameters'] / 1e6:.2f}M parameters.",
-        f"- Classes: kept from the training data's histogram at a minimum-count fraction of {a['min_fraction']:.3g}.",
+        "- Classes: " + (f"kept from the training data's histogram at a minimum-count fraction of {a['min_fraction']:.3g}"
+                         if a.get("classes", "data") == "data" else "all G^2 bins" if a["classes"] == "all"
+                         else f"the kept set of `{a['classes']}`") + f" (K = {r['K']} of {r.get('num_bins', r['K'])}).",
         "",
         "## Training",
         f"- Data: {r['train_images']} photos from `{a['data']}` ({r['skipped']} skipped).",
         f"- Rebalancing `{a['rebalance']}`" + (f", p = {a['p']:g} %" if a["rebalance"] == "ccc" else "") +
-        f"; Adam (0.5, 0.999), lr {a['lr']:g} with warm-up and cosine decay, batch {a['batch']}, "
+        f"; Adam ({a.get('betas', '0.5,0.999')}), lr {a['lr']:g} with warm-up and cosine decay, batch {a['batch']}, "
         f"random resized {a['size']} px crops and flips.",
         f"- {r['steps']} steps, {r['samples']} samples in {r['train_seconds']:.0f} s of training "
-        f"({r['img_per_s']:.0f} img/s), {r['wall_seconds']:.0f} s wall time in all, on {r['machine']}.",
+        f"({r['img_per_s']:.0f} img/s), {r['wall_seconds']:.0f} s wall time in all, on {r['machine']}"
+        + (f" x {r['world_size']} processes (DDP)" if r.get("world_size", 1) > 1 else "")
+        + (f", {r['precision']}" if "precision" in r else "") + ".",
         f"- Weights saved as {a['save_dtype']}.",
         "",
         "Command:",

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto", help="auto: bf16 autocast on GPU, fp32 on CPU")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     g.add_argument("--device", default="auto")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 on a shared CPU)")
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("logging, checkpoints, export")
     g.add_argument("--log-every", type=int, default=10, help="steps between loss / class-weight records")
@@ -199,6 +200,8 @@ class _Log:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.time()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     d, device_name = dist.setup(args.device)
     device = pick_device(device_name)
     precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
