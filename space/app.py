@@ -9,9 +9,11 @@ Run locally::
     python space/app.py [--host 127.0.0.1] [--port 7860] [--model default|owner/name|path]
 
 Environment: ``CCC_SPACE_MODEL`` (the model the page starts with and the examples use),
-``CCC_SPACE_MAX_PIXELS`` (largest photo accepted), ``PORT`` / ``GRADIO_SERVER_PORT`` and
-``GRADIO_SERVER_NAME`` (where to listen). On a Hugging Face Space with ZeroGPU the network
-runs under ``@spaces.GPU``; without the ``spaces`` package or a GPU it runs on the CPU.
+``CCC_SPACE_SAM`` / ``CCC_SPACE_SAM_TYPE`` (SAM checkpoint for harmonisation; else an
+official ``sam_vit_*.pth`` beside this file), ``CCC_SPACE_MAX_PIXELS`` (largest photo
+accepted), ``PORT`` / ``GRADIO_SERVER_PORT`` and ``GRADIO_SERVER_NAME`` (where to listen).
+On a Hugging Face Space with ZeroGPU the network runs under ``@spaces.GPU``; without the
+``spaces`` package or a GPU it runs on the CPU, unchanged.
 """
 
 from __future__ import annotations
@@ -29,24 +31,32 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import gradio as gr
+import numpy as np
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from ccc_figures import bin_table, class_grid, class_map_picture, to_uint8  # noqa: E402
+from ccc_figures import bin_table, class_grid, class_map_picture, to_uint8
 
-from ccc_nodes import ColorClasses, Colorizer, ImageError, ModelLoadError, load_model  # noqa: E402
-from ccc_nodes.harmonize import HARMONIZE_DEFAULTS, harmonize  # noqa: E402
-from ccc_nodes.hub import DEFAULT_MODEL  # noqa: E402
-from ccc_nodes.images import open_image, to_rgb  # noqa: E402
-from ccc_nodes.masks import SAM_MODEL_TYPES, SamLoadError, generate_masks, grey_image, load_sam, overlay  # noqa: E402
-from ccc_nodes.metrics import MetricUnavailable, compare, load_lpips  # noqa: E402
-from ccc_nodes.pipeline import DECODE_MODES  # noqa: E402
+from ccc_nodes import ColorClasses, Colorizer, ImageError, ModelLoadError, load_model
+from ccc_nodes.evaluate import eval_crop
+from ccc_nodes.harmonize import HARMONIZE_DEFAULTS, harmonize
+from ccc_nodes.hub import DEFAULT_MODEL
+from ccc_nodes.images import open_image, to_rgb
+from ccc_nodes.masks import (
+    SAM_CHECKPOINTS,
+    SAM_MODEL_TYPES,
+    SamLoadError,
+    generate_masks,
+    grey_image,
+    load_sam,
+    overlay,
+)
+from ccc_nodes.metrics import MetricUnavailable, compare, load_lpips
+from ccc_nodes.pipeline import DECODE_MODES
 
 try:  # ZeroGPU: a GPU is attached only inside functions decorated with spaces.GPU
     import spaces
@@ -62,10 +72,10 @@ log = logging.getLogger("ccc_space")
 
 MODEL_ENV = "CCC_SPACE_MODEL"
 SAM_ENV, SAM_TYPE_ENV = "CCC_SPACE_SAM", "CCC_SPACE_SAM_TYPE"  # SAM checkpoint (Hub repo id or file) and its type
-MAX_PIXELS = int(os.environ.get("CCC_SPACE_MAX_PIXELS", 40_000_000))  # refuse larger photos
+MAX_PIXELS = int(os.environ.get("CCC_SPACE_MAX_PIXELS", "40000000"))  # refuse larger photos
 MAX_FILE_SIZE = "50mb"  # Gradio refuses larger uploads before they reach the handler
 DISPLAY_SIDE = 1600  # longest side of the pictures shown in the page; the download is full size
-CONCURRENCY = int(os.environ.get("CCC_SPACE_CONCURRENCY", 2))  # requests run at once; others queue
+CONCURRENCY = int(os.environ.get("CCC_SPACE_CONCURRENCY", "2"))  # requests run at once; others queue
 SIZES = (128, 768)  # input size slider range (multiples of 32; paper: 224)
 HARMONIZE = ("off", "SAM", "classical")
 COLOUR_SPREAD = 4 / 255  # a photo is colour if its channels differ by more than this on average
@@ -102,6 +112,19 @@ def get_model(source: str):
     :class:`ModelLoadError` with the core's message (what failed, what to do)."""
     source = (source or "").strip() or default_model()
     return cached(("ccc", source), lambda: load_model(source))
+
+
+def default_sam() -> tuple[str, str]:
+    """(checkpoint, type) the page starts with: ``$CCC_SPACE_SAM`` / ``$CCC_SPACE_SAM_TYPE``,
+    else an official SAM checkpoint file placed beside this file, else none."""
+    checkpoint = os.environ.get(SAM_ENV, "").strip()
+    model_type = os.environ.get(SAM_TYPE_ENV, "").strip()
+    if not checkpoint:
+        for kind, filename in SAM_CHECKPOINTS.items():
+            if (HERE / filename).is_file():
+                checkpoint, model_type = str(HERE / filename), model_type or kind
+                break
+    return checkpoint, model_type or "vit_b"
 
 
 def get_sam(checkpoint: str, model_type: str):
@@ -147,7 +170,8 @@ def _fit(image: np.ndarray | None, side: int = DISPLAY_SIDE) -> np.ndarray | Non
         return image
     h, w = image.shape[:2]
     scale = side / max(h, w)
-    return np.asarray(Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
 
 
 def _save_png(image: np.ndarray, stem: str) -> str:
@@ -221,26 +245,14 @@ METRIC_ROWS = (  # key, label, what it says (METHOD.md s. 10, paper Eq. 19-27)
 )
 
 
-def _eval_view(rgb: np.ndarray) -> torch.Tensor:
-    """RGB ``(H, W, 3)`` (uint8 or [0, 1]) -> ``(1, 3, 256, 256)`` in [0, 1]: shorter side
-    resized to 256, centre crop (the evaluation protocol, METHOD.md s. 10)."""
-    x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float()
-    x = x / 255.0 if rgb.dtype == np.uint8 else x
-    h, w = x.shape[-2:]
-    s = EVAL_SIDE / min(h, w)
-    size = (max(EVAL_SIDE, round(h * s)), max(EVAL_SIDE, round(w * s)))
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    top, left = (size[0] - EVAL_SIDE) // 2, (size[1] - EVAL_SIDE) // 2
-    return x[..., top : top + EVAL_SIDE, left : left + EVAL_SIDE].clamp(0, 1)
-
-
 def metrics_table(colour: np.ndarray, reference: np.ndarray, classes: ColorClasses) -> tuple[list[list[str]], str]:
     """Result and reference RGB ``(H, W, 3)`` -> (rows of metric, value, meaning; note),
     on the evaluation view. LPIPS is ``n/a`` when its weights are not installed, and the
     note says what to install or where to put them."""
     lpips = get_lpips()
     missing = isinstance(lpips, Exception)
-    values = compare(_eval_view(colour), _eval_view(reference), classes, lpips=None if missing else lpips)
+    values = compare(eval_crop(colour, EVAL_SIDE)[None], eval_crop(reference, EVAL_SIDE)[None], classes,
+                     lpips=None if missing else lpips)
     rows = []
     for key, label, meaning in METRIC_ROWS:
         if key in values:
@@ -306,7 +318,8 @@ def run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area
 
     grey, colour = out["grey"], out["colour"]
     h, w = grey.shape[:2]
-    notes = [f"**{name}**: {w}x{h} px, model `{source}` (K = {net.classes.K} classes), input {int(size)}, {decode}."]
+    notes = [(f"**{name}**: {w}x{h} px, model `{source}` ({net.encoder_name} encoder, K = {net.classes.K} classes), "
+              f"input {int(size)}, {decode}.")]
     notes += [n for n in (sam_note, out["note"]) if n]
     if reference is not None:
         table, metrics_note = metrics_table(colour, reference, net.classes)
@@ -360,8 +373,9 @@ METHOD = """
    (36 x 36 = 1296 bins). Only bins frequent in a reference set of photos are kept as
    classes; each dropped bin folds into its nearest kept one. The grid below is drawn
    from the loaded model's own classes.
-3. **Network (Tables III-IV).** A DenseNet-121 encoder and a convolutional decoder give
-   one class distribution per 4 x 4 pixels; trained with per-batch class rebalancing so
+3. **Network (Tables III-IV).** An image encoder (DenseNet-121 in the paper; the loaded
+   model's is named under the result) and a convolutional decoder give one class
+   distribution per 4 x 4 pixels; trained with per-batch class rebalancing so
    rare colours are not washed out.
 4. **Decoding (Eq. 17-18).** *argmax* takes the centre of the most probable class (the
    paper); *annealed-mean* averages the class centres under a sharpened softmax
@@ -417,14 +431,15 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 with gr.Accordion("Harmonisation settings", open=False):
                     dominance = gr.Slider(0.05, 1.0, value=HARMONIZE_DEFAULTS["dominance"], step=0.05,
                                           label="Dominance", info="share of a mask its most frequent class must hold")
-                    max_dev = gr.Slider(0, 60, value=HARMONIZE_DEFAULTS["max_dev"], step=1, label="Max deviation (a*b*)",
+                    max_dev = gr.Slider(0, 60, value=HARMONIZE_DEFAULTS["max_dev"], step=1,
+                                        label="Max deviation (a*b*)",
                                         info="pixels farther than this from the mask's class are recoloured")
                     min_area = gr.Slider(0.0, 0.05, value=HARMONIZE_DEFAULTS["min_area"], step=0.0005,
                                          label="Min mask area", info="fraction of the image; smaller masks are skipped")
-                    sam_checkpoint = gr.Textbox(value=os.environ.get(SAM_ENV, ""), label="SAM checkpoint",
+                    sam_start, sam_start_type = default_sam()
+                    sam_checkpoint = gr.Textbox(value=sam_start, label="SAM checkpoint",
                                                 info="Hub repo id or .pth file; empty: classical masks instead")
-                    sam_type = gr.Radio(list(SAM_MODEL_TYPES), value=os.environ.get(SAM_TYPE_ENV, "vit_b"),
-                                        label="SAM type")
+                    sam_type = gr.Radio(list(SAM_MODEL_TYPES), value=sam_start_type, label="SAM type")
                     points = gr.Slider(4, 64, value=32, step=4, label="SAM points per side",
                                        info="prompt grid of the automatic mask generator (fewer: faster)")
                 button = gr.Button("Colorize", variant="primary", elem_id="colorize")
@@ -440,7 +455,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                                        interactive=False, elem_id="metrics")
                 download = gr.File(label="Full-resolution result (PNG)", elem_id="download")
                 notes = gr.Markdown(elem_id="notes")
-        inputs = [photo, model_box, size, decode, harmonize, dominance, max_dev, min_area, sam_checkpoint, sam_type, points]
+        inputs = [photo, model_box, size, decode, harmonize, dominance, max_dev, min_area,
+                  sam_checkpoint, sam_type, points]
         outputs = [before_after, class_pic, masks_pic, metrics, download, notes]
         button.click(run, inputs, outputs, api_name="colorize")
         if examples:
@@ -454,7 +470,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
             gr.Markdown(METHOD)
             with gr.Row():
                 gr.Image(class_grid(classes), elem_id="class-grid", interactive=False,
-                         label=f"a*b* bin grid at L* = 65: {classes.K} of {classes.num_bins} bins kept, outlined ({which})")
+                         label=f"a*b* bin grid at L* = 65: {classes.K} of {classes.num_bins} bins kept, "
+                               f"outlined ({which})")
                 gr.Dataframe(bin_table(), headers=["bin size", "bins per axis", "classes", "max error", "mean error"],
                              label="Table II, measured: quantisation error of a*b* per channel (s/2 max, s/4 mean)",
                              interactive=False)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import subprocess
 import sys
+import time
 from concurrent.futures import wait
 from pathlib import Path
 
@@ -18,15 +20,15 @@ from PIL import Image
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 
-from conftest import make_model  # noqa: E402
+from conftest import make_model
 
-from ccc_nodes import DEFAULT_MODEL_DIR, ColorClasses  # noqa: E402
-from ccc_nodes.color import rgb_to_lab  # noqa: E402
+from ccc_nodes import DEFAULT_MODEL_DIR, ColorClasses
+from ccc_nodes.color import rgb_to_lab
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-RUN_DEFAULTS = dict(model="", size=224, decode="argmax", harmonize_with="off", dominance=0.3, max_dev=12.0,
-                    min_area=0.002, sam_checkpoint="", sam_type="vit_b", points_per_side=8)
+RUN_DEFAULTS = {"model": "", "size": 224, "decode": "argmax", "harmonize_with": "off", "dominance": 0.3,
+                "max_dev": 12.0, "min_area": 0.002, "sam_checkpoint": "", "sam_type": "vit_b", "points_per_side": 8}
 
 
 def load_app():
@@ -102,7 +104,7 @@ def test_colour_photo_is_kept_as_reference_and_measured(app, model):
     assert "reference" in notes
     # The table is what the core's metrics say about this result (no numbers made up here).
     ref = np.asarray(Image.open(photo).convert("RGB"))
-    expected = app.compare(app._eval_view(after), app._eval_view(ref), app.get_model(model).classes)
+    expected = app.compare(app.eval_crop(after)[None], app.eval_crop(ref)[None], app.get_model(model).classes)
     assert float(rows["MSE"]) == pytest.approx(expected["mse"], rel=1e-3)
     assert float(rows["TAR (%)"]) == pytest.approx(expected["tar"], rel=1e-3, abs=1e-6)
     lpips = rows["LPIPS"]
@@ -118,7 +120,7 @@ def test_decode_modes_differ_and_input_size_is_used(app, model):
 
 
 def test_classical_harmonisation_shows_masks_and_says_what_it_did(app, model):
-    slider, _, masks_pic, _, _, notes = run(app, str(EXAMPLES / "grey" / "astronaut.jpg"), harmonize_with="classical")
+    _, _, masks_pic, _, _, notes = run(app, str(EXAMPLES / "grey" / "astronaut.jpg"), harmonize_with="classical")
     assert masks_pic is not None and masks_pic.shape[2] == 3 and masks_pic.std() > 0
     assert "classical:" in notes and "masks had a dominant class" in notes
 
@@ -244,7 +246,7 @@ def test_api_colorizes_through_gradio_client(served):
     from gradio_client import Client, handle_file
 
     client = Client(served, verbose=False)
-    slider, class_pic, masks_pic, table, download, notes = client.predict(
+    slider, _, _, table, download, notes = client.predict(
         handle_file(str(EXAMPLES / "reference" / "coffee.jpg")), api_name="/colorize", **RUN_DEFAULTS
     )
     after = np.asarray(Image.open(slider[1]))
@@ -274,3 +276,32 @@ def test_concurrent_requests_are_queued_and_all_answered(served):
     wait(jobs, timeout=240)
     names = [job.result()[5].split("**")[1] for job in jobs]
     assert names == sorted(p.name for p in (EXAMPLES / "grey").glob("*.jpg"))
+
+
+def test_python_space_app_py_starts_the_page(tmp_path):
+    """The README's command: ``python space/app.py``, port from $PORT, model from --model."""
+    import httpx
+
+    model = str(tmp_path / "small_model")
+    make_model(kept=[666, 667, 702]).save_pretrained(model)
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("CCC_SPACE_MODEL", None)
+    log = tmp_path / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "space/app.py", "--host", "127.0.0.1", "--model", model],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline, config = time.monotonic() + 180, None
+        while config is None and time.monotonic() < deadline:
+            assert proc.poll() is None, f"space/app.py exited: {log.read_text()[-2000:]}"
+            try:
+                config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).json()
+            except (httpx.TransportError, ValueError):
+                time.sleep(0.5)
+        assert config is not None, f"no page after 180 s: {log.read_text()[-2000:]}"
+        assert config["title"] == "CCC++ colorization"
+        assert model in str(config["components"])  # the model box starts with --model
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
