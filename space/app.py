@@ -93,18 +93,34 @@ def default_model() -> str:
 
 
 _cache: dict[tuple, Any] = {}  # (kind, key...) -> loaded network; shared by all requests
-_cache_lock = threading.Lock()
+_cache_lock = threading.Lock()  # guards _cache and _loading, never held while loading
+_loading: dict[tuple, threading.Lock] = {}  # one lock per key being loaded
 
 
-def cached(key: tuple, load):
+def cached(key: tuple, load, keep: int = 3):
     """Load a network once per key and keep it: loading takes seconds, requests must not.
-    At most four are kept (oldest dropped), so a public page cannot fill the memory."""
+    Two requests for the same key wait for one load; other keys are not held up. At most
+    ``keep`` networks of a kind (``key[0]``) stay, oldest dropped first, so a public page
+    cannot fill the memory with models."""
     with _cache_lock:
-        if key not in _cache:
-            if len(_cache) >= 4:
-                _cache.pop(next(iter(_cache)))
-            _cache[key] = load()
-        return _cache[key]
+        if key in _cache:
+            return _cache[key]
+        key_lock = _loading.setdefault(key, threading.Lock())
+    with key_lock:
+        with _cache_lock:
+            if key in _cache:
+                return _cache[key]
+        try:
+            value = load()
+        finally:
+            with _cache_lock:
+                _loading.pop(key, None)
+        with _cache_lock:
+            same_kind = [k for k in _cache if k[0] == key[0]]
+            if len(same_kind) >= keep:
+                _cache.pop(same_kind[0])
+            _cache[key] = value
+        return value
 
 
 def get_model(source: str):
@@ -190,7 +206,7 @@ def _save_png(image: np.ndarray, stem: str) -> str:
 
 @on_gpu
 def colorize_on_device(
-    source: str, rgb: np.ndarray, size: int, decode: str, masks_from: str | None, params: dict, sam_key: tuple | None
+    source: str, rgb: np.ndarray, size: int, decode: str, masks_from: str | None, params: dict, sam: tuple | None
 ) -> dict:
     """The network (and harmonisation) on the best device.
 
@@ -201,7 +217,8 @@ def colorize_on_device(
       masks_from: None (no harmonisation), ``"sam"`` or ``"classical"``.
       params: harmonisation thresholds (:func:`ccc_nodes.harmonize.harmonize`) and
         ``points_per_side`` for SAM.
-      sam_key: the cache key of the loaded SAM model when ``masks_from == "sam"``.
+      sam: (checkpoint, type) of the SAM model when ``masks_from == "sam"`` (loaded into
+        the cache by the caller).
 
     Returns plain arrays (ZeroGPU runs this in another process): ``grey`` and ``colour``
     uint8 ``(H, W, 3)``, ``classes`` ``(1, h, w)``, ``masks`` (overlay picture or None),
@@ -214,8 +231,8 @@ def colorize_on_device(
         return out | {"colour": to_uint8(pred.rgb(decode)[0].permute(1, 2, 0)), "classes": pred.class_map}
     thresholds = {k: params[k] for k in ("min_area", "dominance", "max_dev")}
     if masks_from == "sam":
-        sam = _cache[sam_key].to(colorizer.device)
-        masks = generate_masks(pred, "sam", sam=sam, points_per_side=int(params["points_per_side"]))
+        net = get_sam(*sam).to(colorizer.device)
+        masks = generate_masks(pred, "sam", sam=net, points_per_side=int(params["points_per_side"]))
     else:
         masks = generate_masks(pred, "classical")
     result = harmonize(pred, masks, **thresholds)  # Algorithm 1 (METHOD.md s. 9)
@@ -270,7 +287,7 @@ def slider_value(before: np.ndarray, after: np.ndarray):
 
 
 def _masks_source(harmonize_with: str, sam_checkpoint: str, sam_type: str) -> tuple[str | None, tuple | None, str]:
-    """The harmonisation choice -> (mask source, SAM cache key, note). SAM is loaded here,
+    """The harmonisation choice -> (mask source, SAM (checkpoint, type) or None, note). SAM is loaded here,
     before any GPU time is taken; without a usable checkpoint the page falls back to the
     classical segmentation and says why (METHOD.md s. 9, step 1)."""
     if harmonize_with == "off":
@@ -286,7 +303,7 @@ def _masks_source(harmonize_with: str, sam_checkpoint: str, sam_type: str) -> tu
         get_sam(checkpoint, sam_type)
     except SamLoadError as e:
         return "classical", None, f"SAM could not be loaded ({e}); used a classical segmentation instead."
-    return "sam", ("sam", checkpoint, sam_type), ""
+    return "sam", (checkpoint, sam_type), ""
 
 
 def run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area, sam_checkpoint, sam_type,
@@ -303,13 +320,13 @@ def run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area
         raise gr.Error(f"Harmonisation must be one of {', '.join(HARMONIZE)}, got {harmonize_with!r}.")
     if sam_type not in SAM_MODEL_TYPES:
         raise gr.Error(f"SAM type must be one of {', '.join(SAM_MODEL_TYPES)}, got {sam_type!r}.")
-    masks_from, sam_key, sam_note = _masks_source(harmonize_with, sam_checkpoint, sam_type)
+    masks_from, sam, sam_note = _masks_source(harmonize_with, sam_checkpoint, sam_type)
     if sam_note:
         gr.Warning(sam_note)
     params = {"dominance": float(dominance), "max_dev": float(max_dev), "min_area": float(min_area),
               "points_per_side": int(points_per_side)}
     try:
-        out = colorize_on_device(source, rgb, int(size), decode, masks_from, params, sam_key)
+        out = colorize_on_device(source, rgb, int(size), decode, masks_from, params, sam)
     except (ValueError, ImageError) as e:  # bad sizes, modes or thresholds: the core says which
         raise gr.Error(str(e)) from e
     except Exception as e:  # anything else: logged in full here, one line in the page

@@ -206,6 +206,31 @@ def test_models_are_loaded_once(app, model):
     assert app.get_model(model) is app.get_model(model)
 
 
+def test_cache_loads_each_key_once_across_requests_and_bounds_each_kind(app, model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app.get_model(model)
+    calls = []
+
+    def slow_load():
+        calls.append(1)
+        time.sleep(0.3)
+        return object()
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda _: app.cached(("test", "a"), slow_load), range(4)))
+        assert len(calls) == 1 and all(g is got[0] for g in got)
+        for name in "bcd":
+            app.cached(("test", name), object)
+        kept = [k for k in app._cache if k[0] == "test"]
+        assert kept == [("test", "b"), ("test", "c"), ("test", "d")]  # oldest dropped, 3 kept
+        assert any(k[0] == "ccc" for k in app._cache)  # other kinds untouched
+    finally:
+        for k in [k for k in app._cache if k[0] == "test"]:
+            app._cache.pop(k)
+
+
 # ----------------------------------------------------------------------------- figures
 
 
