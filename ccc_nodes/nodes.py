@@ -426,7 +426,11 @@ class CCCSAMHarmonize:
             progress = _Progress(len(preds))
             masks = []
             for i, p in enumerate(preds):
-                masks.append(generate_masks(p, "auto", sam=sam_model, **params))
+                try:
+                    masks.append(generate_masks(p, "auto", sam=sam_model, **params))
+                except ImportError as e:  # the classical fallback needs scikit-image, SAM segment-anything
+                    raise ImportError(f"SAM Harmonize needs the 'sam' extra: pip install scikit-image "
+                                      f"segment-anything (or 'ccc-nodes[sam]'); {e}") from e
                 progress(i + 1)
         out = [harmonize(p, m, min_area=min_area, dominance=dominance, max_dev=max_dev, sigma=sigma)
                for p, m in zip(preds, masks)]

@@ -131,7 +131,7 @@ def image_nodes(folders: Folders, max_pixels: int) -> dict[str, type]:
             counter = _next_counter(folder, parts[-1])
             results = []
             for batch_number, image in enumerate(images):
-                array = np.clip(image.detach().float().cpu().numpy() * 255.0, 0, 255).round().astype(np.uint8)
+                array = np.clip(image.detach().float().cpu().numpy() * 255.0, 0, 255).astype(np.uint8)  # as ComfyUI
                 stem = parts[-1].replace("%batch_num%", str(batch_number))
                 name, counter = _save_png(Image.fromarray(array), folder, stem, counter, meta, self.compress_level)
                 results.append({"filename": name, "subfolder": subfolder, "type": self.kind})
