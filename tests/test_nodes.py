@@ -66,7 +66,7 @@ def test_the_checkout_loads_as_a_comfyui_pack_without_comfy(tmp_path):
     pack.parent.mkdir()
     pack.symlink_to(ROOT, target_is_directory=True)
     code = f"""
-import importlib.util, sys
+import importlib.util, os, sys
 path = {str(pack)!r}
 spec = importlib.util.spec_from_file_location(path, path + "/__init__.py")
 module = importlib.util.module_from_spec(spec)
