@@ -75,7 +75,7 @@ def full_rate(a, data: str, out: Path) -> float:
 
     common = ["--data", data, "--encoder", a.encoder, "--decoder-channels", a.decoder_channels, "--size", str(a.size),
               "--store-size", str(a.store_size), "--batch", str(a.batch), "--workers", str(a.workers),
-              "--data-mode", a.data_mode, "--device", a.device, "--no-progress", "--no-tensorboard",
+              "--data-mode", a.data_mode, "--device", a.device, "--threads", str(a.threads), "--no-progress", "--no-tensorboard",
               "--ckpt-every", "1000000", "--log-every", "1000000", "--classes", "all"]
     if a.compile:
         common.append("--compile")
@@ -119,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-mode", choices=("stream", "memory"), default="stream")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     device = pick_device(a.device)
     precision = "bf16" if device.type == "cuda" else "fp32"
     with tempfile.TemporaryDirectory() as tmp:
