@@ -6,7 +6,10 @@ as ``custom_nodes/ccc-nodes`` this file is that module and hands ComfyUI the map
 nothing imports ``comfy``. See docs/COMFYUI.md.
 """
 
-from .ccc_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:  # imported by ComfyUI as the pack's package
+    from .ccc_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:  # imported as a plain module, e.g. by pytest collecting a checkout whose folder name is no identifier
+    from ccc_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 WEB_DIRECTORY = "./ccc_nodes/web"
 
