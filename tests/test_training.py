@@ -108,9 +108,11 @@ def test_config_file_with_command_line_overrides(tmp_path):
     from training.train import parse_args
 
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("data: imgs\nout: runs/x\nbin-size: 8\np: 4\nrebalance: cic\ndecoder_channels: [64, 32, 32]\nsteps: 10\n")
+    cfg.write_text("data: imgs\nout: runs/x\nbin-size: 8\np: 4\nrebalance: cic\ndecoder_channels: [64, 32, 32]\nsteps: 10\n"
+                   "lr: 5e-4\n")  # YAML 1.1 reads 5e-4 as a string: converted by the option's type
     a = parse_args(["--config", str(cfg), "--p", "16"])
     assert (a.data, a.bin_size, a.p, a.rebalance, a.decoder_channels, a.steps) == ("imgs", 8, 16.0, "cic", "64,32,32", 10)
+    assert a.lr == 5e-4 and isinstance(a.lr, float)
     assert (a.batch, a.betas, a.precision) == (64, "0.5,0.999", "auto")  # paper defaults
     js = tmp_path / "run.json"
     js.write_text(json.dumps({"data": "d", "out": "o", "time_budget": 5, "compile": True}))
@@ -120,6 +122,12 @@ def test_config_file_with_command_line_overrides(tmp_path):
     bad.write_text("data: d\nout: o\nsteps: 1\nlearning_rate: 0.1\n")
     with pytest.raises(SystemExit, match="unknown option 'learning_rate'"):
         parse_args(["--config", str(bad)])
+    bad.write_text("data: d\nout: o\nsteps: 1\nrebalance: sometimes\n")
+    with pytest.raises(SystemExit, match="rebalance must be one of ccc, none, cic"):
+        parse_args(["--config", str(bad)])
+    for c in ("paper", "cpu-small"):  # the shipped configs parse
+        cfg_file = Path(__file__).resolve().parents[1] / "training" / "configs" / f"{c}.yaml"
+        assert parse_args(["--config", str(cfg_file), "--data", "d", "--out", "o"]).steps > 0
 
 
 def test_checkpoint_write_is_atomic(tmp_path):

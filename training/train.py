@@ -110,13 +110,22 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
         cfg = yaml.safe_load(text) or {}
     if not isinstance(cfg, dict):
         raise SystemExit(f"error: {path}: a config file holds one mapping of option: value")
-    known = {a.dest for a in parser._actions}
+    actions = {a.dest: a for a in parser._actions}
     out = {}
     for k, v in cfg.items():
         dest = k.replace("-", "_")
-        if dest not in known or dest in ("config", "help"):
+        if dest not in actions or dest in ("config", "help"):
             raise SystemExit(f"error: {path}: unknown option {k!r} (see python -m training.train --help)")
-        out[dest] = ",".join(map(str, v)) if isinstance(v, list) else v
+        if isinstance(v, list):
+            v = ",".join(map(str, v))
+        elif actions[dest].type is not None and v is not None and not isinstance(v, bool):
+            try:
+                v = actions[dest].type(str(v) if actions[dest].type is not float else v)
+            except ValueError as e:
+                raise SystemExit(f"error: {path}: {k}: {e}") from e
+        if actions[dest].choices and v not in actions[dest].choices:
+            raise SystemExit(f"error: {path}: {k} must be one of {', '.join(map(str, actions[dest].choices))}, got {v!r}")
+        out[dest] = v
     return out
 
 
