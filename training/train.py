@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. The network (Tables III-IV).
     widths = [int(c) for c in str(args.decoder_channels).split(",")]
-    model = CCCNet(encoder=args.encoder, decoder_channels=widths, bin_size=args.bin_size, kept=classes.kept.tolist())
+    model = CCCNet(encoder=args.encoder, decoder_channels=widths, bin_size=classes.bin_size, kept=classes.kept.tolist())
     init_desc = load_encoder_weights(model.encoder, args.encoder, args.init)
     model.to(device)
     if device.type == "cuda":
