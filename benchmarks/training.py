@@ -29,11 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ccc_nodes.classes import ColorClasses  # noqa: E402
-from ccc_nodes.loss import RebalancedLoss  # noqa: E402
-from ccc_nodes.modeling import CCCNet  # noqa: E402
-from ccc_nodes.pipeline import pick_device  # noqa: E402
-from training.evaluate import autocast  # noqa: E402
+from ccc_nodes.classes import ColorClasses
+from ccc_nodes.loss import RebalancedLoss
+from ccc_nodes.modeling import CCCNet
+from ccc_nodes.pipeline import pick_device
+from training.evaluate import autocast
 
 
 def synthetic_rate(a, device: torch.device, precision: str) -> float:
@@ -106,7 +106,7 @@ def pipeline_rate(a, data: str, device: torch.device) -> float:
                 torch.cuda.synchronize()
             t, n = time.perf_counter(), 0
         x, _, _ = next(loader)
-        L, target = lab_targets(augment(x.to(device, non_blocking=True), a.size), classes)
+        lab_targets(augment(x.to(device, non_blocking=True), a.size), classes)
         n += x.shape[0]
     if device.type == "cuda":
         torch.cuda.synchronize()

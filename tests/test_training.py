@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_training_helpers import TINY, env, image_tree, python, tar_shards
 
 from ccc_nodes.classes import ColorClasses
 from ccc_nodes.modeling import CCCNet
-from test_training_helpers import TINY, env, image_tree, python, tar_shards
 from training.checkpoint import atomic_save, load_checkpoint
-from training.data import (CORRUPT, GREY, OK, EpochSampler, ImageDataset, collate, list_sources, load_images,
-                           make_loader)
+from training.data import CORRUPT, GREY, OK, EpochSampler, ImageDataset, collate, list_sources, load_images, make_loader
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +75,7 @@ def test_epoch_sampler_is_a_permutation_per_epoch_and_resumes_anywhere():
     it = iter(s)
     first = [next(it) for _ in range(9)]  # 3 epochs of 3 batches (one image dropped per epoch)
     for e in range(3):
-        flat = sum(first[3 * e : 3 * e + 3], [])
+        flat = [i for batch in first[3 * e : 3 * e + 3] for i in batch]
         assert len(set(flat)) == 9 and set(flat) <= set(range(10))
     assert first[0:3] != first[3:6]  # a fresh order every epoch
     resumed = iter(EpochSampler(10, batch=3, seed=4, start=4))
@@ -207,7 +206,8 @@ def test_push_to_hub_reports_a_clear_error_when_the_hub_is_unreachable(tmp_path)
 
 def test_images_from_numpy_are_never_mutated():
     # decode returns writable arrays owned by the caller (torch.from_numpy shares memory)
-    from test_training_helpers import jpeg, crops
+    from test_training_helpers import crops, jpeg
+
     from training.data import decode
 
     arr, status = decode(jpeg(crops(1)[0]), 32)

@@ -9,8 +9,8 @@ import time
 
 import torch
 from safetensors.torch import load_file
-
 from test_training_helpers import TINY, env, image_tree, python
+
 from training.checkpoint import load_checkpoint
 
 STEPS = 40

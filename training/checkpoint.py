@@ -41,7 +41,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by the trainer, on CPU."""
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - name the file and the way out
+    except Exception as e:  # any failure: name the file and the way out
         raise RuntimeError(f"{path}: not a readable training checkpoint ({e}); delete it to start afresh") from e
 
 

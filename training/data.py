@@ -24,9 +24,9 @@ import glob
 import io
 import re
 import tarfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -39,8 +39,19 @@ from ccc_nodes.color import rgb_to_lab
 from ccc_nodes.images import IMAGE_SUFFIXES
 
 __all__ = [
-    "Source", "list_sources", "ImageDataset", "EpochSampler", "collate", "make_loader", "load_images",
-    "augment", "lab_targets", "class_histogram", "OK", "CORRUPT", "GREY",
+    "CORRUPT",
+    "GREY",
+    "OK",
+    "EpochSampler",
+    "ImageDataset",
+    "Source",
+    "augment",
+    "class_histogram",
+    "collate",
+    "lab_targets",
+    "list_sources",
+    "load_images",
+    "make_loader",
 ]
 
 OK, CORRUPT, GREY = 0, 1, 2  # decode status of one image
@@ -191,9 +202,9 @@ class EpochSampler(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[list[int]]:
         k = self.start
         while True:
-            epoch, j = divmod(k, self.per_epoch)
+            epoch, first = divmod(k, self.per_epoch)
             order = self.epoch_order(epoch)
-            for j in range(j, self.per_epoch):
+            for j in range(first, self.per_epoch):
                 yield order[j * self.batch : (j + 1) * self.batch].tolist()
             k = (epoch + 1) * self.per_epoch
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from contextlib import nullcontext
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from ccc_nodes.modeling import CCCNet
 from ccc_nodes.pipeline import decode_ab, join_lab, pick_device
 from training.data import lab_targets, list_sources, make_loader
 
-__all__ = ["evaluate", "sample_grid", "autocast"]
+__all__ = ["autocast", "evaluate", "sample_grid"]
 
 
 def autocast(device: torch.device, precision: str = "auto"):

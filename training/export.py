@@ -36,7 +36,7 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: 
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
                                  allow_patterns=PUBLISHED, commit_message=message)
-    except Exception as e:  # noqa: BLE001 - every Hub/network failure gets the same way out
+    except Exception as e:  # every Hub or network failure gets the same way out
         raise HubUploadError(
             f"could not upload {folder} to the Hub repo {repo_id!r}: {type(e).__name__}: {e}. "
             f"The model is saved locally; retry with `python -m training.export {folder} --push-to-hub {repo_id}` "

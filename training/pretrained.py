@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["load_encoder_weights", "imagenet_state_dict"]
+__all__ = ["imagenet_state_dict", "load_encoder_weights"]
 
 
 def imagenet_state_dict(encoder_name: str, encoder: nn.Module) -> dict[str, torch.Tensor]:

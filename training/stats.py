@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from ccc_nodes.classes import PAPER_MIN_FRACTION, ColorClasses
 from ccc_nodes.color import rgb_to_lab
 from training.data import CORRUPT, OK, ImageDataset, Source, list_sources
 
-__all__ = ["dataset_histogram", "classes_file", "load_classes", "plot_classes"]
+__all__ = ["classes_file", "dataset_histogram", "load_classes", "plot_classes"]
 
 MAP_SIZE = 56  # class map side the paper counts on (224 / 4)
 
