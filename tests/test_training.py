@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_training_helpers import TINY, env, image_tree, python, tar_shards
+from training_helpers import TINY, env, image_tree, python, tar_shards
 
 from ccc_nodes.classes import ColorClasses
 from ccc_nodes.modeling import CCCNet
@@ -206,9 +206,18 @@ def test_push_to_hub_reports_a_clear_error_when_the_hub_is_unreachable(tmp_path)
 
 def test_images_from_numpy_are_never_mutated():
     # decode returns writable arrays owned by the caller (torch.from_numpy shares memory)
-    from test_training_helpers import crops, jpeg
+    from training_helpers import crops, jpeg
 
     from training.data import decode
 
     arr, status = decode(jpeg(crops(1)[0]), 32)
     assert status == OK and arr.flags.writeable and arr.shape == (32, 32, 3) and arr.dtype == np.uint8
+
+
+def test_learning_rate_schedules():
+    from training.train import lr_at
+
+    assert lr_at(0, 0.0, 1e-3, 10) == pytest.approx(1e-4)  # warm-up
+    assert lr_at(50, 0.5, 1e-3, 10) == pytest.approx(5e-4)  # cosine half-way
+    assert lr_at(99, 1.0, 1e-3, 10) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(99, 1.0, 1e-3, 10, "constant") == pytest.approx(1e-3)

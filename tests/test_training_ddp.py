@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from test_training_helpers import TINY, env, image_tree, python
+from training_helpers import TINY, env, image_tree, python
 
 
 def test_two_process_ddp_on_cpu(tmp_path):

@@ -9,7 +9,7 @@ import time
 
 import torch
 from safetensors.torch import load_file
-from test_training_helpers import TINY, env, image_tree, python
+from training_helpers import TINY, env, image_tree, python
 
 from training.checkpoint import load_checkpoint
 

@@ -33,7 +33,7 @@ def write_model_card(folder: Path, r: dict) -> None:
         "## Training",
         f"- Data: {r['train_images']} photos from `{a['data']}` ({r['skipped']} skipped).",
         f"- Rebalancing `{a['rebalance']}`" + (f", p = {a['p']:g} %" if a["rebalance"] == "ccc" else "") +
-        f"; Adam ({a.get('betas', '0.5,0.999')}), lr {a['lr']:g} with warm-up and cosine decay, batch {a['batch']}, "
+        f"; Adam ({a.get('betas', '0.5,0.999')}), lr {a['lr']:g} with warm-up and {a.get('schedule', 'cosine')} schedule, batch {a['batch']}, "
         f"random resized {a['size']} px crops and flips.",
         f"- {r['steps']} steps, {r['samples']} samples in {r['train_seconds']:.0f} s of training "
         f"({r['img_per_s']:.0f} img/s), {r['wall_seconds']:.0f} s wall time in all, on {r['machine']}"

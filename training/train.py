@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=int, default=64, help="images per step per rank (paper: 64)")
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--betas", default="0.5,0.999", help="Adam betas (paper: 0.5,0.999)")
-    g.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps, then cosine decay")
+    g.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps")
+    g.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning rate after the warm-up")
     g.add_argument("--steps", type=int, default=0, help="optimiser steps (0: until --time-budget)")
     g.add_argument("--time-budget", type=float, default=0, help="seconds of training (0: until --steps)")
     g.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto", help="auto: bf16 autocast on GPU, fp32 on CPU")
@@ -145,10 +146,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def lr_at(step: int, frac: float, base: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay over the run (``frac`` = share of it done)."""
+def lr_at(step: int, frac: float, base: float, warmup: int, schedule: str = "cosine") -> float:
+    """Linear warm-up, then cosine decay over the run (``frac`` = share of it done) or constant.
+
+    Over very short runs a constant rate gave the more colourful model (see the embedded
+    default's model card); cosine is the default for full-length training."""
     if step < warmup:
         return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
     return base * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
 
@@ -330,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         if d.any(frac >= 1.0, device) if args.time_budget else frac >= 1.0:
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, frac, args.lr, args.warmup)
+            g["lr"] = lr_at(step, frac, args.lr, args.warmup, args.schedule)
         x, n_corrupt, n_grey = next(batches)
         skipped["corrupt"] += n_corrupt
         skipped["grey"] += n_grey

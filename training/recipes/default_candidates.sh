@@ -13,4 +13,6 @@ python -m training.train "${common[@]}" --out "$out/effl0-imagenet" --encoder ef
     --init "$pack/effl0_imagenet_1ch.safetensors"
 python -m training.train "${common[@]}" --out "$out/effl0-imagenet-slim" --encoder efficientnet_lite0 \
     --init "$pack/effl0_imagenet_1ch.safetensors" --decoder-channels 512,256,256
+python -m training.train "${common[@]}" --out "$out/effl0-imagenet-constant" --encoder efficientnet_lite0 \
+    --init "$pack/effl0_imagenet_1ch.safetensors" --schedule constant --time-budget 150   # the embedded default
 python -m training.recipes.pick_default "$out"/*/
