@@ -21,6 +21,7 @@ works at the masks' resolution.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -184,7 +185,7 @@ def load_sam(
     sam = builder() if builder is not None else _build(model_type)
     try:
         sam.load_state_dict(_read_state(path))
-    except (RuntimeError, OSError, ValueError, KeyError) as e:
+    except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
         raise SamLoadError(f"{path} is not a SAM {model_type} checkpoint (wrong model_type or a broken file?): {str(e)[:400]}") from e
     return sam.to(device).eval()
 

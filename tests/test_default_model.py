@@ -37,3 +37,10 @@ def test_colorizes_a_grey_photo(default_model, photo):
     assert out.size == grey.size
     rgb = torch.from_numpy(np.array(out)).permute(2, 0, 1)[None].float() / 255
     assert colorfulness(rgb).item() > 5.0  # grey input has colourfulness 0: it added colour
+
+
+def test_reduced_precision_path_agrees_with_fp32(default_model, photo):
+    fp32 = Colorizer(default_model, device="cpu", precision="fp32").predict(photo)[0]
+    bf16 = Colorizer(default_model, device="cpu", precision="bf16").predict(photo)[0]
+    assert bf16.logits.dtype == torch.float32  # autocast inside, float32 out
+    assert (bf16.class_map == fp32.class_map).float().mean() > 0.8

@@ -123,6 +123,9 @@ def test_load_sam_errors_say_what_to_do(sam, tmp_path):
         bad = tiny_sam()
         bad.mask_decoder.iou_token = torch.nn.Embedding(1, 16)  # another width: the file will not fit
         load_sam(tmp_path / "x.pth", builder=lambda: bad)
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    with pytest.raises(SamLoadError, match="not a SAM"):
+        load_sam(tmp_path / "text.pth", builder=tiny_sam)
 
 
 def test_classical_masks_partition_the_image(image):

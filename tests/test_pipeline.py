@@ -138,3 +138,4 @@ def test_decompression_bomb_file_is_refused(tmp_path, small_model):
     Image.new("1", (12000, 12000)).save(path)  # 144 MP, a few kB on disk
     with pytest.raises(ImageError, match="refused"):
         Colorizer(small_model, device="cpu", size=64)(str(path))
+
