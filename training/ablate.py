@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--parallel", type=int, default=1, help="runs at a time")
     p.add_argument("--grid-images", type=int, default=5)
+    p.add_argument("--grid-val", default=None, help="photos for the picture grid (default: --val)")
     a, extra = p.parse_known_args(argv)
     sweeps = yaml.safe_load(Path(a.sweep_file).read_text())
     base = _base_values(a.base)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     grid_runs = {n: folders[n] for n in GRID_RUNS if n in folders}
     if grid_runs:
-        picture_grid(grid_runs, a.val, Path(a.out, "grid.png"), a.grid_images, base["size"], base["store_size"])
+        picture_grid(grid_runs, a.grid_val or a.val, Path(a.out, "grid.png"), a.grid_images, base["size"], base["store_size"])
         print(f"picture grid: {Path(a.out, 'grid.png')}")
     return 0
 
