@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
-from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +35,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .cache import ModelCache
 from .classes import ColorClasses
-from .color import lab_to_rgb
 from .harmonize import HARMONIZE_DEFAULTS, harmonize
 from .hub import DEFAULT_MODEL, ModelLoadError
 from .masks import SAM_MODEL_TYPES, MaskSet, generate_masks, given_masks, overlay
 from .metrics import METRIC_NAMES, ColorMetrics, markdown_table
-from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, pick_device
+from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, class_map_rgb, pick_device
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
@@ -56,7 +54,7 @@ __all__ = [
 
 CATEGORY = "CCC++"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-MODEL_CACHE_SIZE = 4  # colorizers kept in memory (distinct source/device/precision)
+MODEL_CACHE_SIZE = 4  # networks of each kind kept in memory (distinct source/device/precision)
 
 try:  # inside ComfyUI: register our model folders beside its own
     import folder_paths  # type: ignore[import-not-found]
@@ -169,39 +167,20 @@ class ClassBatch:
 
 
 def class_map_image(pred: Prediction, lightness: float = 70.0) -> torch.Tensor:
-    """Visualise the class of each pixel (the harmonised one after SAM Harmonize, else the
-    most probable): its bin centre a*b* (Eq. 10-11) at a constant L, nearest-upsampled to
-    the image size -> sRGB ``(1, 3, H, W)``."""
-    classes = getattr(pred, "harmonized_classes", None)
-    ab = pred.classes.decode(pred.class_map if classes is None else classes).float()  # (1, 2, h, w)
-    ab = torch.nn.functional.interpolate(ab, size=pred.size, mode="nearest")
-    L = torch.full_like(ab[:, :1], lightness)
-    return lab_to_rgb(torch.cat((L, ab), dim=1))
+    """The class of each pixel (the harmonised one after SAM Harmonize, else the most
+    probable) as a picture at the image size -> sRGB ``(1, 3, H, W)``."""
+    harmonized = getattr(pred, "harmonized_classes", None)
+    return class_map_rgb(pred.class_map if harmonized is None else harmonized, pred.classes, pred.size, lightness)
 
 
 # ------------------------------------------------------------------ model cache
-_cache: OrderedDict[tuple, object] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def _cached(key: tuple, load: Callable[[], object]):
-    """Models are loaded once per key and kept (the least recently used beyond
-    MODEL_CACHE_SIZE are dropped), so re-running a graph never reloads them."""
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    model = load()
-    with _cache_lock:
-        _cache[key] = model
-        while len(_cache) > MODEL_CACHE_SIZE:
-            _cache.popitem(last=False)
-    return model
+# Models are loaded once per key and kept, so re-running a graph never reloads them.
+_MODELS = ModelCache(keep=MODEL_CACHE_SIZE)
 
 
 def _colorizer(source: str, revision: str | None, device: str, precision: str) -> Colorizer:
     dev = _device(device)
-    return _cached(("ccc", source, revision, str(dev), precision),
+    return _MODELS.get(("ccc", source, revision, str(dev), precision),
                    lambda: Colorizer(source, device=dev, precision=precision, revision=revision))
 
 
@@ -366,7 +345,7 @@ class CCCSAMLoader:
 
         source = (repo_or_path or "").strip() or str(_sam_checkpoints()[checkpoint])
         dev = _device(device)
-        return (_cached(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev)),)
+        return (_MODELS.get(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev)),)
 
 
 def _image_masks(mask: torch.Tensor, n_images: int, size: tuple[int, int]) -> list[MaskSet]:

@@ -33,6 +33,7 @@ __all__ = [
     "DECODE_MODES",
     "Colorizer",
     "Prediction",
+    "class_map_rgb",
     "decode_ab",
     "join_lab",
     "lightness",
@@ -110,6 +111,17 @@ def join_lab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     if ab.shape[-2:] != L.shape[-2:]:
         ab = F.interpolate(ab.float(), size=L.shape[-2:], mode="bilinear", align_corners=False)
     return lab_to_rgb(torch.cat((L.float(), ab.to(L.device, torch.float32)), dim=1))
+
+
+def class_map_rgb(
+    class_map: torch.Tensor, classes: ColorClasses, size: tuple[int, int] | None = None, lightness: float = 65.0
+) -> torch.Tensor:
+    """A picture of a class map: each class ``(B, h, w)`` shown as its bin centre a*b*
+    (Eq. 10-11) at a constant L, nearest-upsampled to ``size`` -> sRGB ``(B, 3, H, W)``."""
+    ab = classes.decode(class_map).float()
+    if size is not None and tuple(size) != tuple(ab.shape[-2:]):
+        ab = F.interpolate(ab, size=tuple(size), mode="nearest")
+    return lab_to_rgb(torch.cat((torch.full_like(ab[:, :1], lightness), ab), dim=1))
 
 
 @dataclass

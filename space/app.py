@@ -23,11 +23,9 @@ import logging
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page
 
@@ -42,6 +40,7 @@ if str(HERE) not in sys.path:
 from ccc_figures import bin_table, class_grid, class_map_picture, to_uint8
 
 from ccc_nodes import ColorClasses, Colorizer, ImageError, ModelLoadError, load_model
+from ccc_nodes.cache import ModelCache
 from ccc_nodes.evaluate import eval_crop
 from ccc_nodes.harmonize import HARMONIZE_DEFAULTS, harmonize
 from ccc_nodes.hub import DEFAULT_MODEL
@@ -92,35 +91,10 @@ def default_model() -> str:
     return os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
 
 
-_cache: dict[tuple, Any] = {}  # (kind, key...) -> loaded network; shared by all requests
-_cache_lock = threading.Lock()  # guards _cache and _loading, never held while loading
-_loading: dict[tuple, threading.Lock] = {}  # one lock per key being loaded
-
-
-def cached(key: tuple, load, keep: int = 3):
-    """Load a network once per key and keep it: loading takes seconds, requests must not.
-    Two requests for the same key wait for one load; other keys are not held up. At most
-    ``keep`` networks of a kind (``key[0]``) stay, oldest dropped first, so a public page
-    cannot fill the memory with models."""
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]
-        key_lock = _loading.setdefault(key, threading.Lock())
-    with key_lock:
-        with _cache_lock:
-            if key in _cache:
-                return _cache[key]
-        try:
-            value = load()
-        finally:
-            with _cache_lock:
-                _loading.pop(key, None)
-        with _cache_lock:
-            same_kind = [k for k in _cache if k[0] == key[0]]
-            if len(same_kind) >= keep:
-                _cache.pop(same_kind[0])
-            _cache[key] = value
-        return value
+# Networks loaded once per key and shared by all requests; at most 3 of each kind stay, so
+# a public page cannot fill the memory with models.
+MODELS = ModelCache(keep=3)
+cached = MODELS.get
 
 
 def get_model(source: str):

@@ -19,6 +19,7 @@ from PIL import Image
 
 from ccc_nodes import ColorClasses
 from ccc_nodes.color import lab_to_rgb
+from ccc_nodes.pipeline import class_map_rgb
 
 __all__ = ["bin_table", "class_grid", "class_map_picture", "to_uint8"]
 
@@ -89,5 +90,4 @@ def class_map_picture(
 ) -> np.ndarray:
     """Class map ``(1, h, w)`` -> uint8 RGB ``(H, W, 3)``: each class as its bin centre at
     a constant L, resized (nearest) to ``size = (H, W)`` so it lines up with the photo."""
-    rgb = to_uint8(_ab_to_rgb(classes.decode(class_map.cpu())[0], L))
-    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.NEAREST))
+    return to_uint8(class_map_rgb(class_map.cpu(), classes, size, L)[0].permute(1, 2, 0))

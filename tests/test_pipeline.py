@@ -139,3 +139,16 @@ def test_decompression_bomb_file_is_refused(tmp_path, small_model):
     with pytest.raises(ImageError, match="refused"):
         Colorizer(small_model, device="cpu", size=64)(str(path))
 
+
+
+def test_class_map_picture_is_the_bin_centre_at_constant_L():
+    from ccc_nodes.classes import ColorClasses
+    from ccc_nodes.pipeline import class_map_rgb
+
+    classes = ColorClasses(6, kept=[666, 18 * 36 + 30])  # a*b* (3, 3) and (75, 3)
+    pic = class_map_rgb(torch.tensor([[[0, 1]]]), classes, size=(4, 6), lightness=60.0)
+    assert pic.shape == (1, 3, 4, 6)
+    lab = rgb_to_lab(pic)
+    assert torch.allclose(lab[0, 0, :, :3], torch.full((4, 3), 60.0), atol=0.05)  # in gamut: L exact
+    assert torch.allclose(lab[0, 1:, :, :3].mean(dim=(1, 2)), torch.tensor([3.0, 3.0]), atol=0.1)
+    assert lab[0, 1, :, 3:].mean() > 60  # the red class on the right half, nearest-upsampled

@@ -146,12 +146,12 @@ def test_sam_harmonisation_runs_the_real_mask_generator(app, model):
         mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=32, iou_head_hidden_dim=16,
                                  transformer=TwoWayTransformer(depth=1, embedding_dim=32, mlp_dim=64, num_heads=2)),
     ).eval()
-    app._cache[("sam", "tiny-sam", "vit_b")] = sam
+    app.MODELS.put(("sam", "tiny-sam", "vit_b"), sam)
     try:
         notes = run(app, str(EXAMPLES / "grey" / "chelsea.jpg"), harmonize_with="SAM", sam_checkpoint="tiny-sam",
                     points_per_side=4)[5]
     finally:
-        app._cache.pop(("sam", "tiny-sam", "vit_b"), None)
+        app.MODELS.pop(("sam", "tiny-sam", "vit_b"))
     assert "sam:custom masks" in notes
 
 
@@ -223,12 +223,12 @@ def test_cache_loads_each_key_once_across_requests_and_bounds_each_kind(app, mod
         assert len(calls) == 1 and all(g is got[0] for g in got)
         for name in "bcd":
             app.cached(("test", name), object)
-        kept = [k for k in app._cache if k[0] == "test"]
+        kept = [k for k in app.MODELS.keys() if k[0] == "test"]
         assert kept == [("test", "b"), ("test", "c"), ("test", "d")]  # oldest dropped, 3 kept
-        assert any(k[0] == "ccc" for k in app._cache)  # other kinds untouched
+        assert any(k[0] == "ccc" for k in app.MODELS.keys())  # other kinds untouched
     finally:
-        for k in [k for k in app._cache if k[0] == "test"]:
-            app._cache.pop(k)
+        for k in [k for k in app.MODELS.keys() if k[0] == "test"]:
+            app.MODELS.pop(k)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -1,0 +1,75 @@
+"""A process-wide cache of loaded networks, shared by the nodes, the server and the Space.
+
+Loading a model takes seconds; running a graph or answering a request must not. Keys are
+tuples whose first item is the kind (``"ccc"``, ``"sam"``, ...). Two threads asking for
+the same key wait for one load; other keys are not held up; at most ``keep`` networks of
+each kind stay in memory, the least recently used dropped first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Hashable
+
+__all__ = ["ModelCache"]
+
+
+class ModelCache:
+    """Thread-safe load-once cache, bounded per kind.
+
+    Arguments:
+      keep: networks kept per kind (``key[0]``).
+    """
+
+    def __init__(self, keep: int = 3):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.keep = keep
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()  # guards _items and _loading; never held while loading
+        self._loading: dict[tuple, threading.Lock] = {}
+
+    def get(self, key: tuple[Hashable, ...], load: Callable[[], Any]) -> Any:
+        """The value for ``key``, calling ``load()`` once if it is not there yet."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            try:
+                value = load()
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            self.put(key, value)
+            return value
+
+    def put(self, key: tuple[Hashable, ...], value: Any) -> None:
+        """Store ``value`` (dropping the least recently used of its kind beyond ``keep``)."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            same_kind = [k for k in self._items if k[0] == key[0]]
+            for old in same_kind[: max(0, len(same_kind) - self.keep)]:
+                del self._items[old]
+
+    def pop(self, key: tuple[Hashable, ...], default: Any = None) -> Any:
+        with self._lock:
+            return self._items.pop(key, default)
+
+    def keys(self) -> list[tuple]:
+        with self._lock:
+            return list(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
