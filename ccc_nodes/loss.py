@@ -32,12 +32,13 @@ def ccc_weights(counts: torch.Tensor, p: float = 10.0, floor: float = 1.0) -> to
         raise ValueError(f"p must be a positive percentage, got {p}")
     n = counts.double()
     n_max = n.max()
-    if n_max <= 0:
-        return torch.ones_like(n, dtype=torch.float32)
     m = (p / 100.0) * n_max
     w = (n_max + m) / (n.clamp_min(floor) + m)
-    w = w / ((n * w).sum() / n.sum())
-    return w.float()
+    total = n.sum()
+    w = w / ((n * w).sum() / total)
+    # No Python branch on a tensor value: this runs every training step, and reading a
+    # GPU scalar back to the host would stall the step. An empty batch gets all ones.
+    return torch.where(total > 0, w, torch.ones_like(w)).float()
 
 
 def cic_weights(

@@ -34,6 +34,20 @@ def test_ratio_bound_is_reached_for_a_one_pixel_class():
     assert (w[1] / w[0]).item() == pytest.approx(11.0, rel=1e-3)
 
 
+def test_ccc_weights_of_an_empty_batch_are_ones():
+    assert torch.equal(ccc_weights(torch.zeros(5, dtype=torch.long)), torch.ones(5))
+
+
+def test_ccc_weights_never_branch_on_tensor_values():
+    # They run every training step: a Python branch on a tensor value would read a GPU
+    # scalar back to the host and stall the step. Dynamo refuses such branches in a
+    # full graph, so this fails if one comes back.
+    fn = torch.compile(ccc_weights, backend="eager", fullgraph=True)
+    counts = torch.tensor([1000, 10, 1, 0, 300])
+    assert torch.allclose(fn(counts, p=10.0), ccc_weights(counts, p=10.0))
+    assert torch.equal(fn(torch.zeros(5, dtype=torch.long), p=10.0), torch.ones(5))
+
+
 def test_cic_weights_normalised_and_inverse_to_prior():
     counts = torch.tensor([800.0, 150.0, 50.0])
     w = cic_weights(counts, lam=0.5)

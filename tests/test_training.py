@@ -81,6 +81,8 @@ def test_epoch_sampler_is_a_permutation_per_epoch_and_resumes_anywhere():
     resumed = iter(EpochSampler(10, batch=3, seed=4, start=4))
     assert [next(resumed) for _ in range(5)] == first[4:9]
     assert [next(iter(EpochSampler(10, 3, seed=5)))] != first[:1]
+    on_device = EpochSampler(10, batch=3, seed=4, start=4).on("cpu")  # index tensors for images held on a device
+    assert [next(on_device).tolist() for _ in range(5)] == first[4:9]
 
 
 def test_class_statistics_command(tmp_path, tree):
@@ -221,3 +223,18 @@ def test_learning_rate_schedules():
     assert lr_at(50, 0.5, 1e-3, 10) == pytest.approx(5e-4)  # cosine half-way
     assert lr_at(99, 1.0, 1e-3, 10) == pytest.approx(0.0, abs=1e-12)
     assert lr_at(99, 1.0, 1e-3, 10, "constant") == pytest.approx(1e-3)
+
+
+def test_reference_check_rule():
+    # The bar: at least the reference's CF, CNR and CCAR; PSNR within 1 dB; TAR free.
+    from training.recipes.reference_check import REFERENCE, verdict
+
+    ref = REFERENCE["ccc"]
+
+    def run(**changes):
+        return {"args": {"rebalance": "ccc"}, "val": {**{k: ref[k] for k in ("cf", "tar", "cnr", "ccar", "psnr")}, **changes}}
+
+    assert verdict(run()) == (True, [])
+    assert verdict(run(tar=0.1, psnr=ref["psnr"] - 0.9)) == (True, [])
+    assert verdict(run(psnr=ref["psnr"] - 1.1)) == (False, ["psnr"])
+    assert verdict(run(ccar=ref["ccar"] - 0.1, cnr=ref["cnr"] - 0.01)) == (False, ["cnr", "ccar"])

@@ -199,14 +199,22 @@ class EpochSampler(torch.utils.data.Sampler):
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(self.n, generator=g)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _batches(self, device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
         k = self.start
         while True:
             epoch, first = divmod(k, self.per_epoch)
-            order = self.epoch_order(epoch)
+            order = self.epoch_order(epoch).to(device)
             for j in range(first, self.per_epoch):
-                yield order[j * self.batch : (j + 1) * self.batch].tolist()
+                yield order[j * self.batch : (j + 1) * self.batch]
             k = (epoch + 1) * self.per_epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (idx.tolist() for idx in self._batches())
+
+    def on(self, device: torch.device | str) -> Iterator[torch.Tensor]:
+        """The same batches as index tensors on ``device``, copied there once per epoch:
+        drawing from images held on a GPU then never waits on the host."""
+        return self._batches(device)
 
     def __len__(self) -> int:  # one epoch; the iterator itself never ends
         return self.per_epoch
