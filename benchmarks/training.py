@@ -83,7 +83,7 @@ def full_rate(a, data: str, out: Path) -> float:
     rates = []
     for steps in (a.warmup, a.warmup + a.steps):
         run = out / f"run{steps}"
-        train.main(common + ["--out", str(run), "--steps", str(steps)])
+        train.main([*common, "--out", str(run), "--steps", str(steps)])
         r = json.loads((run / "training.json").read_text())
         rates.append((r["samples"], r["train_seconds"]))
     (n0, t0), (n1, t1) = rates

@@ -16,12 +16,12 @@ from .images import ImageError
 from .pipeline import Colorizer, Prediction
 
 __all__ = [
+    "DEFAULT_MODEL_DIR",
     "ColorClasses",
     "Colorizer",
-    "DEFAULT_MODEL_DIR",
     "ImageError",
     "ModelLoadError",
     "Prediction",
-    "load_model",
     "__version__",
+    "load_model",
 ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 __all__ = ["ModelCache"]
 
@@ -63,8 +64,12 @@ class ModelCache:
             return self._items.pop(key, default)
 
     def keys(self) -> list[tuple]:
+        """A snapshot of the keys, least recently used first."""
         with self._lock:
             return list(self._items)
+
+    def __iter__(self):
+        return iter(self.keys())  # a snapshot: safe while other threads load
 
     def __contains__(self, key: object) -> bool:
         with self._lock:

@@ -10,11 +10,11 @@ is part of a model and travels in its config.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = ["ColorClasses", "grid_size", "PAPER_MIN_FRACTION"]
+__all__ = ["PAPER_MIN_FRACTION", "ColorClasses", "grid_size"]
 
 # Paper: classes with at least 500 samples out of 109,885,440 (35,040 images x 56 x 56).
 PAPER_MIN_FRACTION = 500 / 109_885_440
@@ -125,7 +125,7 @@ class ColorClasses:
         counts: torch.Tensor | Sequence[int],
         bin_size: int = 6,
         min_fraction: float = PAPER_MIN_FRACTION,
-    ) -> "ColorClasses":
+    ) -> ColorClasses:
         """Keep the bins holding at least ``min_fraction`` of all samples (Eq. 12).
 
         ``counts`` is a G^2 histogram, e.g. summed from :meth:`histogram` over a data
@@ -148,5 +148,5 @@ class ColorClasses:
         return {"bin_size": self.bin_size, "kept": self.kept.tolist()}
 
     @classmethod
-    def from_config(cls, config: dict) -> "ColorClasses":
+    def from_config(cls, config: dict) -> ColorClasses:
         return cls(bin_size=int(config["bin_size"]), kept=config.get("kept"))

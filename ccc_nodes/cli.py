@@ -9,9 +9,9 @@ import argparse
 import glob
 import importlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image
 
@@ -126,7 +126,7 @@ def cmd_colorize(args: argparse.Namespace) -> int:
             failures += [(str(j.src), f"colorization failed: {e}") for j, _ in loaded]
             bar.update(len(loaded))
             continue
-        for (job, _), out in zip(loaded, outs):
+        for (job, _), out in zip(loaded, outs, strict=True):
             try:
                 _save(out, job.dst)
                 done += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rgb_to_lab", "lab_to_rgb", "rgb_to_L"]
+__all__ = ["lab_to_rgb", "rgb_to_L", "rgb_to_lab"]
 
 # sRGB (D65) -> XYZ, the matrix scikit-image uses.
 _XYZ_FROM_RGB = (

@@ -30,16 +30,18 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .harmonize import HARMONIZE_DEFAULTS, harmonize as harmonize_prediction
+from .harmonize import HARMONIZE_DEFAULTS
+from .harmonize import harmonize as harmonize_prediction
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image, to_rgb
 from .masks import SamLoadError, generate_masks, load_sam, overlay
 from .metrics import ColorMetrics, MetricUnavailable, load_fid_features, load_lpips, markdown_table

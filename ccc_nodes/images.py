@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "MAX_PIXELS", "open_image", "to_rgb", "IMAGE_SUFFIXES"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "open_image", "to_rgb"]
 
 MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs) unless told otherwise
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".tga"}
@@ -83,9 +83,7 @@ def _array_to_rgb(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         x = x.astype(np.float32) / 255.0
     elif x.dtype == np.uint16:
         x = x.astype(np.float32) / 65535.0
-    elif x.dtype == bool:
-        x = x.astype(np.float32)
-    elif np.issubdtype(x.dtype, np.floating):
+    elif x.dtype == bool or np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float32)
     else:
         raise ImageError(f"unsupported array dtype {x.dtype}: use uint8, uint16 or float in [0, 1]")

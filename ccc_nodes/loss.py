@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ccc_weights", "cic_weights", "RebalancedLoss", "REBALANCING"]
+__all__ = ["REBALANCING", "RebalancedLoss", "ccc_weights", "cic_weights"]
 
 REBALANCING = ("ccc", "none", "cic")
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,13 +40,13 @@ from .classes import ColorClasses
 from .color import rgb_to_lab
 
 __all__ = [
+    "LPIPS",
     "METRIC_NAMES",
     "ColorMetrics",
     "FeatureStats",
     "InceptionFeatures",
-    "LPIPS",
-    "TapFeatures",
     "MetricUnavailable",
+    "TapFeatures",
     "class_map",
     "colorfulness",
     "compare",
@@ -206,7 +206,7 @@ class LPIPS(nn.Module):
         if len(fx) != len(self.weights):
             raise ValueError(f"LPIPS has {len(self.weights)} weight vectors but the network gave {len(fx)} feature maps")
         d = torch.zeros(pred.shape[0], device=pred.device)
-        for a, b, w in zip(fx, fy, self.weights):
+        for a, b, w in zip(fx, fy, self.weights, strict=True):
             a = a / torch.sqrt(1e-8 + (a**2).sum(dim=1, keepdim=True))
             b = b / torch.sqrt(1e-8 + (b**2).sum(dim=1, keepdim=True))
             d = d + torch.einsum("bchw,c->bhw", (a - b) ** 2, w).mean(dim=(1, 2))

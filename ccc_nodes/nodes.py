@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -412,9 +412,9 @@ class CCCSAMHarmonize:
                                       f"segment-anything (or 'ccc-nodes[sam]'); {e}") from e
                 progress(i + 1)
         out = [harmonize(p, m, min_area=min_area, dominance=dominance, max_dev=max_dev, sigma=sigma)
-               for p, m in zip(preds, masks)]
+               for p, m in zip(preds, masks, strict=True)]
         shown = [torch.from_numpy(np.asarray(overlay(p, m), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-                 for p, m in zip(preds, masks)]
+                 for p, m in zip(preds, masks, strict=True)]
         shown = [torch.nn.functional.interpolate(x, size=classes.size, mode="bilinear") for x in shown]
         return (ClassBatch(out), _to_image(shown))
 

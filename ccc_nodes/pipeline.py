@@ -14,9 +14,10 @@ devices and precision, and is what the nodes, server, Space and CLI call.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def _autocast(device: torch.device, precision: str):
     if precision == "auto":
         precision = {"cuda": "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16",
                      "mps": "fp16"}.get(device.type, "fp32")
-    if precision == "fp32" or device.type == "cpu" and precision == "fp16":
+    if precision == "fp32" or (device.type == "cpu" and precision == "fp16"):
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -247,7 +248,7 @@ class Colorizer:
             logits = self.logits(small).cpu()
             preds += [
                 Prediction(L=L, logits=logits[i : i + 1], classes=self.classes, alpha=alpha)
-                for i, (L, (_, alpha)) in enumerate(zip(Ls, chunk))
+                for i, (L, (_, alpha)) in enumerate(zip(Ls, chunk, strict=True))
             ]
         return preds
 
@@ -257,7 +258,7 @@ class Colorizer:
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         outs = []
-        for item, pred in zip(items, self.predict(items)):
+        for item, pred in zip(items, self.predict(items), strict=True):
             rgb = pred.rgb(self.decode, self.temperature)
             outs.append(_to_output(rgb, item, pred.alpha))
         return outs[0] if single else outs

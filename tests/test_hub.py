@@ -82,7 +82,7 @@ def test_local_folder_errors(tmp_path):
         load_model(str(tmp_path / "nope"))
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text("{}")
-    with pytest.raises(ModelLoadError, match="lacks model.safetensors"):
+    with pytest.raises(ModelLoadError, match=r"lacks model\.safetensors"):
         load_model(tmp_path / "half")
     (tmp_path / "half" / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelLoadError, match="not a readable safetensors file"):

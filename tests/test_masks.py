@@ -117,7 +117,7 @@ def test_load_sam_errors_say_what_to_do(sam, tmp_path):
     with pytest.raises(SamLoadError, match="unknown SAM model type"):
         torch.save(sam.state_dict(), tmp_path / "x.pth")
         load_sam(tmp_path / "x.pth", model_type="vit_q")
-    with pytest.raises(SamLoadError, match="sam_vit_b_01ec64.pth.*not in the local Hugging Face cache.*by hand"):
+    with pytest.raises(SamLoadError, match=r"sam_vit_b_01ec64\.pth.*not in the local Hugging Face cache.*by hand"):
         load_sam("ccc-test/absent", cache_dir=tmp_path / "empty", local_files_only=True)
     with pytest.raises(SamLoadError, match="not a SAM"):
         bad = tiny_sam()

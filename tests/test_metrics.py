@@ -145,7 +145,7 @@ def test_lpips_loader_matches_torchmetrics_on_the_same_weights(tmp_path):
     torch.manual_seed(0)
     ref = tm._LPIPS(pretrained=True, net="alex", pnet_rand=True).eval()  # random backbone, real linear layers
     state = {}
-    for i, sl in enumerate((ref.net.slice1, ref.net.slice2, ref.net.slice3, ref.net.slice4, ref.net.slice5)):
+    for sl in (ref.net.slice1, ref.net.slice2, ref.net.slice3, ref.net.slice4, ref.net.slice5):
         for name, p in sl.state_dict().items():
             state[f"features.{name}"] = p  # slices keep torchvision's layer indices
     torch.save(state, tmp_path / "alex.pth")
@@ -160,7 +160,7 @@ def test_lpips_loader_matches_torchmetrics_on_the_same_weights(tmp_path):
 
 
 def test_missing_weights_say_what_to_do(tmp_path):
-    with pytest.raises(MetricUnavailable, match="AlexNet.*alexnet-owt-7be5be79.pth"):
+    with pytest.raises(MetricUnavailable, match=r"AlexNet.*alexnet-owt-7be5be79\.pth"):
         load_lpips(backbone=tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth")
     with pytest.raises(MetricUnavailable, match="missing"):
         load_fid_features(tmp_path / "inception.pt")

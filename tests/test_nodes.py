@@ -99,7 +99,7 @@ def test_loader_hub_errors_say_what_to_do(models_dir, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: set it where it lives
     monkeypatch.setenv("HF_HUB_CACHE", str(models_dir / "hub"))
-    with pytest.raises(ModelLoadError, match="ccc-test/absent-model.*by hand"):
+    with pytest.raises(ModelLoadError, match=r"ccc-test/absent-model.*by hand"):
         N.CCCModelLoader().load("default", "cpu", "fp32", repo_or_path="ccc-test/absent-model")
 
 
@@ -170,7 +170,7 @@ def _two_class_batch(colorizer, batch):
 
 
 def test_harmonize_with_given_masks_per_image(colorizer, batch):
-    classes, a, b = _two_class_batch(colorizer, batch)
+    classes, a, _b = _two_class_batch(colorizer, batch)
     mask = torch.zeros(3, 48, 64)
     mask[0] = 1.0  # image 0: the whole image is one object
     mask[1, :24] = 1.0  # image 1: its top half
@@ -230,7 +230,7 @@ def test_metrics_table(colorizer, batch):
     table = result["ui"]["text"][0]
     assert result["result"] == (table,)
     header, _, row = table.splitlines()
-    cells = dict(zip([h.strip() for h in header.split("|")[2:-1]], [c.strip() for c in row.split("|")[2:-1]]))
+    cells = dict(zip([h.strip() for h in header.split("|")[2:-1]], [c.strip() for c in row.split("|")[2:-1]], strict=True))
     assert float(cells["MSE"]) == 0 and float(cells["SSIM"]) == pytest.approx(1.0, abs=1e-4)
     assert float(cells["TAR"]) == 100 and float(cells["CNR"]) == 1
     # A batch against one reference of another size: one row each and the mean.

@@ -87,7 +87,7 @@ def test_batch_of_different_sizes_matches_one_by_one(small_model, photo):
     col = Colorizer(small_model, device="cpu", size=64, batch_size=3)
     ims = [photo, photo[:100, :77], photo[::2, ::3]]
     batch = col(ims)
-    for im, out in zip(ims, batch):
+    for im, out in zip(ims, batch, strict=True):
         assert out.shape == im.shape
         np.testing.assert_allclose(out.astype(int), col(im).astype(int), atol=1)
 

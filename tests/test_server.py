@@ -18,6 +18,7 @@ from PIL import Image
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
+from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
@@ -180,7 +181,7 @@ def test_batches_flow_through_every_node(server, client):
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}},
         "8": {"class_type": "CCCMetrics", "inputs": {"image": ["5", 0], "reference": ["1", 0], "ccc_model": ["2", 0]}},
     }
-    _, msgs, entry = run(server, client, g)
+    _, _msgs, entry = run(server, client, g)
     assert entry["status"]["status_str"] == "success", entry["status"]
     saved = entry["outputs"]["6"]["images"]
     assert [i["subfolder"] for i in saved] == ["batch"] * 3 and len({i["filename"] for i in saved}) == 3
@@ -410,9 +411,9 @@ def test_token_and_origin_guard(tmp_path, small_model):
         r = c.get("/api/system_stats", params={"token": "s3cret"})  # a browser's first visit
         assert r.status_code == 200 and "ccc_token=s3cret" in r.headers["set-cookie"]
         assert c.get("/prompt").status_code == 200  # the cookie now carries it
-        with pytest.raises(Exception):
-            with connect(f"ws://{srv.host}:{srv.port}/ws") as ws:
-                ws.recv(timeout=5)
+        with pytest.raises(InvalidStatus) as refused, connect(f"ws://{srv.host}:{srv.port}/ws") as ws:
+            ws.recv(timeout=5)
+        assert refused.value.response.status_code in (401, 403)
         with connect(f"ws://{srv.host}:{srv.port}/ws", additional_headers={"Authorization": "Bearer s3cret"}) as ws:
             assert json.loads(ws.recv(timeout=5))["type"] == "status"
         evil = {"Authorization": "Bearer s3cret", "Origin": "http://evil.example"}

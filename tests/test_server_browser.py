@@ -23,8 +23,9 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not instal
 sync_api = pytest.importorskip("playwright.sync_api")
 httpx = pytest.importorskip("httpx")
 
-from ccc_nodes.server import ServerConfig, ServerThread, frontend_root  # noqa: E402
 from test_server import WORKFLOW, grey_png  # noqa: E402
+
+from ccc_nodes.server import ServerConfig, ServerThread, frontend_root  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]

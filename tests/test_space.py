@@ -108,7 +108,7 @@ def test_colour_photo_is_kept_as_reference_and_measured(app, model):
     assert float(rows["MSE"]) == pytest.approx(expected["mse"], rel=1e-3)
     assert float(rows["TAR (%)"]) == pytest.approx(expected["tar"], rel=1e-3, abs=1e-6)
     lpips = rows["LPIPS"]
-    assert lpips == "n/a" and "LPIPS n/a" in notes or float(lpips) >= 0
+    assert (lpips == "n/a" and "LPIPS n/a" in notes) or float(lpips) >= 0
 
 
 def test_decode_modes_differ_and_input_size_is_used(app, model):
@@ -223,11 +223,11 @@ def test_cache_loads_each_key_once_across_requests_and_bounds_each_kind(app, mod
         assert len(calls) == 1 and all(g is got[0] for g in got)
         for name in "bcd":
             app.cached(("test", name), object)
-        kept = [k for k in app.MODELS.keys() if k[0] == "test"]
+        kept = [k for k in app.MODELS if k[0] == "test"]
         assert kept == [("test", "b"), ("test", "c"), ("test", "d")]  # oldest dropped, 3 kept
-        assert any(k[0] == "ccc" for k in app.MODELS.keys())  # other kinds untouched
+        assert any(k[0] == "ccc" for k in app.MODELS)  # other kinds untouched
     finally:
-        for k in [k for k in app.MODELS.keys() if k[0] == "test"]:
+        for k in [k for k in app.MODELS if k[0] == "test"]:
             app.MODELS.pop(k)
 
 

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             plan.setdefault(name, ov)
             by_sweep.setdefault(s, []).append(name)
     with ThreadPoolExecutor(max(1, a.parallel)) as pool:
-        folders = dict(zip(plan, pool.map(lambda kv: _train(kv[0], kv[1], a, extra), plan.items())))
+        folders = dict(zip(plan, pool.map(lambda kv: _train(kv[0], kv[1], a, extra), plan.items()), strict=True))
     results = {n: json.loads((f / "training.json").read_text()) for n, f in folders.items()}
     text = [f"Base config `{a.base}`; val `{a.val}`.", ""]
     for s, names in by_sweep.items():

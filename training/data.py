@@ -253,8 +253,8 @@ def load_images(
     loader = DataLoader(ds, batch_sampler=order, num_workers=workers, collate_fn=_as_list)
     arrays, names = [], []
     skipped = {"corrupt": 0, "grey": 0}
-    for idx, items in zip(order, tqdm(loader, desc="decode", unit="batch", disable=not progress)):
-        for i, (x, status) in zip(idx, items):
+    for idx, items in zip(order, tqdm(loader, desc="decode", unit="batch", disable=not progress), strict=True):
+        for i, (x, status) in zip(idx, items, strict=True):
             if status == OK:
                 arrays.append(x)
                 names.append(ds.sources[i].name)

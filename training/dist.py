@@ -64,7 +64,7 @@ def setup(device: str = "auto") -> tuple[Dist, str]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist(), device
     d = Dist(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
+    use_cuda = (torch.cuda.is_available() and device in ("auto", "cuda")) or device.startswith("cuda")
     if use_cuda:
         torch.cuda.set_device(d.local_rank)
         device = f"cuda:{d.local_rank}"

@@ -32,7 +32,7 @@ def imagenet_state_dict(encoder_name: str, encoder: nn.Module) -> dict[str, torc
     if len(src_vals) != len(target):
         raise ValueError(f"weight layout differs: {len(src_vals)} tensors for {len(target)}")
     out = {}
-    for (key, ref), val in zip(target.items(), src_vals):
+    for (key, ref), val in zip(target.items(), src_vals, strict=True):
         if key.endswith("conv_stem.weight") and val.shape[1] == 3 and ref.shape[1] == 1:
             val = val.sum(dim=1, keepdim=True)  # grey input: L replicated to RGB
         if val.shape != ref.shape:

@@ -7,7 +7,7 @@ classes. Fully convolutional: any H, W that are multiples of 32 work.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -15,7 +15,7 @@ from torch import nn
 
 from ..classes import ColorClasses
 
-__all__ = ["CCCNet", "Decoder", "build_encoder", "PAPER_DECODER"]
+__all__ = ["PAPER_DECODER", "CCCNet", "Decoder", "build_encoder"]
 
 PAPER_DECODER = (1024, 512, 512)  # Table IV
 

@@ -13,7 +13,7 @@ import time
 
 from .app import ServerConfig, create_app, frontend_root
 
-__all__ = ["ServerConfig", "ServerThread", "create_app", "frontend_root", "free_port"]
+__all__ = ["ServerConfig", "ServerThread", "create_app", "free_port", "frontend_root"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,7 +44,7 @@ class ServerThread:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "ServerThread":
+    def start(self, timeout: float = 30.0) -> ServerThread:
         self.thread.start()
         deadline = time.time() + timeout
         while not self.server.started:
@@ -57,7 +57,7 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(10)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -46,7 +46,7 @@ from .graph import node_info, validate_prompt
 from .image_nodes import image_nodes
 from .userdata import userdata_router
 
-__all__ = ["ServerConfig", "create_app", "frontend_root", "COMFYUI_API_VERSION"]
+__all__ = ["COMFYUI_API_VERSION", "ServerConfig", "create_app", "frontend_root"]
 
 log = logging.getLogger("ccc_nodes.server")
 

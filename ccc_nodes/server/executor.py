@@ -17,13 +17,14 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..nodes import progress_hook
 from .graph import execution_order, is_link, signatures
 
-__all__ = ["Interrupted", "PromptQueue", "Executor", "QueueItem"]
+__all__ = ["Executor", "Interrupted", "PromptQueue", "QueueItem"]
 
 Send = Callable[[str, dict, "str | None"], None]
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")

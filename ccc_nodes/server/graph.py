@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["ValidationResult", "validate_prompt", "execution_order", "signatures", "node_info", "is_link"]
+__all__ = ["ValidationResult", "execution_order", "is_link", "node_info", "signatures", "validate_prompt"]
 
 Registry = Mapping[str, type]
 ValidationResult = tuple[bool, "dict | None", list[str], dict[str, dict]]

@@ -20,7 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 from ..images import ImageError, open_image, to_rgb
 from .files import FileError, Folders, safe_parts, sha256_file
 
-__all__ = ["image_nodes", "MAX_FRAMES"]
+__all__ = ["MAX_FRAMES", "image_nodes"]
 
 MAX_FRAMES = 256  # frames of a multi-frame file loaded as one batch
 
