@@ -44,10 +44,10 @@ class ModelCache:
                     return self._items[key]
             try:
                 value = load()
+                self.put(key, value)  # stored before the key's lock goes: no second load
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
-            self.put(key, value)
             return value
 
     def put(self, key: tuple[Hashable, ...], value: Any) -> None:

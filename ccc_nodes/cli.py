@@ -32,22 +32,35 @@ class Job:
     dst: Path
 
 
+def output_path(dst: Path) -> Path:
+    """Where an output named ``dst`` is written: kept if PIL writes that format, else
+    ``<name>.png`` beside it (``anim.gif`` -> ``anim.gif.png``)."""
+    return dst if dst.suffix.lower() in _WRITABLE else dst.with_suffix(dst.suffix + ".png")
+
+
 def collect_jobs(inputs: Sequence[str], outdir: Path) -> tuple[list[Job], list[tuple[str, str]]]:
     """Expand files, folders (recursive) and globs into (source, destination) pairs.
 
     Folder inputs keep their sub-folder layout under ``outdir``; files keep their names.
-    Returns the jobs and a list of (input, problem) for inputs that gave nothing.
+    Returns the jobs and a list of (input, problem) for inputs that gave nothing or whose
+    output another input already takes (two ``one.png`` from different folders).
     """
     jobs: list[Job] = []
     problems: list[tuple[str, str]] = []
     seen: set[Path] = set()
+    taken: dict[str, Path] = {}  # output path (case-folded: macOS and Windows) -> its source
 
     def add(src: Path, rel: Path) -> None:
         key = src.resolve()
         if key in seen:
             return
         seen.add(key)
-        jobs.append(Job(src, outdir / rel))
+        dst = output_path(outdir / rel)
+        other = taken.setdefault(str(dst).casefold(), src)
+        if other is not src:
+            problems.append((str(src), f"its output {dst} is already taken by {other}; colorize it with another -o"))
+            return
+        jobs.append(Job(src, dst))
 
     for spec in inputs:
         path = Path(spec).expanduser()
@@ -69,10 +82,8 @@ def collect_jobs(inputs: Sequence[str], outdir: Path) -> tuple[list[Job], list[t
 
 
 def _save(image, dst: Path) -> Path:
-    fmt = _WRITABLE.get(dst.suffix.lower())
-    if fmt is None:
-        dst = dst.with_suffix(dst.suffix + ".png")
-        fmt = "PNG"
+    dst = output_path(dst)
+    fmt = _WRITABLE[dst.suffix.lower()]
     if fmt in ("JPEG", "BMP", "PPM") and image.mode == "RGBA":
         image = image.convert("RGB")
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -89,18 +100,26 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     from .pipeline import Colorizer
 
     outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        print(f"error: -o {outdir} is a file, not a folder", file=sys.stderr)
+        return 2
     jobs, problems = collect_jobs(args.inputs, outdir)
     failures: list[tuple[str, str]] = list(problems)
     inputs = {j.src.resolve() for j in jobs}
     safe = []
     for job in jobs:
-        if job.dst.resolve() in inputs or (job.dst.with_suffix(job.dst.suffix + ".png")).resolve() in inputs:
+        if job.dst.resolve() in inputs:
             failures.append((str(job.src), f"output {job.dst} would overwrite an input; choose another -o"))
         else:
             safe.append(job)
     if not safe:
         _report(0, failures)
         return 1
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: cannot create the output folder {outdir}: {e}", file=sys.stderr)
+        return 2
     try:
         colorizer = Colorizer(args.model, device=args.device, size=args.size, precision=args.precision,
                               decode=args.decode, batch_size=args.batch, max_pixels=args.max_pixels,
@@ -122,16 +141,22 @@ def cmd_colorize(args: argparse.Namespace) -> int:
             continue
         try:
             outs = colorizer.colorize([im for _, im in loaded])
-        except (ImageError, RuntimeError) as e:  # e.g. out of memory on a huge batch
-            failures += [(str(j.src), f"colorization failed: {e}") for j, _ in loaded]
-            bar.update(len(loaded))
-            continue
+        except (ValueError, RuntimeError):  # e.g. out of memory on a big batch: one by one
+            outs = []
+            for _, im in loaded:
+                try:
+                    outs.append(colorizer.colorize(im))
+                except (ValueError, RuntimeError) as e:
+                    outs.append(e)
         for (job, _), out in zip(loaded, outs, strict=True):
-            try:
-                _save(out, job.dst)
-                done += 1
-            except OSError as e:
-                failures.append((str(job.src), f"could not write {job.dst}: {e}"))
+            if isinstance(out, Exception):
+                failures.append((str(job.src), f"colorization failed: {out}"))
+            else:
+                try:
+                    _save(out, job.dst)
+                    done += 1
+                except OSError as e:
+                    failures.append((str(job.src), f"could not write {job.dst}: {e}"))
             bar.update(1)
     bar.close()
     _report(done, failures, outdir)

@@ -8,6 +8,7 @@ float array in [0, 1] plus an optional alpha channel, converted once at this bou
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,30 +23,57 @@ MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs) unless to
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".tga"}
 
 
+_ORIENTATION = 0x0112  # EXIF tag
+_FLOAT_SLACK = 0.01  # float inputs may overshoot [0, 1] this much (resampling), no more
+
+
 class ImageError(ValueError):
     """An input is not a usable image; the message names it and says why."""
 
 
+_PIL_GUARD = threading.Lock()
+
+
 def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open an image file fully (EXIF orientation applied); refuse bombs and non-images."""
+    """Open an image file fully (EXIF orientation applied); refuse bombs and non-images.
+
+    ``max_pixels`` (0: no limit) is the one limit: Pillow's own decompression-bomb guard
+    (about 89 MP warns, 179 MP refuses) is replaced by it for this file."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                _check_size(im.size, max_pixels, str(path))
-                im.load()
-                return ImageOps.exif_transpose(im)
+        try:
+            return _open(path, max_pixels)
+        except Image.DecompressionBombError:
+            guard = Image.MAX_IMAGE_PIXELS
+            if guard is None or (max_pixels and max_pixels <= 2 * guard):
+                raise
+            # The caller allows more than Pillow's guard: lift it for this one file. It is a
+            # process-wide setting, so the change is serialised and always put back.
+            with _PIL_GUARD:
+                Image.MAX_IMAGE_PIXELS = None
+                try:
+                    return _open(path, max_pixels)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = guard
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
         raise ImageError(f"{path}: refused, too many pixels ({e})") from e
     except UnidentifiedImageError as e:
         raise ImageError(f"{path}: not an image file PIL can read") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
+
+
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides
+        with Image.open(path) as im:
+            _check_size(im.size, max_pixels, str(path))
+            im.load()
+            return ImageOps.exif_transpose(im)
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
@@ -60,18 +88,28 @@ def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
 
 
 def _pil_to_array(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    im = ImageOps.exif_transpose(im)
+    """PIL (orientation already applied) -> (RGB float, alpha or None). 8-bit modes are
+    scaled by 255, 16-bit ("I;16*") by 65535. Pillow's 32-bit "I" holds either 16-bit
+    files' data (by 65535) or converted 8-bit data (convert("I"): by 255); values above
+    255 tell which. Float "F" in [0, 1] is taken as is, larger values as 0..255."""
     alpha = None
     if im.mode == "PA" or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "La", "RGBa"):
+    elif im.mode == "La":  # premultiplied alpha; Pillow converts these only to their plain twin
+        im = im.convert("LA")
+    elif im.mode == "RGBa":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA"):
         alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         grey = np.asarray(im, dtype=np.float32)
-        grey = grey / (65535.0 if grey.max(initial=0) > 255 or im.mode.startswith("I;16") else 255.0)
+        sixteen = im.mode.startswith("I;16") or grey.max(initial=0) > 255
+        grey = np.clip(grey / (65535.0 if sixteen else 255.0), 0.0, 1.0)
         return np.repeat(grey[..., None], 3, axis=2), alpha
-    if im.mode == "F":
+    if im.mode == "F":  # Pillow's float mode holds either scale: convert("F") gives 0..255
         grey = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(grey).all():
+            raise ImageError("image holds NaN or infinite values")
         grey = grey / 255.0 if grey.max(initial=0) > 1.0 else grey
         return np.repeat(grey[..., None], 3, axis=2), alpha
     rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
@@ -99,7 +137,11 @@ def _array_to_rgb(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         raise ImageError(f"array of shape {x.shape} is not an image: use (H, W), (H, W, 1|3|4)")
     if not np.isfinite(x).all():
         raise ImageError("image holds NaN or infinite values")
-    return np.clip(x, 0.0, 1.0), alpha
+    lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
+    if lo < -_FLOAT_SLACK or hi > 1.0 + _FLOAT_SLACK:
+        raise ImageError(f"float image values must lie in [0, 1], these span [{lo:.4g}, {hi:.4g}]"
+                         + ("; divide 0..255 data by 255" if hi > 1.0 + _FLOAT_SLACK else ""))
+    return np.clip(x, 0.0, 1.0), alpha  # only resampling overshoot is clipped
 
 
 def to_rgb(image: Any, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
@@ -112,6 +154,8 @@ def to_rgb(image: Any, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.nda
         image = open_image(image, max_pixels)
     if isinstance(image, Image.Image):
         _check_size(image.size, max_pixels, "image")
+        if image.getexif().get(_ORIENTATION, 1) != 1:  # (open_image has applied it already)
+            image = ImageOps.exif_transpose(image)
         return _pil_to_array(image)
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()

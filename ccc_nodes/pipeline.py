@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .classes import ColorClasses
-from .color import lab_to_rgb, rgb_to_lab
+from .color import lab_to_rgb, rgb_to_L
 from .hub import load_model
 from .images import MAX_PIXELS, to_rgb
 from .modeling import CCCNet
@@ -58,8 +58,16 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
         dev = torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError("device 'mps' was asked for but this torch build or machine has no MPS (Apple GPU)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device type {dev.type!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
     return dev
 
 
@@ -73,10 +81,24 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def lightness(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
+# Full-resolution colour conversions run in strips of about this many pixels, so their
+# float temporaries stay bounded (tens of MB) however large the photo.
+STRIP_PIXELS = 1 << 22
+
+
+def _strips(H: int, W: int, strip_pixels: int) -> range:
+    return range(0, H, max(1, strip_pixels // max(W, 1)))
+
+
+def lightness(rgb: np.ndarray | torch.Tensor, strip_pixels: int = STRIP_PIXELS) -> torch.Tensor:
     """RGB ``(H, W, 3)`` in [0, 1] -> L ``(1, 1, H, W)`` in [0, 100] (float32)."""
     t = torch.as_tensor(rgb, dtype=torch.float32).permute(2, 0, 1)[None]
-    return rgb_to_lab(t)[:, :1]
+    H, W = t.shape[-2:]
+    L = torch.empty(1, 1, H, W, dtype=torch.float32, device=t.device)
+    rows = _strips(H, W, strip_pixels)
+    for y in rows:
+        L[..., y : y + rows.step, :] = rgb_to_L(t[..., y : y + rows.step, :])
+    return L
 
 
 def resize_L(L: torch.Tensor, size: int) -> torch.Tensor:
@@ -106,12 +128,40 @@ def decode_ab(
     raise ValueError(f"decode mode must be one of {DECODE_MODES}, got {mode!r}")
 
 
-def join_lab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+def _bilinear_taps(n_in: int, n_out: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source taps and weights of ``F.interpolate(mode="bilinear", align_corners=False)``
+    along one axis, for the output positions ``index``."""
+    src = ((index.to(torch.float32) + 0.5) * (n_in / n_out) - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    return i0, (i0 + 1).clamp_max(n_in - 1), src - i0
+
+
+def _upsample_rows(ab: torch.Tensor, size: tuple[int, int], y0: int, y1: int) -> torch.Tensor:
+    """Rows ``y0:y1`` of ``ab`` bilinearly upsampled to ``size``, without the rest."""
+    (h, w), (H, W) = ab.shape[-2:], size
+    r0, r1, wy = _bilinear_taps(h, H, torch.arange(y0, y1, device=ab.device))
+    rows = ab[..., r0, :] * (1 - wy)[:, None] + ab[..., r1, :] * wy[:, None]
+    c0, c1, wx = _bilinear_taps(w, W, torch.arange(W, device=ab.device))
+    return rows[..., c0] * (1 - wx) + rows[..., c1] * wx
+
+
+def join_lab(L: torch.Tensor, ab: torch.Tensor, strip_pixels: int = STRIP_PIXELS) -> torch.Tensor:
     """Full-resolution L ``(B, 1, H, W)`` + low-resolution ab ``(B, 2, h, w)`` -> sRGB
-    ``(B, 3, H, W)`` in [0, 1]: ab is upsampled bilinearly, L is kept as it was."""
-    if ab.shape[-2:] != L.shape[-2:]:
-        ab = F.interpolate(ab.float(), size=L.shape[-2:], mode="bilinear", align_corners=False)
-    return lab_to_rgb(torch.cat((L.float(), ab.to(L.device, torch.float32)), dim=1))
+    ``(B, 3, H, W)`` in [0, 1]: ab is upsampled bilinearly, L is kept as it was (Lab -> sRGB
+    clips colours outside the gamut). Large images go in strips of ``strip_pixels``."""
+    L = L.float()
+    ab = ab.to(L.device, torch.float32)
+    H, W = L.shape[-2:]
+    rows = _strips(H, W, strip_pixels)
+    if len(rows) == 1:
+        if ab.shape[-2:] != (H, W):
+            ab = F.interpolate(ab, size=(H, W), mode="bilinear", align_corners=False)
+        return lab_to_rgb(torch.cat((L, ab), dim=1))
+    out = torch.empty(L.shape[0], 3, H, W, dtype=torch.float32, device=L.device)
+    for y in rows:
+        y1 = min(y + rows.step, H)
+        out[..., y:y1, :] = lab_to_rgb(torch.cat((L[..., y:y1, :], _upsample_rows(ab, (H, W), y, y1)), dim=1))
+    return out
 
 
 def class_map_rgb(
@@ -166,16 +216,20 @@ class Prediction:
 
 def _to_output(rgb: torch.Tensor, like: Any, alpha: np.ndarray | None) -> Any:
     """sRGB ``(1, 3, H, W)`` -> the kind of object the caller gave."""
-    hwc = rgb[0].permute(1, 2, 0).cpu().numpy()
     if isinstance(like, torch.Tensor):
         return rgb[0].cpu()
+    hwc = rgb[0].permute(1, 2, 0).cpu()
+
+    def quantised(top: int, dtype: torch.dtype) -> np.ndarray:  # one float temporary, not three
+        return (hwc * top).round_().to(dtype).contiguous().numpy()
+
     if isinstance(like, np.ndarray):
         if like.dtype == np.uint8:
-            return np.round(hwc * 255).astype(np.uint8)
+            return quantised(255, torch.uint8)
         if like.dtype == np.uint16:
-            return np.round(hwc * 65535).astype(np.uint16)
-        return hwc.astype(np.float32)
-    out = Image.fromarray(np.round(hwc * 255).astype(np.uint8), "RGB")
+            return quantised(65535, torch.int32).astype(np.uint16)
+        return hwc.contiguous().numpy()
+    out = Image.fromarray(quantised(255, torch.uint8), "RGB")
     if alpha is not None:
         out.putalpha(Image.fromarray(np.round(alpha * 255).astype(np.uint8), "L"))
     return out

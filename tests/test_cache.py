@@ -60,3 +60,20 @@ def test_a_failed_load_is_not_cached():
         cache.get(("ccc", "bad"), fail)
     assert ("ccc", "bad") not in cache
     assert cache.get(("ccc", "bad"), lambda: 1) == 1
+
+
+def test_no_second_load_while_the_first_is_being_stored():
+    entered = threading.Event()
+
+    class SlowStore(ModelCache):
+        def put(self, key, value):
+            entered.set()
+            time.sleep(0.3)  # widen the moment between loading and storing
+            super().put(key, value)
+
+    cache = SlowStore()
+    t = threading.Thread(target=cache.get, args=(("ccc", "a"), lambda: "first"))
+    t.start()
+    entered.wait(5)
+    assert cache.get(("ccc", "a"), lambda: "second") == "first"
+    t.join()

@@ -97,3 +97,42 @@ def test_console_script_runs(inputs, model_dir, tmp_path):
                         "--model", str(model_dir), "--size", "64", "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert np.asarray(Image.open(tmp_path / "o" / "cat.jpg")).shape == (300, 451, 3)
+
+
+def test_two_inputs_with_one_output_name_keep_the_first_and_report_the_second(inputs, model_dir, tmp_path, capsys):
+    twin = inputs / "crop.png"  # same name as sub/crop.png, other picture
+    Image.fromarray(np.zeros((40, 64, 3), np.uint8)).save(twin)
+    out = tmp_path / "o"
+    rc = run(inputs / "sub" / "crop.png", twin, "-o", out, "--model", model_dir)
+    err = capsys.readouterr().err
+    assert rc == 1 and "colorized 1 image " in err and f"{twin}: its output" in err and "already taken" in err
+    assert Image.open(out / "crop.png").size == (200, 120)  # the first input's, not overwritten
+
+
+def test_output_that_is_a_file_is_refused_before_any_work(inputs, model_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert run(inputs / "cat.jpg", "-o", tmp_path / "afile", "--model", model_dir) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_one_bad_image_does_not_fail_its_batch(inputs, model_dir, tmp_path, capsys):
+    nan = np.full((32, 32), np.nan, np.float32)
+    Image.fromarray(nan, mode="F").save(inputs / "nan.tif")  # opens fine, fails when read as colour
+    out = tmp_path / "o"
+    rc = run(inputs / "cat.jpg", inputs / "nan.tif", "-o", out, "--model", model_dir, "--batch", "2")
+    err = capsys.readouterr().err
+    assert rc == 1 and "colorized 1 image " in err and "nan.tif: colorization failed" in err and "NaN" in err
+    assert (out / "cat.jpg").is_file() and not (out / "nan.tif").exists()
+
+
+def test_unavailable_device_is_a_clear_error(inputs, model_dir, tmp_path, capsys):
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    assert main(["colorize", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"), "--model", str(model_dir),
+                 "--device", "mps"]) == 2
+    assert "no MPS" in capsys.readouterr().err
+    assert main(["colorize", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"), "--model", str(model_dir),
+                 "--device", "meta"]) == 2
+    assert "not supported" in capsys.readouterr().err

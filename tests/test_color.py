@@ -19,6 +19,14 @@ def test_rgb_to_lab_matches_skimage_on_dense_grid():
     assert np.abs(ours - ref).max() < 1e-3
 
 
+def test_rgb_to_L_is_the_L_of_rgb_to_lab():
+    rgb = torch.from_numpy(_grid(32)).permute(2, 0, 1).float()
+    ref = color.rgb2lab(_grid(32))[..., 0]
+    assert torch.allclose(rgb_to_L(rgb), rgb_to_lab(rgb)[:1], atol=1e-4)
+    assert np.abs(rgb_to_L(rgb)[0].double().numpy() - ref).max() < 1e-3
+    assert rgb_to_L(torch.rand(2, 3, 3, 5, 7)).shape == (2, 3, 1, 5, 7)  # any leading dims
+
+
 def test_lab_to_rgb_matches_skimage_on_dense_grid():
     lab = color.rgb2lab(_grid())
     ref = color.lab2rgb(lab)

@@ -41,10 +41,12 @@ def test_full_resolution_L_is_kept(neutral_model, photo):
     assert np.abs(lab_out[0] - L_in).max() < 0.6  # only 8-bit rounding differs: no blur from 64 px
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA", "I;16", "I", "F", "CMYK", "1"])
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA", "La", "RGBa", "I;16", "I", "F", "CMYK", "1"])
 def test_every_pil_mode(colorizer, photo, mode):
     im = Image.fromarray(photo)
-    if mode == "I;16":
+    if mode == "La":
+        im = Image.frombytes("La", im.size, im.convert("LA").tobytes())  # Pillow cannot convert to La
+    elif mode == "I;16":
         im = Image.fromarray(np.asarray(im.convert("L")).astype(np.uint16) * 257)
     elif mode == "F":
         im = im.convert("L").convert("F")
@@ -52,7 +54,7 @@ def test_every_pil_mode(colorizer, photo, mode):
         im = im.convert(mode)
     out = colorizer(im)
     assert out.size == im.size
-    assert out.mode == ("RGBA" if mode in ("RGBA", "LA") else "RGB")
+    assert out.mode == ("RGBA" if mode in ("RGBA", "LA", "La", "RGBa") else "RGB")
 
 
 def test_sixteen_bit_grey_uses_full_precision(neutral_model):
@@ -119,6 +121,22 @@ def test_join_lab_upsamples_ab_and_keeps_L():
     assert torch.allclose(rgb_to_lab(rgb)[:, 0], L[:, 0], atol=1e-3)
 
 
+@pytest.mark.parametrize("shape", [(37, 53), (224, 224), (301, 7)])
+def test_strips_give_the_whole_image_result(shape):
+    # Full-resolution conversions go in strips (bounded memory); each strip upsamples its
+    # own rows of ab, which must agree with F.interpolate over the whole image.
+    from ccc_nodes.pipeline import lightness
+
+    torch.manual_seed(0)
+    H, W = shape
+    L, ab = torch.rand(2, 1, H, W) * 100, torch.randn(2, 2, 9, 11) * 40
+    whole = join_lab(L, ab, strip_pixels=H * W)
+    assert torch.allclose(join_lab(L, ab, strip_pixels=3 * W), whole, atol=1e-5)
+    assert torch.allclose(join_lab(L, ab, strip_pixels=1), whole, atol=1e-5)  # one row at a time
+    rgb = np.random.default_rng(0).random((H, W, 3), dtype=np.float32)
+    assert torch.allclose(lightness(rgb, strip_pixels=2 * W), lightness(rgb, strip_pixels=H * W), atol=1e-4)
+
+
 def test_bad_inputs_are_clear_errors(small_model, photo):
     with pytest.raises(ValueError, match="multiple of 32"):
         Colorizer(small_model, size=100)
@@ -131,6 +149,30 @@ def test_bad_inputs_are_clear_errors(small_model, photo):
         col(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(ImageError, match="cannot read"):
         col(object())
+
+
+def test_float_arrays_outside_zero_one_are_refused_not_clipped(small_model, photo):
+    col = Colorizer(small_model, device="cpu", size=64)
+    with pytest.raises(ImageError, match=r"\[0, 1\].*divide 0\.\.255 data by 255"):
+        col(photo.astype(np.float32))  # 0..255 floats: all white if clipped
+    assert col(photo.astype(np.float32) / 255 * 1.005).shape == photo.shape  # resampling overshoot is fine
+
+
+def test_max_pixels_is_the_one_limit(tmp_path):
+    from ccc_nodes.images import open_image
+
+    between = tmp_path / "95mp.png"
+    Image.new("1", (10000, 9500)).save(between)  # over Pillow's 89 MP warning, under our 100 MP
+    assert open_image(between).size == (10000, 9500)
+    with pytest.raises(ImageError, match="over the limit of 50 MP"):
+        open_image(between, max_pixels=50_000_000)
+    beyond = tmp_path / "182mp.png"
+    Image.new("1", (14000, 13000)).save(beyond)  # over Pillow's 179 MP refusal
+    with pytest.raises(ImageError, match="refused"):
+        open_image(beyond)
+    guard = Image.MAX_IMAGE_PIXELS
+    assert open_image(beyond, max_pixels=0).size == (14000, 13000)  # 0: no limit, as asked
+    assert guard == Image.MAX_IMAGE_PIXELS  # Pillow's guard is back for everyone else
 
 
 def test_decompression_bomb_file_is_refused(tmp_path, small_model):
