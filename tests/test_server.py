@@ -51,6 +51,51 @@ class Gate:
         raise TimeoutError("gate never opened")
 
 
+class Echo:
+    """A test output node that answers its text at once."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {"required": {"text": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "echo"
+    OUTPUT_NODE = True
+    CATEGORY = "test"
+
+    def echo(self, text):
+        return {"ui": {"text": [text]}}
+
+
+class Odd(Echo):
+    """A test output node whose ui holds values JSON cannot: NaN, infinity, a numpy scalar, an object."""
+
+    def echo(self, text):
+        import numpy as np
+
+        return {"ui": {"values": [float("nan"), float("-inf"), 1.5], "scalar": [np.float32(2.5)], "thing": [Ellipsis]}}
+
+
+class Counted:
+    """A test output node that counts its INPUT_TYPES calls (a model loader's scan the disk)."""
+
+    calls = 0
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        cls.calls += 1
+        return {"required": {"a": ("INT", {"default": 0, "min": 0}), "b": ("FLOAT", {"default": 0.0}),
+                             "c": ("STRING", {"default": ""})}, "optional": {"d": ("BOOLEAN", {"default": False})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    CATEGORY = "test"
+
+    def run(self, a, b, c, d=False):
+        return {"ui": {"text": [c]}}
+
+
 def grey_png(h=48, w=64, frames=1, fmt="PNG") -> bytes:
     from skimage import data
 
@@ -68,16 +113,13 @@ def grey_png(h=48, w=64, frames=1, fmt="PNG") -> bytes:
 def server(tmp_path_factory, small_model):
     base = tmp_path_factory.mktemp("server")
     small_model.save_pretrained(base / "models" / "ccc" / "small")
-    old = os.environ.get("CCC_MODELS_DIR")
     config = ServerConfig(base_dir=base / "work", models_dir=base / "models", max_upload_bytes=200_000,
-                          max_image_pixels=1_000_000, max_nodes=50, extra_nodes={"Gate": Gate})
+                          max_image_pixels=1_000_000, max_nodes=50,
+                          extra_nodes={"Gate": Gate, "Echo": Echo, "Odd": Odd, "Counted": Counted})
     with ServerThread(config) as srv:
         srv.base = base / "work"
+        srv.models = base / "models"
         yield srv
-    if old is None:
-        os.environ.pop("CCC_MODELS_DIR", None)
-    else:
-        os.environ["CCC_MODELS_DIR"] = old
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +296,194 @@ def test_invalid_prompts_without_node_errors(client, uploaded):
     cyclic["3"]["inputs"]["image"] = ["5", 0]
     cyclic["5"] = {"class_type": "CCCColorize", "inputs": {**cyclic["3"]["inputs"], "image": ["3", 0]}}
     assert post({"prompt": cyclic}) == "prompt_outputs_failed_validation"
+
+
+def test_a_cycle_is_reported_on_the_nodes_of_the_cycle(client, uploaded):
+    cyclic = graph(uploaded)
+    cyclic["3"]["inputs"]["image"] = ["5", 0]
+    cyclic["5"] = {"class_type": "CCCColorize", "inputs": {**cyclic["3"]["inputs"], "image": ["3", 0]}}
+    r = client.post("/prompt", json={"prompt": cyclic})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["error"]["type"] == "prompt_outputs_failed_validation"
+    assert sorted(body["node_errors"]) == ["3", "5"]  # not the output node 4, which only reads the cycle
+    for node in ("3", "5"):
+        err = body["node_errors"][node]
+        assert err["class_type"] == "CCCColorize" and err["dependent_outputs"] == ["4"]
+        [e] = err["errors"]
+        assert set(e) == {"type", "message", "details", "extra_info"}
+        assert e["type"] == "dependency_cycle" and e["details"] == "3 -> 5 -> 3"
+        assert e["extra_info"]["cycle"] == ["3", "5"]
+
+
+ECHO = {"1": {"class_type": "Echo", "inputs": {"text": "hi"}}}
+P = json.dumps(ECHO)
+DEEP = "[" * 200 + "]" * 200
+
+
+@pytest.mark.parametrize("body", [
+    # number: a finite number (or numeric string, as ComfyUI's float(number)) or nothing
+    f'{{"prompt": {P}, "number": NaN}}',
+    f'{{"prompt": {P}, "number": Infinity}}',
+    f'{{"prompt": {P}, "number": -Infinity}}',
+    f'{{"prompt": {P}, "number": 1e400}}',
+    f'{{"prompt": {P}, "number": {"9" * 400}}}',
+    f'{{"prompt": {P}, "number": {"9" * 5000}}}',
+    f'{{"prompt": {P}, "number": "abc"}}',
+    f'{{"prompt": {P}, "number": "nan"}}',
+    f'{{"prompt": {P}, "number": "1e400"}}',
+    f'{{"prompt": {P}, "number": true}}',
+    f'{{"prompt": {P}, "number": [1]}}',
+    f'{{"prompt": {P}, "number": {{}}}}',
+    f'{{"prompt": {P}, "front": NaN}}',
+    # prompt_id and client_id: strings
+    f'{{"prompt": {P}, "prompt_id": {{"a": 1}}}}',
+    f'{{"prompt": {P}, "prompt_id": ["x"]}}',
+    f'{{"prompt": {P}, "prompt_id": 5}}',
+    f'{{"prompt": {P}, "prompt_id": "{"x" * 129}"}}',
+    f'{{"prompt": {P}, "client_id": {{"a": 1}}}}',
+    f'{{"prompt": {P}, "client_id": ["x"]}}',
+    f'{{"prompt": {P}, "client_id": 5}}',
+    # extra_data: an object of JSON values
+    f'{{"prompt": {P}, "extra_data": "abc"}}',
+    f'{{"prompt": {P}, "extra_data": 5}}',
+    f'{{"prompt": {P}, "extra_data": ["x"]}}',
+    f'{{"prompt": {P}, "extra_data": {{"client_id": {{"a": 1}}}}}}',
+    f'{{"prompt": {P}, "extra_data": {{"x": NaN}}}}',
+    f'{{"prompt": {P}, "extra_data": {{"x": {DEEP}}}}}',
+    f'{{"prompt": {P}, "extra_data": {{"x": {"[" * 5000 + "]" * 5000}}}}}',
+    # partial_execution_targets: a list of node ids
+    f'{{"prompt": {P}, "partial_execution_targets": 5}}',
+    f'{{"prompt": {P}, "partial_execution_targets": "1"}}',
+    f'{{"prompt": {P}, "partial_execution_targets": [{{"a": 1}}]}}',
+    # the prompt, its nodes, class types and inputs
+    '{"prompt": [1]}',
+    '{"prompt": "x"}',
+    '{"prompt": null}',
+    '{"prompt": {"1": 5}}',
+    '{"prompt": {"1": []}}',
+    '{"prompt": {"1": {"class_type": ["Echo"], "inputs": {}}}}',
+    '{"prompt": {"1": {"class_type": {"a": 1}, "inputs": {}}}}',
+    '{"prompt": {"1": {"class_type": 5, "inputs": {}}}}',
+    '{"prompt": {"1": {"class_type": "Echo", "inputs": [1]}}}',
+    '{"prompt": {"1": {"class_type": "Echo", "inputs": 5}}}',
+    '{"prompt": {"1": {"class_type": "Echo", "inputs": {"text": "hi", "undeclared": NaN}}}}',
+    '{"prompt": {"1": {"class_type": "Echo", "inputs": {"text": "hi"}, "_meta": {"title": Infinity}}}}',
+    '{"prompt": {"1": {"class_type": "Counted", "inputs": {"a": 1e400, "b": 0, "c": ""}}}}',
+    '{"prompt": {"1": {"class_type": "Counted", "inputs": {"a": "1e400", "b": 0, "c": ""}}}}',
+    '{"prompt": {"1": {"class_type": "Echo", "inputs": {"text": ["1", 0, 0]}}}}',
+    # the body itself
+    "NaN", "[1]", '"x"', "null", "{not json", "\udcff{}",  # the last: a byte that is not UTF-8
+])
+def test_bad_prompt_bodies_get_400_and_leave_nothing_behind(client, body):
+    before = set(client.get("/history").json())
+    r = client.post("/prompt", content=body.encode("utf-8", "surrogateescape"))
+    assert r.status_code == 400, r.text[:300]
+    answer = r.json()
+    assert set(answer) == {"error", "node_errors"} and isinstance(answer["node_errors"], dict)
+    error = answer["error"]
+    assert set(error) == {"type", "message", "details", "extra_info"} and isinstance(error["type"], str)
+    # Nothing was queued (a queued prompt is waiting, running or in the history), and the
+    # queue and history can still be sent.
+    assert client.get("/prompt").json()["exec_info"]["queue_remaining"] == 0
+    history = client.get("/history")
+    assert history.status_code == 200 and set(history.json()) == before
+    assert client.get("/queue").status_code == 200
+
+
+def _finished(client, pid, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        entry = client.get(f"/history/{pid}").json()
+        if entry:
+            return entry[pid]
+        time.sleep(0.05)
+    raise AssertionError(f"{pid} did not finish")
+
+
+def test_prompt_fields_comfyui_accepts(client):
+    cases = [({"number": "5"}, 5.0), ({"number": 3}, 3.0), ({"number": -2.5}, -2.5), ({"number": 10**30}, 1e30)]
+    for fields, number in cases:
+        r = client.post("/prompt", json={"prompt": ECHO, **fields})
+        assert r.status_code == 200, r.text
+        assert r.json()["number"] == number
+        _finished(client, r.json()["prompt_id"])
+    r = client.post("/prompt", json={"prompt": ECHO, "prompt_id": "mine-1", "client_id": None, "extra_data": None,
+                                     "partial_execution_targets": [1], "front": {"any": "truthy value"}})
+    assert r.status_code == 200 and r.json()["prompt_id"] == "mine-1"
+    assert _finished(client, "mine-1")["outputs"] == {"1": {"text": ["hi"]}}
+    r = client.post("/prompt", json={"prompt": ECHO, "partial_execution_targets": ["2"]})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "prompt_no_outputs"
+    assert client.get("/history").status_code == 200
+
+
+def test_history_holds_only_json(client):
+    r = client.post("/prompt", json={"prompt": {"1": {"class_type": "Odd", "inputs": {"text": ""}}}})
+    assert r.status_code == 200
+    pid = r.json()["prompt_id"]
+    entry = _finished(client, pid)
+    assert entry["status"]["status_str"] == "success"
+    assert entry["outputs"]["1"] == {"values": [None, None, 1.5], "scalar": [2.5], "thing": ["Ellipsis"]}
+    assert client.get("/history").status_code == 200
+
+
+def test_validation_asks_each_node_class_for_its_inputs_once(client):
+    Counted.calls = 0
+    g = {str(i): {"class_type": "Counted", "inputs": {"a": -1, "b": 0.5, "c": "x", "d": True}} for i in (1, 2)}
+    r = client.post("/prompt", json={"prompt": g})
+    assert r.status_code == 400 and sorted(r.json()["node_errors"]) == ["1", "2"]
+    assert Counted.calls == 1
+
+
+def test_models_come_from_the_servers_folder_not_the_environment(server, client, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "ccc" / "envonly").mkdir(parents=True)
+    (elsewhere / "ccc" / "envonly" / "config.json").write_text("{}")
+    monkeypatch.setenv("CCC_MODELS_DIR", str(elsewhere))
+    (server.models / "sams").mkdir(exist_ok=True)
+    (server.models / "sams" / "mine.pth").write_bytes(b"not read here")
+
+    def listed(c):
+        info = c.get("/object_info").json()
+        return (info["CCCModelLoader"]["input"]["required"]["model"][0], c.get("/models/ccc").json(),
+                info["CCCSAMLoader"]["input"]["required"]["checkpoint"][0], c.get("/models/sams").json())
+
+    assert listed(client) == (["default", "small"], ["small"], ["mine.pth"], ["mine.pth"])
+    folders = {e["name"]: e["folders"] for e in client.get("/experiment/models").json()}
+    assert folders == {"ccc": [str(server.models.resolve() / "ccc")], "sams": [str(server.models.resolve() / "sams")]}
+    # A second server with its own folder: each sees its own, the environment is untouched.
+    other = tmp_path / "other_models"
+    (other / "ccc" / "theirs").mkdir(parents=True)
+    (other / "ccc" / "theirs" / "config.json").write_text("{}")
+    with ServerThread(ServerConfig(base_dir=tmp_path / "work", models_dir=other)) as srv, \
+            httpx.Client(base_url=srv.url) as c:
+        assert listed(c) == (["default", "theirs"], ["theirs"], [], [])
+        assert listed(client)[1] == ["small"]
+    assert os.environ["CCC_MODELS_DIR"] == str(elsewhere)
+    # Without models_dir the server follows the environment, as the nodes do elsewhere.
+    with ServerThread(ServerConfig(base_dir=tmp_path / "work")) as srv, httpx.Client(base_url=srv.url) as c:
+        assert listed(c)[:2] == (["default", "envonly"], ["envonly"])
+
+
+@pytest.mark.parametrize("preview", ["webp;\u00b2", "webp;1000", "webp;0", "jpeg;" + "9" * 5000, "png;50"])
+def test_view_previews_take_any_quality(client, preview):
+    upload(client, grey_png(), "quality.png", overwrite="true")
+    r = client.get("/view", params={"filename": "quality.png", "type": "input", "preview": preview})
+    assert r.status_code == 200 and r.headers["content-type"] in ("image/webp", "image/jpeg")
+
+
+def test_settings_and_userdata_refuse_bad_bodies(client):
+    for url in ("/api/settings", "/api/settings/Some.Setting"):
+        for body in (b"{not json", b"NaN", b'{"a": Infinity}', b"[" * 5000):
+            r = client.post(url, content=body)
+            assert r.status_code == 400, (url, body[:20], r.status_code)
+    assert client.get("/api/settings").status_code == 200
+    assert client.post("/api/userdata/workflows", content=b"{}").status_code == 409  # a folder of that name
+    assert client.post("/api/userdata/workflows%2Fa.json", content=b"{}").status_code == 200
+    assert client.post("/api/userdata/workflows%2Fa.json%2Fb.json", content=b"{}").status_code == 409
+    r = client.post("/api/userdata/workflows%2Fa.json/move/workflows")
+    assert r.status_code == 409
+    assert client.delete("/api/userdata/workflows%2Fa.json").status_code == 204
 
 
 def test_a_failing_node_fails_its_prompt_and_the_server_goes_on(server, client, uploaded):

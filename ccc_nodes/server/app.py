@@ -20,6 +20,7 @@ import hmac
 import io
 import json
 import logging
+import math
 import mimetypes
 import os
 import platform
@@ -44,6 +45,8 @@ from .executor import Executor, PromptQueue
 from .files import FileError, Folders, sha256_file
 from .graph import node_info, validate_prompt
 from .image_nodes import image_nodes
+from .jsonbody import BodyError, json_problem, parse_json
+from .model_nodes import ModelFolders, model_nodes
 from .userdata import userdata_router
 
 __all__ = ["COMFYUI_API_VERSION", "ServerConfig", "create_app", "frontend_root"]
@@ -62,8 +65,9 @@ class ServerConfig:
 
     Arguments:
       base_dir: holds ``input/``, ``output/``, ``temp/`` and ``user/``.
-      models_dir: holds ``ccc/`` (model folders) and ``sams/`` (SAM checkpoints);
-        sets ``$CCC_MODELS_DIR`` for the nodes. ``None`` keeps the environment's.
+      models_dir: holds ``ccc/`` (model folders) and ``sams/`` (SAM checkpoints), for
+        this server only (the process environment is left alone). ``None`` follows
+        ``$CCC_MODELS_DIR`` (default ``./models``), as the nodes do elsewhere.
       token: when set, every request needs ``Authorization: Bearer <token>`` (or
         ``?token=`` once, which sets a cookie for the browser).
       max_upload_bytes: largest accepted upload (413 beyond).
@@ -98,8 +102,34 @@ def frontend_root() -> Path | None:
     return root if (root / "index.html").is_file() else None
 
 
+MAX_ID_CHARS = 128  # prompt_id, client_id
+
+
 def _error(kind: str, message: str, details: str = "") -> dict:
     return {"error": {"type": kind, "message": message, "details": details, "extra_info": {}}, "node_errors": {}}
+
+
+def _number(value: Any) -> float | None:
+    """A prompt's queue position as ComfyUI takes it (``float(number)``: a number or a
+    numeric string), when finite; else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _id_problem(value: Any, what: str) -> str | None:
+    """Why ``value`` is not a usable id (absent, or a string of at most MAX_ID_CHARS), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"{what} must be a string, got {type(value).__name__}"
+    if len(value) > MAX_ID_CHARS:
+        return f"{what} is longer than {MAX_ID_CHARS} characters"
+    return None
 
 
 # ------------------------------------------------------------------ guard
@@ -192,7 +222,9 @@ class PromptServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.folders = Folders(config.base_dir)
-        self.registry: dict[str, type] = {**ccc_nodes.NODE_CLASS_MAPPINGS,
+        models_dir = Path(config.models_dir).expanduser().resolve() if config.models_dir is not None else None
+        self.models = ModelFolders(models_dir)
+        self.registry: dict[str, type] = {**ccc_nodes.NODE_CLASS_MAPPINGS, **model_nodes(self.models),
                                           **image_nodes(self.folders, config.max_image_pixels), **config.extra_nodes}
         self.display_names = dict(ccc_nodes.NODE_DISPLAY_NAME_MAPPINGS)
         self.modules = {name: PACK_MODULE for name in ccc_nodes.NODE_CLASS_MAPPINGS}
@@ -232,15 +264,47 @@ class PromptServer:
                         self.sockets.pop(key, None)
 
     # prompts -----------------------------------------------------------
-    def queue_prompt(self, body: Any) -> tuple[int, dict]:
+    def post_prompt(self, raw: bytes) -> tuple[int, dict]:
+        """``POST /prompt`` (in a worker thread: a large body takes a while to parse and check)."""
+        try:
+            body = parse_json(raw)
+        except BodyError as e:
+            return 400, _error("invalid_prompt", "The request body is not valid JSON", str(e))
+        return self.queue_prompt(body, checked=True)
+
+    def queue_prompt(self, body: Any, checked: bool = False) -> tuple[int, dict]:
+        """Validate and queue a ``POST /prompt`` body; (HTTP status, answer). Whatever is
+        queued is strict JSON, so the queue and history can always be sent back."""
         if not isinstance(body, dict):
             return 400, _error("invalid_prompt", "The request body must be a JSON object with a 'prompt'")
         if "prompt" not in body:
             return 400, _error("no_prompt", "No prompt provided", "No prompt provided")
+        problem = None if checked else json_problem(body)
+        if problem is not None:
+            return 400, _error("invalid_prompt", "The request body is not valid JSON", problem)
         prompt = body["prompt"]
         if isinstance(prompt, dict) and len(prompt) > self.config.max_nodes:
             return 400, _error("prompt_too_large", f"The graph has {len(prompt)} nodes; this server takes at most "
                                f"{self.config.max_nodes}", "raise --max-nodes to allow larger graphs")
+        given_number = None
+        if "number" in body:
+            given_number = _number(body["number"])
+            if given_number is None:
+                value = body["number"]
+                shown = repr(value[:50]) if isinstance(value, str) else type(value).__name__
+                return 400, _error("invalid_prompt", "number must be a finite number (or a string of one)",
+                                   f"number: {shown}")
+        prompt_id = body.get("prompt_id")
+        if (problem := _id_problem(prompt_id, "prompt_id")) is not None:
+            return 400, _error("invalid_prompt", problem, "prompt_id")
+        extra = body.get("extra_data")
+        if extra is not None and not isinstance(extra, dict):
+            return 400, _error("invalid_prompt", f"extra_data must be an object, got {type(extra).__name__}", "extra_data")
+        extra = dict(extra or {})
+        if "client_id" in body:
+            extra["client_id"] = body["client_id"]
+        if (problem := _id_problem(extra.get("client_id"), "client_id")) is not None:
+            return 400, _error("invalid_prompt", problem, "client_id")
         prompt = copy.deepcopy(prompt)
         targets = body.get("partial_execution_targets")
         ok, error, outputs, node_errors = validate_prompt(prompt, self.registry, targets)
@@ -248,17 +312,12 @@ class PromptServer:
             log.warning("invalid prompt: %s", error)
             return 400, {"error": error, "node_errors": node_errors}
         with self.number_lock:
-            if "number" in body:
-                number = float(body["number"])
+            if given_number is not None:
+                number = given_number
             else:
                 number = -self.number if body.get("front") else self.number
                 self.number += 1
-        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
-        if len(prompt_id) > 128:
-            return 400, _error("invalid_prompt", "prompt_id is longer than 128 characters")
-        extra = dict(body.get("extra_data") or {})
-        if "client_id" in body:
-            extra["client_id"] = body["client_id"]
+        prompt_id = prompt_id or str(uuid.uuid4())
         if not self.queue.put(number, prompt_id, prompt, extra, outputs):
             return 429, _error("queue_full", f"{self.config.max_queue} prompts are already waiting; try again later")
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": node_errors}
@@ -287,7 +346,8 @@ def _view(server: PromptServer, params: dict[str, str]) -> Response:
     if preview:
         fmt, *rest = preview.split(";")
         fmt = fmt if fmt in ("webp", "jpeg") else "webp"
-        quality = int(rest[-1]) if rest and rest[-1].isdigit() else 90
+        if rest and rest[-1].isascii() and rest[-1].isdigit() and len(rest[-1]) <= 3:
+            quality = min(max(int(rest[-1]), 1), 100)
     if channel == "a":
         im = im.convert("RGBA").getchannel("A") if "A" in im.getbands() else im.convert("L").point(lambda _: 255)
     elif channel == "rgb" or fmt == "jpeg":
@@ -400,11 +460,7 @@ def _router(server: PromptServer) -> APIRouter:
 
     @r.post("/prompt")
     async def post_prompt(request: Request):
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return JSONResponse(_error("invalid_prompt", "The request body is not JSON", str(e)), 400)
-        status, answer = await asyncio.to_thread(server.queue_prompt, body)
+        status, answer = await asyncio.to_thread(server.post_prompt, await request.body())
         return JSONResponse(answer, status)
 
     @r.get("/object_info")
@@ -492,14 +548,14 @@ def _router(server: PromptServer) -> APIRouter:
     @r.get("/models/{folder}")
     def models_in(folder: str):
         if folder == "ccc":
-            return sorted(ccc_nodes.CCCModelLoader.INPUT_TYPES()["required"]["model"][0][1:])
+            return sorted(server.models.ccc_models())
         if folder == "sams":
-            return sorted(p.name for root in ccc_nodes.model_folders("sams") if root.is_dir() for p in root.iterdir())
+            return sorted(server.models.sam_checkpoints())
         return Response(status_code=404)
 
     @r.get("/experiment/models")
     def experiment_models():
-        return [{"name": kind, "folders": [str(p) for p in ccc_nodes.model_folders(kind)]} for kind in ("ccc", "sams")]
+        return [{"name": kind, "folders": [str(p) for p in server.models.folders(kind)]} for kind in ("ccc", "sams")]
 
     @r.get("/extensions")
     def extensions():
@@ -527,9 +583,11 @@ def _features(server: PromptServer) -> dict:
 
 
 async def _json(request: Request) -> dict:
+    """A body of the queue, history, interrupt and free routes; one that is not a JSON
+    object asks for nothing, as in ComfyUI's lenient handlers."""
     try:
-        body = json.loads(await request.body() or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = parse_json(await request.body() or b"{}")
+    except BodyError:
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -537,8 +595,6 @@ async def _json(request: Request) -> dict:
 def create_app(config: ServerConfig | None = None) -> FastAPI:
     """Build the app; the executor thread starts and stops with the app's lifespan."""
     config = config or ServerConfig()
-    if config.models_dir is not None:
-        os.environ["CCC_MODELS_DIR"] = str(Path(config.models_dir).expanduser().resolve())
     if config.web_root is None:
         config.web_root = frontend_root()
     server = PromptServer(config)

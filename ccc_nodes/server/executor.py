@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import heapq
 import itertools
+import json
+import math
 import threading
 import time
 import traceback
@@ -136,6 +138,26 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _plain(value: Any) -> Any:
+    """A value JSON cannot hold, as one it can: a numpy or torch scalar as its number, else its text."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+        if isinstance(value, (int, float, bool)):
+            return value
+    return str(value)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as strict JSON (the history and the websocket must be able to send it):
+    non-finite numbers become ``None``, other non-JSON values their number or text."""
+    try:
+        text = json.dumps(value, default=_plain)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise TypeError(f"the node's ui output cannot be sent as JSON: {e}") from None
+    return json.loads(text, parse_constant=lambda _: None,
+                      parse_float=lambda t: float(t) if math.isfinite(float(t)) else None)
+
+
 def _normalise_result(cls: type, result: Any) -> tuple[tuple, dict | None]:
     """A V1 node's return -> (outputs tuple, ui dict or None)."""
     ui = None
@@ -148,7 +170,9 @@ def _normalise_result(cls: type, result: Any) -> tuple[tuple, dict | None]:
         raise TypeError(f"{cls.__name__} returned {type(result).__name__}; a V1 node returns a tuple or a dict")
     if len(result) != len(cls.RETURN_TYPES):
         raise TypeError(f"{cls.__name__} returned {len(result)} outputs, RETURN_TYPES declares {len(cls.RETURN_TYPES)}")
-    return tuple(result), ui
+    if ui is not None and not isinstance(ui, dict):
+        raise TypeError(f"{cls.__name__} returned a ui of type {type(ui).__name__}; a ui is a dict")
+    return tuple(result), (json_safe(ui) if ui is not None else None)
 
 
 class Executor:

@@ -14,10 +14,18 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ValidationResult", "execution_order", "is_link", "node_info", "signatures", "validate_prompt"]
+__all__ = ["CycleError", "ValidationResult", "execution_order", "is_link", "node_info", "signatures", "validate_prompt"]
 
 Registry = Mapping[str, type]
 ValidationResult = tuple[bool, "dict | None", list[str], dict[str, dict]]
+
+
+class CycleError(ValueError):
+    """The graph links back to itself; ``nodes`` is the cycle, in link order."""
+
+    def __init__(self, nodes: list[str]):
+        super().__init__(" -> ".join([*nodes, nodes[0]]))
+        self.nodes = nodes
 
 
 def is_link(value: Any) -> bool:
@@ -28,8 +36,7 @@ def _error(kind: str, message: str, details: str = "", **extra: Any) -> dict:
     return {"type": kind, "message": message, "details": details, "extra_info": extra}
 
 
-def _input_info(cls: type, name: str) -> tuple[Any, str | None, dict]:
-    spec = cls.INPUT_TYPES()
+def _input_info(spec: dict, name: str) -> tuple[Any, str | None, dict]:
     for category in ("required", "optional", "hidden"):
         if name in spec.get(category, {}):
             entry = spec[category][name]
@@ -48,8 +55,10 @@ def types_match(received: Any, wanted: Any) -> bool:
     return bool({t.strip() for t in received.split(",")} & {t.strip() for t in wanted.split(",")})
 
 
-def _validate_node(prompt: dict, node_id: str, registry: Registry, validated: dict) -> tuple[bool, list[dict]]:
-    """Check one node and, recursively, the nodes it links to. Converts widget values in place."""
+def _validate_node(prompt: dict, node_id: str, registry: Registry, validated: dict,
+                   specs: dict[str, dict]) -> tuple[bool, list[dict]]:
+    """Check one node and, recursively, the nodes it links to. Converts widget values in place.
+    ``specs`` keeps each class's ``INPUT_TYPES()`` for the whole validation: it may scan the disk."""
     if node_id in validated:
         return validated[node_id]
     validated[node_id] = (True, [])  # provisional: breaks cycles (reported by execution_order)
@@ -59,13 +68,15 @@ def _validate_node(prompt: dict, node_id: str, registry: Registry, validated: di
     if not isinstance(inputs, dict):
         validated[node_id] = (False, [_error("invalid_input_type", "Node inputs must be an object", "inputs")])
         return validated[node_id]
-    spec = cls.INPUT_TYPES()
+    if node["class_type"] not in specs:
+        specs[node["class_type"]] = cls.INPUT_TYPES()
+    spec = specs[node["class_type"]]
     custom = getattr(cls, "VALIDATE_INPUTS", None)
     custom_args = set(custom.__code__.co_varnames[: custom.__code__.co_argcount]) if custom else set()
     errors: list[dict] = []
     valid = True
     for name in [*spec.get("required", {}), *spec.get("optional", {})]:
-        wanted, category, extra = _input_info(cls, name)
+        wanted, category, extra = _input_info(spec, name)
         config = [wanted, extra]
         if name not in inputs:
             if category == "required":
@@ -93,7 +104,7 @@ def _validate_node(prompt: dict, node_id: str, registry: Registry, validated: di
                                      f"{name}, received_type({received}) mismatch input_type({wanted})",
                                      input_name=name, input_config=config, received_type=received, linked_node=value))
                 continue
-            if not _validate_node(prompt, source, registry, validated)[0]:
+            if not _validate_node(prompt, source, registry, validated, specs)[0]:
                 valid = False
             continue
         if isinstance(value, dict) and "__value__" in value:  # a list value, wrapped by the frontend
@@ -110,7 +121,7 @@ def _validate_node(prompt: dict, node_id: str, registry: Registry, validated: di
             elif wanted == "BOOLEAN":
                 value = value if isinstance(value, bool) else _boolean(value)
             inputs[name] = value
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             errors.append(_error("invalid_input_type", f"Failed to convert an input value to a {wanted} value",
                                  f"{name}, {value}, {e}", input_name=name, input_config=config,
                                  received_value=value, exception_message=str(e)))
@@ -156,16 +167,22 @@ def validate_prompt(prompt: Any, registry: Registry, targets: list[str] | None =
     Returns ``(ok, error, output_node_ids, node_errors)`` as ComfyUI's ``validate_prompt``:
     ``error`` is ``{"type", "message", "details", "extra_info"}`` when not ok, and
     ``node_errors[node_id] = {"errors": [...], "dependent_outputs": [...], "class_type": ...}``.
-    ``targets`` limits execution to some output nodes (ComfyUI's partial execution).
+    ``targets`` limits execution to some output nodes (ComfyUI's partial execution). A
+    cycle is reported on each node of the cycle, as a ``dependency_cycle`` error.
     """
     if not isinstance(prompt, dict) or not prompt:
         return False, _error("invalid_prompt", "The prompt must be a non-empty object of nodes", type(prompt).__name__), [], {}
+    if targets is not None:
+        if not isinstance(targets, list) or not all(isinstance(t, (str, int)) and not isinstance(t, bool) for t in targets):
+            return False, _error("invalid_prompt", "partial_execution_targets must be a list of node ids",
+                                 type(targets).__name__), [], {}
+        targets = [str(t) for t in targets]
     outputs: list[str] = []
     for node_id, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
             return False, _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
                                  f"Node ID '#{node_id}'"), [], {}
-        if node["class_type"] not in registry:
+        if not isinstance(node["class_type"], str) or node["class_type"] not in registry:
             return False, _error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.",
                                  f"Node ID '#{node_id}'"), [], {}
         if getattr(registry[node["class_type"]], "OUTPUT_NODE", False) is True and (targets is None or node_id in targets):
@@ -173,12 +190,13 @@ def validate_prompt(prompt: Any, registry: Registry, targets: list[str] | None =
     if not outputs:
         return False, _error("prompt_no_outputs", "Prompt has no outputs"), [], {}
     validated: dict[str, tuple[bool, list[dict]]] = {}
+    specs: dict[str, dict] = {}
     good: list[str] = []
     node_errors: dict[str, dict] = {}
     failures: list[str] = []
     for out in outputs:
         try:
-            ok = _validate_node(prompt, out, registry, validated)[0]
+            ok = _validate_node(prompt, out, registry, validated, specs)[0]
         except Exception as e:  # noqa: BLE001 - a broken INPUT_TYPES must not take the server down
             validated[out] = (False, [_error("exception_during_validation", "Exception when validating node", str(e),
                                              exception_type=type(e).__name__)])
@@ -186,8 +204,10 @@ def validate_prompt(prompt: Any, registry: Registry, targets: list[str] | None =
         if ok:
             try:
                 execution_order(prompt, [out])
-            except ValueError as e:
-                validated[out] = (False, [_error("invalid_prompt", "The graph has a cycle", str(e))])
+            except CycleError as e:
+                error = _error("dependency_cycle", "Dependency cycle detected", str(e), cycle=e.nodes)
+                for node_id in e.nodes:
+                    validated[node_id] = (False, [error])
                 ok = False
         if ok:
             good.append(out)
@@ -205,25 +225,38 @@ def validate_prompt(prompt: Any, registry: Registry, targets: list[str] | None =
     return True, None, good, node_errors
 
 
+def _sources(prompt: dict, node_id: str) -> list[str]:
+    inputs = prompt[node_id].get("inputs")
+    values = inputs.values() if isinstance(inputs, dict) else ()
+    return [str(v[0]) for v in values if is_link(v) and str(v[0]) in prompt]
+
+
 def execution_order(prompt: dict, outputs: list[str]) -> list[str]:
-    """Node ids needed by ``outputs``, each after the nodes it links to (DFS topological order)."""
+    """Node ids needed by ``outputs``, each after the nodes it links to (DFS topological
+    order, without recursion: a long chain cannot overflow the stack).
+    Raises :class:`CycleError` when the nodes link back to themselves."""
     order: list[str] = []
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-
-    def visit(node_id: str, path: tuple[str, ...]) -> None:
-        if state.get(node_id) == 2:
-            return
-        if state.get(node_id) == 1:
-            raise ValueError(" -> ".join((*path, node_id)))
-        state[node_id] = 1
-        for value in prompt[node_id].get("inputs", {}).values():
-            if is_link(value):
-                visit(str(value[0]), (*path, node_id))
-        state[node_id] = 2
-        order.append(node_id)
-
     for out in outputs:
-        visit(out, ())
+        if state.get(out) == 2:
+            continue
+        state[out] = 1
+        stack = [(out, iter(_sources(prompt, out)))]
+        while stack:
+            node_id, sources = stack[-1]
+            for source in sources:
+                if state.get(source) == 2:
+                    continue
+                if state.get(source) == 1:
+                    path = [n for n, _ in stack]
+                    raise CycleError(path[path.index(source) :])
+                state[source] = 1
+                stack.append((source, iter(_sources(prompt, source))))
+                break
+            else:
+                stack.pop()
+                state[node_id] = 2
+                order.append(node_id)
     return order
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .files import Folders, atomic_write
+from .jsonbody import BodyError, parse_json
 
 __all__ = ["userdata_router"]
 
@@ -39,15 +40,27 @@ def userdata_router(folders: Folders) -> APIRouter:
 
     def settings() -> dict:
         try:
-            return {**DEFAULT_SETTINGS, **json.loads((root / SETTINGS_FILE).read_text())}
-        except (OSError, json.JSONDecodeError):
+            stored = parse_json((root / SETTINGS_FILE).read_bytes())
+        except (OSError, BodyError):
             return dict(DEFAULT_SETTINGS)
+        return {**DEFAULT_SETTINGS, **stored} if isinstance(stored, dict) else dict(DEFAULT_SETTINGS)
+
+    async def body_json(request: Request):
+        try:
+            return parse_json(await request.body()), None
+        except BodyError as e:
+            return None, JSONResponse({"error": f"the body is not valid JSON: {e}"}, status_code=400)
 
     def save_settings(values: dict) -> None:
         atomic_write(root / SETTINGS_FILE, json.dumps(values, indent=2).encode())
 
     def user_path(name: str, must_exist: bool = False) -> Path:
         return folders.resolve(root, urllib.parse.unquote(name), must_exist=must_exist)
+
+    def in_the_way(path: Path) -> Response | None:
+        """409 when a folder has the file's name, or a file a folder's on the way to it."""
+        blocked = path.is_dir() or any(p.exists() and not p.is_dir() for p in path.parents if p.is_relative_to(root))
+        return Response("A file or folder of that name is in the way", status_code=409) if blocked else None
 
     @router.get("/users")
     def get_users():
@@ -67,7 +80,9 @@ def userdata_router(folders: Folders) -> APIRouter:
 
     @router.post("/settings")
     async def post_settings(request: Request):
-        values = await request.json()
+        values, refused = await body_json(request)
+        if refused is not None:
+            return refused
         if not isinstance(values, dict):
             return JSONResponse({"error": "settings must be a JSON object"}, status_code=400)
         with lock:
@@ -76,7 +91,9 @@ def userdata_router(folders: Folders) -> APIRouter:
 
     @router.post("/settings/{setting_id}")
     async def post_setting(setting_id: str, request: Request):
-        value = await request.json()
+        value, refused = await body_json(request)
+        if refused is not None:
+            return refused
         with lock:
             save_settings({**settings(), setting_id: value})
         return Response(status_code=200)
@@ -127,6 +144,8 @@ def userdata_router(folders: Folders) -> APIRouter:
             source, _, dest = file.partition("/move/")
             return move_userdata(source, dest, overwrite)
         path = user_path(file)
+        if (refused := in_the_way(path)) is not None:
+            return refused
         if overwrite == "false" and path.exists():
             return Response("File already exists", status_code=409)
         body = await request.body()
@@ -136,6 +155,8 @@ def userdata_router(folders: Folders) -> APIRouter:
 
     def move_userdata(source: str, dest: str, overwrite: str) -> Response | dict | str:
         src, dst = user_path(source, must_exist=True), user_path(dest)
+        if (refused := in_the_way(dst)) is not None:
+            return refused
         if overwrite == "false" and dst.exists():
             return Response("File already exists", status_code=409)
         dst.parent.mkdir(parents=True, exist_ok=True)
