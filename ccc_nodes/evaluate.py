@@ -8,14 +8,22 @@ side is ``size`` and centre-cropped to ``size`` x ``size`` (default 256); metric
 computed on sRGB there. With ``--model`` the grey version of that crop is colorized (the
 network sees it at ``--model-size``; its a*b* is joined with the crop's own L); with
 ``--harmonize`` a second row scores the same predictions after object-selective
-harmonisation (METHOD.md section 9). With ``--pred`` the images of DIR that have the
-same relative path and stem as a ground-truth image are scored.
+harmonisation (METHOD.md section 9). With ``--pred`` each ground-truth image is paired
+with the image of DIR that has the same relative path and name, or that name plus
+``.png`` (what ``ccc colorize`` writes for ``x.gif``: ``x.gif.png``), or else the same
+stem with any image suffix.
+
+Grey ground truths (uint8 R, G, B within 3 of each other everywhere, the rule training
+uses to skip grey photos) and images whose shorter side is under 32 px are not scored:
+their class metrics mean nothing (one GT class makes CNR the number of predicted
+classes). They are listed with the reason, as unreadable files and missing predictions are.
 
 Writes ``metrics.json``, ``metrics.md`` (a Markdown table) and ``gallery.png`` (grey /
 [masks] / prediction / [harmonised] / ground truth for a few images spread over the
 set) into ``--out``. Streaming: memory does not grow with the set. Unreadable images
 and missing predictions are skipped and listed. LPIPS and FID are ``n/a`` (with what to
-install or where to place weights) when their pretrained networks are absent.
+install or where to place weights) when their pretrained networks are absent. Exit
+status: 0 when images were scored, 1 when none could be, 2 for bad arguments.
 
 Python::
 
@@ -43,12 +51,30 @@ from PIL import Image, ImageDraw
 from .harmonize import HARMONIZE_DEFAULTS
 from .harmonize import harmonize as harmonize_prediction
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image, to_rgb
-from .masks import SamLoadError, generate_masks, load_sam, overlay
-from .metrics import ColorMetrics, MetricUnavailable, load_fid_features, load_lpips, markdown_table
+from .masks import SamLoadError, generate_masks, grey_image, load_sam, overlay
+from .metrics import ColorMetrics, MetricUnavailable, load_fid_features, load_lpips, markdown_table, metric_classes
 
-__all__ = ["EvalResult", "add_parser", "eval_crop", "evaluate_folder", "write_report"]
+__all__ = ["EvalResult", "add_parser", "check_size", "eval_crop", "evaluate_folder", "is_grey", "write_report"]
 
 HARMONIZE_CHOICES = ("none", "classical", "sam")
+MIN_SIDE = 32  # images with a shorter side under this are not scored
+MIN_SIZE = 32  # the smallest evaluation size
+GREY_TOLERANCE = 3  # uint8 levels: training's rule for grey photos (training/data.py)
+
+
+def check_size(size: Any) -> None:
+    """Refuse an evaluation size that is not a multiple of 4 of at least 32 (class maps
+    are taken at 1/4 of it)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE or size % 4:
+        raise ValueError(f"the evaluation size must be a multiple of 4 of at least {MIN_SIZE} "
+                         f"(class maps are taken at 1/4 of it), got {size!r}")
+
+
+def is_grey(rgb: torch.Tensor, tol: int = GREY_TOLERANCE) -> bool:
+    """Whether sRGB ``(3, H, W)`` in [0, 1] is grey: its uint8 levels have
+    max |R - G| and max |G - B| at most ``tol`` (training skips such photos)."""
+    x = torch.round(rgb.clamp(0, 1) * 255).to(torch.int16)
+    return bool((x[0] - x[1]).abs().max() <= tol and (x[1] - x[2]).abs().max() <= tol)
 
 
 def eval_crop(image: Any, size: int = 256, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
@@ -85,22 +111,64 @@ class EvalResult:
     settings: dict = field(default_factory=dict)
 
 
-def _pairs(gt_dir: Path, pred_dir: Path | None) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
-    gts = sorted(f for f in gt_dir.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _why(e: ImageError, path: Path) -> str:
+    return str(e).removeprefix(f"{path}: ")
+
+
+def _pairs(
+    gt_dir: Path, pred_dir: Path | None, max_pixels: int = MAX_PIXELS
+) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
+    """(ground truth, prediction) pairs and ``(file, why)`` for ground truths without one.
+
+    A prediction pairs with a ground truth ``r`` (relative path) when it is ``r`` itself
+    or ``r`` + ``.png`` (``ccc colorize`` writes ``x.gif`` as ``x.gif.png``); failing
+    both, when it has ``r``'s relative stem with any image suffix and no other ground
+    truth took it."""
+    gts = _images_in(gt_dir)
     if pred_dir is None:
         return [(g, None) for g in gts], []
-    by_stem: dict[Path, Path] = {}
-    for f in sorted(pred_dir.rglob("*")):
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-            by_stem.setdefault(f.relative_to(pred_dir).with_suffix(""), f)
+    preds = {f.relative_to(pred_dir): f for f in _images_in(pred_dir)}
+    by_stem: dict[Path, list[Path]] = {}
+    for rel, f in preds.items():
+        by_stem.setdefault(rel.with_suffix(""), []).append(f)
+    found: dict[Path, Path] = {}
+    for g in gts:
+        rel = g.relative_to(gt_dir)
+        p = preds.get(rel) or preds.get(rel.with_name(rel.name + ".png"))
+        if p is not None:
+            found[g] = p
+    taken = set(found.values())
     pairs, missing = [], []
     for g in gts:
-        p = by_stem.get(g.relative_to(gt_dir).with_suffix(""))
+        p = found.get(g)
         if p is None:
-            missing.append((str(g), f"no prediction with the same name in {pred_dir}"))
-        else:
+            p = next((f for f in by_stem.get(g.relative_to(gt_dir).with_suffix(""), []) if f not in taken), None)
+            if p is not None:
+                taken.add(p)
+        if p is not None:
             pairs.append((g, p))
+            continue
+        try:  # say why a ground truth is unusable before blaming a missing prediction
+            open_image(g, max_pixels).close()
+        except ImageError as e:
+            missing.append((str(g), _why(e, g)))
+            continue
+        missing.append((str(g), f"no prediction with the same name in {pred_dir} (nor {g.name}.png)"))
     return pairs, missing
+
+
+def _read_crop(path: Path, size: int, max_pixels: int) -> tuple[torch.Tensor, bool]:
+    """The evaluation crop of a file and whether it was upscaled; ImageError for
+    unreadable files and images too small to score."""
+    im = open_image(path, max_pixels)
+    w, h = im.size
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{path}: too small to score ({w}x{h}; the shorter side must be at least {MIN_SIDE} px)")
+    return eval_crop(im, size, max_pixels), min(w, h) < size
 
 
 def _gallery(samples: list[list[torch.Tensor]], heads: Sequence[str], tile: int = 128) -> Image.Image:
@@ -159,7 +227,7 @@ def evaluate_folder(
       harmonize: ``"none"``, ``"classical"`` or ``"sam"`` (needs ``sam``; without it the
         classical masks are used and ``notes["masks"]`` says so). Only with ``colorizer``.
       sam: a loaded SAM model (:func:`ccc_nodes.masks.load_sam`).
-      size: evaluation size (shorter side, then centre square).
+      size: evaluation size (shorter side, then centre square): a multiple of 4, at least 32.
       harmonize_params: thresholds for :func:`ccc_nodes.harmonize.harmonize`.
       mask_params: parameters for :func:`ccc_nodes.masks.generate_masks`.
       lpips, fid: True to load the default networks, a path to load them from, False to
@@ -177,31 +245,23 @@ def evaluate_folder(
         raise ValueError(f"harmonize must be one of {HARMONIZE_CHOICES}, got {harmonize!r}")
     if harmonize != "none" and colorizer is None:
         raise ValueError("harmonisation needs the model's class predictions: use --model, not --pred")
+    check_size(size)
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
         raise ValueError(f"ground-truth folder {str(gt_dir)!r} does not exist")
     if pred_dir is not None and not Path(pred_dir).is_dir():
         raise ValueError(f"prediction folder {str(pred_dir)!r} does not exist")
-    pairs, skipped = _pairs(gt_dir, Path(pred_dir) if pred_dir is not None else None)
+    pairs, skipped = _pairs(gt_dir, Path(pred_dir) if pred_dir is not None else None, max_pixels)
     if limit is not None:
         pairs = pairs[:limit]
-    if not pairs:
-        raise ValueError(f"no images to score in {gt_dir}" + (f" with predictions in {pred_dir}" if pred_dir else ""))
+    if not pairs and not skipped:  # nothing at all; files that cannot be scored are reported instead
+        raise ValueError(f"no images to score in {gt_dir}")
 
     notes: dict[str, str] = {}
     device = colorizer.device if colorizer is not None else torch.device("cpu")
     lp, fd = _perceptual(lpips, fid, device, notes)
-    classes = colorizer.classes if colorizer is not None else None
-    if classes is None:  # scoring files: class maps with the embedded model's classes, else all bins
-        from .classes import ColorClasses
-        from .hub import ModelLoadError, load_model
-
-        try:
-            classes = load_model(None).classes
-            notes["classes"] = "class maps (TAR, CNR, CCAR) use the embedded default model's classes"
-        except ModelLoadError:
-            classes = ColorClasses(6)
-            notes["classes"] = "class maps (TAR, CNR, CCAR) use all 1296 bins (s = 6): no default model present"
+    # One rule with the Metrics node: the model's classes, else the embedded default model's.
+    classes, notes["classes"] = metric_classes(colorizer.classes if colorizer is not None else None)
     label = "prediction" if colorizer is None else "CCC++"
     metrics = {label: ColorMetrics(classes, lpips=lp, fid=fd)}
     hlabel = None
@@ -216,7 +276,7 @@ def evaluate_folder(
     n_gal = min(gallery, len(pairs))
     gal_at = {round(i * (len(pairs) - 1) / max(n_gal - 1, 1)) for i in range(n_gal)} if n_gal else set()
     samples: list[list[torch.Tensor]] = []
-    changed, used_sources = [], set()
+    changed, used_sources, greys, upscaled = [], set(), [], 0
     batch = colorizer.batch_size if colorizer is not None else 8
 
     bar = tqdm(total=len(pairs), desc="evaluate", unit="img", disable=not progress)
@@ -224,12 +284,25 @@ def evaluate_folder(
         chunk = []
         for k, (g, p) in enumerate(pairs[start : start + batch], start):
             try:
-                gt = eval_crop(open_image(g, max_pixels), size, max_pixels)
-                pred = eval_crop(open_image(p, max_pixels), size, max_pixels) if p is not None else None
-                chunk.append((k, g, gt, pred))
-            except ImageError as e:  # its message starts with the file's name
-                skipped.append((str(g), str(e).split(": ", 1)[-1]))
+                gt, up = _read_crop(g, size, max_pixels)
+            except ImageError as e:
+                skipped.append((str(g), _why(e, g)))
                 bar.update(1)
+                continue
+            if is_grey(gt):  # nothing to score colours against (training skips these too)
+                greys.append(str(g))
+                skipped.append((str(g), f"grey ground truth (R, G, B within {GREY_TOLERANCE} levels everywhere): "
+                                        "no colours to score against"))
+                bar.update(1)
+                continue
+            try:
+                pred = _read_crop(p, size, max_pixels)[0] if p is not None else None
+            except ImageError as e:
+                skipped.append((str(g), f"prediction {p}: {_why(e, p)}"))
+                bar.update(1)
+                continue
+            upscaled += up
+            chunk.append((k, g, gt, pred))
         if not chunk:
             continue
         gts = torch.stack([c[2] for c in chunk])
@@ -256,11 +329,18 @@ def evaluate_folder(
             metrics[name].update(pred, gts, gt_features=gt_feats)
         for i, c in enumerate(chunk):
             if c[0] in gal_at:
-                grey = to_grey(c[2])
+                grey = torch.from_numpy(grey_image(c[2].permute(1, 2, 0).numpy(), None)).permute(2, 0, 1).float() / 255
                 samples.append([grey, *extra[i], *(rows[n][i] for n in rows), c[2]])
         bar.update(len(chunk))
     bar.close()
 
+    if greys:
+        shown = ", ".join(Path(f).name for f in greys[:20]) + (f" and {len(greys) - 20} more" if len(greys) > 20 else "")
+        notes["grey"] = (f"{len(greys)} grey ground truth{'s' if len(greys) > 1 else ''} not scored (no colours to "
+                         f"score against; training skips grey photos too): {shown}")
+    if upscaled:
+        notes["upscaled"] = (f"{upscaled} ground truth{'s' if upscaled > 1 else ''} had a shorter side under {size} px "
+                             f"and {'were' if upscaled > 1 else 'was'} upscaled")
     if hlabel is not None and changed:
         notes["harmonisation"] = (
             f"masks from {', '.join(sorted(used_sources))}; {100 * float(np.mean(changed)):.2f}% of pixels recoloured "
@@ -276,14 +356,6 @@ def evaluate_folder(
         settings={"gt": str(gt_dir), "pred": str(pred_dir) if pred_dir else None, "size": size, "harmonize": harmonize,
                   "harmonize_params": hparams if hlabel else None, "images": len(pairs)},
     )
-
-
-def to_grey(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB ``(3, H, W)`` -> the grey sRGB picture of its L, ``(3, H, W)``."""
-    from .color import lab_to_rgb, rgb_to_lab
-
-    L = rgb_to_lab(rgb[None])[:, :1]
-    return lab_to_rgb(torch.cat((L, torch.zeros_like(L), torch.zeros_like(L)), dim=1))[0]
 
 
 def _clean(v: Any) -> Any:
@@ -327,6 +399,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .hub import ModelLoadError
     from .pipeline import Colorizer
 
+    try:
+        check_size(args.size)
+    except ValueError as e:
+        print(f"error: --size: {e}", file=sys.stderr)
+        return 2
+    if args.model is not None and (args.model_size < 32 or args.model_size % 32):
+        print(f"error: --model-size must be a positive multiple of 32, got {args.model_size}", file=sys.stderr)
+        return 2
     colorizer = sam = None
     try:
         if args.model is not None:
@@ -348,12 +428,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 2
     command = "ccc evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None
     paths = write_report(result, args.out, command)
-    print(markdown_table(result.rows))
+    scored = max((int(r.get("images", 0)) for r in result.rows.values()), default=0)
+    if scored:
+        print(markdown_table(result.rows))
     for k, v in result.notes.items():
         print(f"{k}: {v}", file=sys.stderr)
     for f, why in result.skipped:
         print(f"  skipped {f}: {why}", file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    if not scored:
+        print(f"error: none of the {len(result.skipped)} images in {args.gt} could be scored (reasons above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -363,7 +448,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.split("\n\n")[1])
     p.add_argument("--gt", required=True, metavar="DIR", help="ground-truth colour images (recursive)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pred", metavar="DIR", help="predictions, same relative paths and stems as --gt")
+    src.add_argument("--pred", metavar="DIR", help="predictions, same relative paths and names as --gt "
+                     "(or NAME.png, as `ccc colorize` writes x.gif; or the same stem)")
     src.add_argument("--model", metavar="REPO_OR_DIR", help="colorize the ground truth's grey with this model ('default': the embedded one)")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model")
     p.add_argument("--harmonize", default="none", choices=HARMONIZE_CHOICES,
@@ -376,7 +462,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                           ("max-dev", "max_dev", "a*b* distance from the mode beyond which pixels are replaced"),
                           ("sigma", "sigma", "feathering in pixels")):
         p.add_argument(f"--{name}", type=float, default=HARMONIZE_DEFAULTS[v], help=f"{what} (default {HARMONIZE_DEFAULTS[v]})")
-    p.add_argument("--size", type=int, default=256, help="evaluation size: shorter side, then centre crop (default 256)")
+    p.add_argument("--size", type=int, default=256,
+                   help="evaluation size: shorter side, then centre crop; a multiple of 4, at least 32 (default 256)")
     p.add_argument("--model-size", type=int, default=224, help="network input size, a multiple of 32 (default 224)")
     p.add_argument("--decode", default="argmax", choices=("argmax", "annealed-mean"))
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")

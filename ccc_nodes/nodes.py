@@ -36,11 +36,10 @@ import numpy as np
 import torch
 
 from .cache import ModelCache
-from .classes import ColorClasses
 from .harmonize import HARMONIZE_DEFAULTS, harmonize
 from .hub import DEFAULT_MODEL, ModelLoadError
 from .masks import SAM_MODEL_TYPES, MaskSet, generate_masks, given_masks, overlay
-from .metrics import METRIC_NAMES, ColorMetrics, markdown_table
+from .metrics import METRIC_NAMES, ColorMetrics, markdown_table, metric_classes
 from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, class_map_rgb, pick_device
 
 __all__ = [
@@ -166,11 +165,15 @@ class ClassBatch:
         return self.predictions[0].classes
 
 
-def class_map_image(pred: Prediction, lightness: float = 70.0) -> torch.Tensor:
+def class_map_image(pred: Prediction, lightness: float | None = None) -> torch.Tensor:
     """The class of each pixel (the harmonised one after SAM Harmonize, else the most
-    probable) as a picture at the image size -> sRGB ``(1, 3, H, W)``."""
+    probable) as a picture at the image size -> sRGB ``(1, 3, H, W)``: the core's
+    :func:`~ccc_nodes.pipeline.class_map_rgb` (its constant L unless ``lightness``)."""
     harmonized = getattr(pred, "harmonized_classes", None)
-    return class_map_rgb(pred.class_map if harmonized is None else harmonized, pred.classes, pred.size, lightness)
+    cmap = pred.class_map if harmonized is None else harmonized
+    if lightness is None:
+        return class_map_rgb(cmap, pred.classes, pred.size)
+    return class_map_rgb(cmap, pred.classes, pred.size, lightness)
 
 
 # ------------------------------------------------------------------ model cache
@@ -427,7 +430,8 @@ class CCCMetrics:
         return {
             "required": {"image": ("IMAGE",), "reference": ("IMAGE", {"tooltip": "Ground-truth colour images."})},
             "optional": {"ccc_model": ("CCC_MODEL", {"tooltip": "Its colour classes are used for TAR, CNR and "
-                                                     "CCAR; without it all 1296 bins of size 6."})},
+                                                     "CCAR; without it, the embedded default model's classes "
+                                                     "(as `ccc evaluate --pred`)."})},
         }
 
     RETURN_TYPES = ("STRING",)
@@ -436,7 +440,9 @@ class CCCMetrics:
     OUTPUT_NODE = True
     CATEGORY = CATEGORY
     DESCRIPTION = ("MSE, PSNR, SSIM, UIQI, CNR, CCAR, TAR and colourfulness (METHOD.md s. 10) of each image "
-                   "against its reference; the reference is resized to the image when sizes differ.")
+                   "against its reference; the reference is resized to the image when sizes differ. Class "
+                   "metrics use the connected model's colour classes, else the embedded default model's "
+                   "(the same rule as `ccc evaluate`). PSNR of identical images is 100 dB.")
 
     def measure(self, image, reference, ccc_model=None):
         pred = image[..., :3].permute(0, 3, 1, 2).float().cpu()
@@ -447,7 +453,7 @@ class CCCMetrics:
             gt = torch.nn.functional.interpolate(gt, size=pred.shape[-2:], mode="bilinear", antialias=True,
                                                  align_corners=False)
         gt = gt.expand(pred.shape[0], -1, -1, -1)
-        classes = ccc_model.classes if ccc_model is not None else ColorClasses()
+        classes, _ = metric_classes(ccc_model.classes if ccc_model is not None else None)
         rows, total = {}, ColorMetrics(classes)
         for i in range(pred.shape[0]):
             one = ColorMetrics(classes)

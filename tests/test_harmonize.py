@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ccc_nodes import ColorClasses, Prediction
-from ccc_nodes.harmonize import HarmonizedPrediction, harmonize
-from ccc_nodes.masks import MaskSet, given_masks
+from ccc_nodes.harmonize import HarmonizedPrediction, harmonize, masks_fit
+from ccc_nodes.masks import MaskSet, generate_masks, given_masks
 from ccc_nodes.metrics import class_map
 
 CLASSES = ColorClasses(6)
@@ -146,3 +146,38 @@ def test_masks_at_another_resolution_and_bad_inputs():
     with pytest.raises(ValueError, match="loop"):
         harmonize(batch, masks)
     assert len(MaskSet(masks, "given")) == 2
+
+
+def long_thin_prediction(H0: int = 20, W0: int = 20000) -> Prediction:
+    """A Prediction of a long thin image: a grey ramp along it, RED and BLUE halves."""
+    g = torch.Generator().manual_seed(0)
+    L = (torch.linspace(20, 80, W0).view(1, 1, 1, W0) + torch.rand(1, 1, H0, W0, generator=g)).expand(1, 1, H0, W0).clone()
+    cmap = torch.full((16, 16), BLUE)
+    cmap[:, :8] = RED
+    logits = torch.full((1, CLASSES.K, 16, 16), -10.0)
+    logits.scatter_(1, cmap.view(1, 1, 16, 16), 10.0)
+    return Prediction(L=L, logits=logits, classes=CLASSES)
+
+
+@pytest.mark.parametrize("shape", [(20, 20000), (20000, 20), (3, 9000)])
+def test_long_thin_images_take_their_own_generated_masks(shape):
+    """generate_masks of a 20000x20 image made masks that harmonize refused."""
+    pred = long_thin_prediction(*shape)
+    masks = generate_masks(pred, "classical")
+    out = harmonize(pred, masks)
+    assert out.rgb().shape == (1, 3, *shape)
+    assert len(masks) >= 1 and out.ab().shape[-2:] == masks.size
+
+
+def test_masks_of_the_image_scaled_with_rounding_are_accepted():
+    # 20000x20 scaled to a longer side of 512: 512x0.512, rounded to one row.
+    assert masks_fit((20, 20000), (1, 512)) and masks_fit((20000, 20), (512, 1))
+    assert masks_fit((20, 20000), (16, 16000)) and masks_fit((333, 500), (341, 512))
+    pred = long_thin_prediction()
+    out = harmonize(pred, torch.ones(1, 1, 512, dtype=torch.bool))
+    assert out.rgb().shape == (1, 3, 20, 20000)
+    # Off by more than a pixel a side, or another shape altogether: refused.
+    assert not masks_fit((20, 20000), (3, 512)) and not masks_fit((128, 128), (128, 64))
+    assert not masks_fit((20, 20000), (20, 512)) and not masks_fit((20, 20000), (0, 512))
+    with pytest.raises(ValueError, match="aspect ratio"):
+        harmonize(pred, torch.ones(1, 20, 512, dtype=torch.bool))

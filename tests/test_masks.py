@@ -70,6 +70,19 @@ def test_grey_image_is_what_the_model_sees(image):
     assert grey_image(image, max_side=60).shape == (40, 60, 3)
 
 
+def test_grey_image_of_a_long_thin_image_keeps_a_short_side():
+    strip = np.tile(np.linspace(0, 255, 20000).astype(np.uint8), (20, 1))  # 20000x20
+    grey = grey_image(strip, max_side=512)
+    assert grey.shape == (16, 16000, 3)  # not 1x512: the shorter side keeps 16 px, pixels stay <= 512^2
+    assert grey.shape[0] * grey.shape[1] <= 512**2
+    assert grey_image(strip.T, max_side=512).shape == (16000, 16, 3)
+    assert grey_image(np.zeros((5, 3000), np.uint8), max_side=512).shape == (5, 3000, 3)  # already thin: as it is
+    longer = grey_image(np.zeros((20, 100000), np.uint8), max_side=512)  # too long for 16 rows in 512^2 pixels
+    assert longer.shape[:2] == (7, 36204) and longer.shape[0] * longer.shape[1] <= 512**2
+    masks = classical_masks(strip)
+    assert masks.size == (16, 16000)
+
+
 def test_sam_automatic_mask_generator_runs_end_to_end(sam, image):
     masks = sam_masks(image, sam, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     assert isinstance(masks, MaskSet) and masks.source == "sam:custom"

@@ -12,6 +12,7 @@ from ccc_nodes import ColorClasses
 from ccc_nodes.color import lab_to_rgb
 from ccc_nodes.metrics import (
     LPIPS,
+    PSNR_MAX,
     ColorMetrics,
     FeatureStats,
     MetricUnavailable,
@@ -22,6 +23,7 @@ from ccc_nodes.metrics import (
     load_fid_features,
     load_lpips,
     markdown_table,
+    metric_classes,
     mse,
     psnr,
     ssim,
@@ -37,6 +39,29 @@ def test_mse_psnr_by_hand():
     a, b = flat((0.5, 0.5, 0.5)), flat((0.6, 0.6, 0.6))
     assert mse(a, b).item() == pytest.approx(0.01, abs=1e-6)
     assert psnr(a, b).item() == pytest.approx(20.0, abs=1e-3)
+
+
+def test_psnr_has_one_convention_for_identical_images():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 16, 16, generator=g)
+    b = a.clone()
+    b[1] = (b[1] + 0.1).clamp(0, 1)
+    direct = psnr(a, b)
+    assert direct[0].item() == pytest.approx(PSNR_MAX) == pytest.approx(100.0)  # not +inf
+    assert direct[1].item() == pytest.approx(10 * math.log10(1 / mse(a[1:], b[1:]).item()), rel=1e-6)
+    m = ColorMetrics(CLASSES)
+    m.update(a, b)
+    assert m.compute()["psnr"] == pytest.approx(direct.mean().item(), rel=1e-6)  # the set means the same numbers
+    assert compare(a[0], a[0], CLASSES)["psnr"] == pytest.approx(PSNR_MAX)
+
+
+def test_metric_classes_are_the_models_else_the_embedded_defaults():
+    from ccc_nodes.hub import load_model
+
+    default, note = metric_classes()
+    assert default == load_model(None).classes and default.K == 526  # read from config.json alone
+    assert "embedded default model" in note and "526" in note
+    assert metric_classes(CLASSES) == (CLASSES, "class maps (TAR, CNR, CCAR) use the model's classes (K = 10)")
 
 
 def test_colorfulness_by_hand():

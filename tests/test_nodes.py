@@ -136,9 +136,18 @@ def test_class_map_shows_the_predicted_class(neutral_model, batch):
     (classes,) = N.CCCGrayscaleToClasses().predict(Colorizer(neutral_model, device="cpu", size=64), batch, 64)
     _, class_map = N.CCCClassesToLab().decode(classes, "argmax", 0.38)
     lab = rgb_to_lab(class_map.permute(0, 3, 1, 2))
-    # The neutral class (a* = b* = 0 bin, centre (3, 3)) at L = 70 everywhere.
-    assert torch.allclose(lab[:, 0], torch.full_like(lab[:, 0], 70.0), atol=0.2)
+    # The neutral class (a* = b* = 0 bin, centre (3, 3)) at the core's constant L (65) everywhere.
+    assert torch.allclose(lab[:, 0], torch.full_like(lab[:, 0], 65.0), atol=0.2)
     assert torch.allclose(lab[:, 1:], torch.full_like(lab[:, 1:], 3.0), atol=0.3)
+
+
+def test_class_map_picture_is_the_cores(colorizer, batch):
+    from ccc_nodes.pipeline import class_map_rgb
+
+    (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, batch[:1], 64)
+    p = classes.predictions[0]
+    _, shown = N.CCCClassesToLab().decode(classes, "argmax", 0.38)
+    assert torch.equal(shown[0].permute(2, 0, 1)[None], class_map_rgb(p.class_map, p.classes, p.size))
 
 
 def test_progress_is_reported_per_chunk(colorizer, batch):
@@ -211,6 +220,18 @@ def test_harmonize_with_a_real_tiny_sam_and_the_classical_fallback(colorizer, ba
     assert all("no SAM" in p.masks.note for p in fallback.predictions)
 
 
+def test_harmonize_node_on_a_long_thin_image(colorizer):
+    """A 4000x20 image: the classical masks (512x3 before) were refused as another aspect ratio."""
+    from skimage import data
+
+    strip = torch.from_numpy(data.coffee()[200:220, :]).float().div(255).repeat(1, 7, 1)[None, :, :4000]  # (1, 20, 4000, 3)
+    (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, strip, 64)
+    out, shown = N.CCCSAMHarmonize().harmonize(classes, 0.0, 0.3, 12.0, 1.0)
+    (image, _) = N.CCCClassesToLab().decode(out, "argmax", 0.38)
+    assert image.shape == (1, 20, 4000, 3) and shown.shape == (1, 20, 4000, 3)
+    assert out.predictions[0].masks.size == (16, 3200)
+
+
 def test_sam_loader_validation_and_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("CCC_MODELS_DIR", str(tmp_path))
     (tmp_path / "sams").mkdir()
@@ -242,6 +263,45 @@ def test_metrics_table(colorizer, batch):
     assert all(m > 0 for m in mse) and math.isclose(mse[3], sum(mse[:3]) / 3, rel_tol=1e-2)
     with pytest.raises(ValueError, match="reference: 2 images for 3"):
         N.CCCMetrics().measure(out, batch[:2])
+
+
+def test_metrics_without_a_model_use_the_default_models_classes_as_ccc_evaluate(colorizer, batch, tmp_path):
+    """All 1296 bins capped the node's CCAR near 53 %; `ccc evaluate --pred` used K = 526."""
+    from PIL import Image
+
+    from ccc_nodes.evaluate import evaluate_folder
+    from ccc_nodes.hub import load_model
+    from ccc_nodes.metrics import class_map
+
+    (out,) = N.CCCColorize().colorize(colorizer, batch, "argmax", 0.38, 64)
+    q = lambda x: torch.round(x[:, :, 8:56] * 255) / 255  # noqa: E731 - square 48x48, as saved to PNG
+    pred, gt = q(out), q(batch)
+
+    def cells(table, line=-1):
+        lines = table.splitlines()
+        return dict(zip([h.strip() for h in lines[0].split("|")[2:-1]], [c.strip() for c in lines[line].split("|")[2:-1]],
+                        strict=True))
+
+    node = cells(N.CCCMetrics().measure(pred, gt)["result"][0])
+    default = load_model(None).classes
+    used = torch.unique(class_map(pred.permute(0, 3, 1, 2), default)).numel()
+    assert float(node["CCAR"]) == pytest.approx(100 * used / default.K, abs=0.01)
+    # The same pictures scored by `ccc evaluate --pred` give the same class metrics.
+    for name, x in (("gt", gt), ("pred", pred)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.fromarray(np.round(x[i].numpy() * 255).astype(np.uint8)).save(tmp_path / name / f"{i}.png")
+    row = evaluate_folder(tmp_path / "gt", tmp_path / "pred", size=48, lpips=False, fid=False, progress=False).rows["prediction"]
+    assert row["images"] == 3
+    for k in ("CNR", "CCAR", "CCAR (GT)", "TAR"):
+        key = {"CNR": "cnr", "CCAR": "ccar", "CCAR (GT)": "ccar_gt", "TAR": "tar"}[k]
+        assert float(node[k]) == pytest.approx(row[key], abs=0.01), k
+    assert "embedded default" in N.CCCMetrics.INPUT_TYPES()["optional"]["ccc_model"][1]["tooltip"]
+    assert "default model" in N.CCCMetrics.DESCRIPTION
+    # With a model: that model's classes (K = 300 here).
+    with_model = cells(N.CCCMetrics().measure(pred, gt, colorizer)["result"][0])
+    used_small = torch.unique(class_map(pred.permute(0, 3, 1, 2), colorizer.classes)).numel()
+    assert float(with_model["CCAR"]) == pytest.approx(100 * used_small / colorizer.classes.K, abs=0.01)
 
 
 def test_prediction_objects_flow_unchanged(colorizer, batch):
