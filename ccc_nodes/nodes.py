@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,22 +73,27 @@ def model_folders(kind: str) -> list[Path]:
     return [Path(os.environ.get("CCC_MODELS_DIR", "models")).expanduser() / kind]
 
 
-def _local_models() -> dict[str, Path]:
-    """Name -> folder of every model folder (with a config.json) under the ``ccc`` folders."""
+SAM_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def local_models(roots: Sequence[Path] | None = None) -> dict[str, Path]:
+    """Name -> folder of every model folder (with a config.json) under ``roots``
+    (default: the ``ccc`` model folders); the first root wins a name."""
     found: dict[str, Path] = {}
-    for root in model_folders("ccc"):
+    for root in model_folders("ccc") if roots is None else roots:
         if root.is_dir():
             for cfg in sorted(root.glob("*/config.json")):
                 found.setdefault(cfg.parent.name, cfg.parent)
     return found
 
 
-def _sam_checkpoints() -> dict[str, Path]:
+def sam_checkpoints(roots: Sequence[Path] | None = None) -> dict[str, Path]:
+    """Name -> file of every SAM checkpoint under ``roots`` (default: the ``sams`` folders)."""
     found: dict[str, Path] = {}
-    for root in model_folders("sams"):
+    for root in model_folders("sams") if roots is None else roots:
         if root.is_dir():
             for f in sorted(root.iterdir()):
-                if f.suffix in (".pth", ".pt", ".safetensors") and f.is_file():
+                if f.suffix in SAM_SUFFIXES and f.is_file():
                     found.setdefault(f.name, f)
     return found
 
@@ -226,7 +231,7 @@ class CCCModelLoader:
     def INPUT_TYPES(cls):  # noqa: N802 - ComfyUI's name
         return {
             "required": {
-                "model": ([DEFAULT_MODEL, *_local_models()], {
+                "model": ([DEFAULT_MODEL, *local_models()], {
                     "default": DEFAULT_MODEL,
                     "tooltip": "'default': the model embedded in the package; other names are folders "
                                "(config.json + model.safetensors) under models/ccc."}),
@@ -249,7 +254,7 @@ class CCCModelLoader:
     def load(self, model, device, precision, repo_or_path="", revision=""):
         source = repo_or_path.strip() or model
         if source != DEFAULT_MODEL and not repo_or_path.strip():
-            local = _local_models()
+            local = local_models()
             if source not in local:
                 raise ModelLoadError(f"model {source!r} is not a folder under {', '.join(map(str, model_folders('ccc')))}")
             source = str(local[source])
@@ -320,7 +325,7 @@ class CCCSAMLoader:
     def INPUT_TYPES(cls):  # noqa: N802
         return {
             "required": {
-                "checkpoint": (list(_sam_checkpoints()), {"tooltip": "A SAM checkpoint (.pth) under models/sams."}),
+                "checkpoint": (list(sam_checkpoints()), {"tooltip": "A SAM checkpoint (.pth) under models/sams."}),
                 "model_type": (list(SAM_MODEL_TYPES), {"default": "vit_b", "tooltip": "The architecture of the checkpoint."}),
                 "device": (list(DEVICES), {"default": "auto"}),
             },
@@ -338,7 +343,7 @@ class CCCSAMLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, checkpoint, repo_or_path=""):  # noqa: N802 - an empty models/sams is fine with a path
-        if (repo_or_path or "").strip() or checkpoint in _sam_checkpoints():
+        if (repo_or_path or "").strip() or checkpoint in sam_checkpoints():
             return True
         return (f"no SAM checkpoint {checkpoint!r} under {', '.join(map(str, model_folders('sams')))}: place a "
                 f".pth there or give repo_or_path")
@@ -346,7 +351,7 @@ class CCCSAMLoader:
     def load(self, checkpoint, model_type, device, repo_or_path=""):
         from .masks import load_sam
 
-        source = (repo_or_path or "").strip() or str(_sam_checkpoints()[checkpoint])
+        source = (repo_or_path or "").strip() or str(sam_checkpoints()[checkpoint])
         dev = _device(device)
         return (_MODELS.get(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev)),)
 

@@ -18,9 +18,6 @@ from ..hub import DEFAULT_MODEL, ModelLoadError
 
 __all__ = ["ModelFolders", "model_nodes"]
 
-SAM_SUFFIXES = (".pth", ".pt", ".safetensors")
-
-
 @dataclass(frozen=True)
 class ModelFolders:
     """Where one server's models are.
@@ -37,22 +34,11 @@ class ModelFolders:
 
     def ccc_models(self) -> dict[str, Path]:
         """Name -> folder of every model folder (with a config.json) under the ``ccc`` folders."""
-        found: dict[str, Path] = {}
-        for root in self.folders("ccc"):
-            if root.is_dir():
-                for cfg in sorted(root.glob("*/config.json")):
-                    found.setdefault(cfg.parent.name, cfg.parent)
-        return found
+        return ccc_nodes.local_models(self.folders("ccc"))
 
     def sam_checkpoints(self) -> dict[str, Path]:
         """Name -> file of every SAM checkpoint under the ``sams`` folders."""
-        found: dict[str, Path] = {}
-        for root in self.folders("sams"):
-            if root.is_dir():
-                for f in sorted(root.iterdir()):
-                    if f.suffix in SAM_SUFFIXES and f.is_file():
-                        found.setdefault(f.name, f)
-        return found
+        return ccc_nodes.sam_checkpoints(self.folders("sams"))
 
     def where(self, kind: str) -> str:
         return ", ".join(map(str, self.folders(kind)))
