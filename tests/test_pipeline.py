@@ -94,6 +94,23 @@ def test_batch_of_different_sizes_matches_one_by_one(small_model, photo):
         np.testing.assert_allclose(out.astype(int), col(im).astype(int), atol=1)
 
 
+def test_iter_colorize_is_lazy_and_equals_colorize(small_model, photo):
+    col = Colorizer(small_model, device="cpu", size=64, batch_size=2)
+    pulled = []
+
+    def images():
+        for i in range(5):
+            pulled.append(i)
+            yield photo[: 100 + 20 * i]
+
+    it = col.iter_colorize(images())
+    first = next(it)
+    assert pulled == [0, 1]  # one batch read, not the whole stream
+    rest = list(it)
+    expected = col.colorize([photo[: 100 + 20 * i] for i in range(5)])
+    assert all(np.array_equal(a, b) for a, b in zip([first, *rest], expected, strict=True))
+
+
 def test_predictions_give_classes_and_probabilities(colorizer, photo):
     (pred,) = colorizer.predict([photo])
     K = colorizer.classes.K
