@@ -47,8 +47,23 @@ def resolve_source(source: str | os.PathLike | None) -> str | Path:
         return path
     text = str(source)
     if text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1):
-        raise ModelLoadError(f"model folder {text!r} does not exist")
+        raise ModelLoadError(f"model folder {text!r} does not exist{_did_you_mean(path)}")
+    if path.parent != Path(".") and path.parent.is_dir():  # "runs/mine" beside a folder "runs"
+        raise ModelLoadError(
+            f"model folder {text!r} does not exist{_did_you_mean(path)} (not tried as a Hub repo id: "
+            f"{str(path.parent)!r} is a local folder here)"
+        )
     return text
+
+
+def _did_you_mean(path: Path) -> str:
+    import difflib
+
+    if not path.parent.is_dir():
+        return ""
+    names = [p.name for p in path.parent.iterdir() if p.is_dir()]
+    close = difflib.get_close_matches(path.name, names, n=1)
+    return f"; did you mean {str(path.parent / close[0])!r}?" if close else ""
 
 
 def _load_folder(path: Path) -> CCCNet:

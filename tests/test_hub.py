@@ -77,6 +77,14 @@ def test_cache_dir_argument_with_local_files_only(hub_cache, small_model):
     assert not model.training
 
 
+def test_a_mistyped_local_folder_is_not_taken_for_a_hub_repo(tmp_path, monkeypatch):
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # were the Hub asked, this would fail differently
+    with pytest.raises(ModelLoadError, match=r"'runs/minee' does not exist; did you mean 'runs/mine'\?.*local folder"):
+        load_model("runs/minee")
+
+
 def test_local_folder_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(str(tmp_path / "nope"))

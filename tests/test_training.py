@@ -15,7 +15,18 @@ from training_helpers import TINY, env, image_tree, python, tar_shards
 from ccc_nodes.classes import ColorClasses
 from ccc_nodes.modeling import CCCNet
 from training.checkpoint import atomic_save, load_checkpoint
-from training.data import CORRUPT, GREY, OK, EpochSampler, ImageDataset, collate, list_sources, load_images, make_loader
+from training.data import (
+    CORRUPT,
+    GREY,
+    OK,
+    EpochSampler,
+    ImageDataset,
+    IndexedImageDataset,
+    collate,
+    list_sources,
+    load_images,
+    make_loader,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +72,10 @@ def test_corrupt_and_grey_images_are_counted_not_fatal(tree):
     ds = ImageDataset(sources, size=48)
     statuses = [ds[i][1] for i in range(len(ds))]
     assert statuses.count(CORRUPT) == 1 and statuses.count(GREY) == 1 and statuses.count(OK) == 16
-    batch, n_corrupt, n_grey = collate([ds[i] for i in range(len(ds))])
-    assert batch.shape[0] == 16 and (n_corrupt, n_grey) == (1, 1)
+    batch, corrupt, grey = collate([IndexedImageDataset(sources, size=48)[i] for i in range(len(ds))])
+    assert batch.shape[0] == 16
+    assert [sources[i].name for i in corrupt] == [s.name for s in sources if "broken" in s.name]
+    assert [sources[i].name for i in grey] == [s.name for s in sources if "grey" in s.name]
 
     # streaming through worker processes gives the same pixels as the in-memory path
     loader = make_loader(sources, 48, batch=5, workers=2)
@@ -105,7 +118,7 @@ def test_class_statistics_command(tmp_path, tree):
         main([str(tree), "--bin-size", "3", "--out", str(out)])
 
 
-def test_config_file_with_command_line_overrides(tmp_path):
+def test_config_file_with_command_line_overrides(tmp_path, capsys):
     from training.train import parse_args
 
     cfg = tmp_path / "run.yaml"
@@ -121,11 +134,13 @@ def test_config_file_with_command_line_overrides(tmp_path):
     assert a.time_budget == 5 and a.compile is True and a.steps == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: d\nout: o\nsteps: 1\nlearning_rate: 0.1\n")
-    with pytest.raises(SystemExit, match="unknown option 'learning_rate'"):
+    with pytest.raises(SystemExit) as exited:
         parse_args(["--config", str(bad)])
+    assert exited.value.code == 2 and "unknown option 'learning_rate'" in capsys.readouterr().err
     bad.write_text("data: d\nout: o\nsteps: 1\nrebalance: sometimes\n")
-    with pytest.raises(SystemExit, match="rebalance must be one of ccc, none, cic"):
+    with pytest.raises(SystemExit) as exited:
         parse_args(["--config", str(bad)])
+    assert exited.value.code == 2 and "rebalance must be one of ccc, none, cic" in capsys.readouterr().err
     for c in ("paper", "cpu-small"):  # the shipped configs parse
         cfg_file = Path(__file__).resolve().parents[1] / "training" / "configs" / f"{c}.yaml"
         assert parse_args(["--config", str(cfg_file), "--data", "d", "--out", "o"]).steps > 0
@@ -198,7 +213,7 @@ def test_push_to_hub_reports_a_clear_error_when_the_hub_is_unreachable(tmp_path)
     res = subprocess.run([python(), "-m", "training.export", str(tmp_path / "m"), "--push-to-hub", "someone/ccc-test"],
                          env=e, capture_output=True, text=True, timeout=120)
     assert res.returncode == 1
-    assert "could not upload" in res.stdout and "someone/ccc-test" in res.stdout and "--push-to-hub" in res.stdout
+    assert "could not upload" in res.stderr and "someone/ccc-test" in res.stderr and "--push-to-hub" in res.stderr
 
     from training.export import HubUploadError, push_to_hub
 
@@ -238,3 +253,65 @@ def test_reference_check_rule():
     assert verdict(run(tar=0.1, psnr=ref["psnr"] - 0.9)) == (True, [])
     assert verdict(run(psnr=ref["psnr"] - 1.1)) == (False, ["psnr"])
     assert verdict(run(ccar=ref["ccar"] - 0.1, cnr=ref["cnr"] - 0.01)) == (False, ["cnr", "ccar"])
+
+
+def _train_cli(args, capsys):
+    from training import train
+
+    try:
+        rc = train.main([str(a) for a in args])
+    except SystemExit as e:  # argparse's own exit for option errors
+        rc = e.code
+    return rc, capsys.readouterr()
+
+
+@pytest.mark.parametrize("bad, says", [
+    (["--betas", "0.5"], "--betas takes two numbers"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--size", "0"], "--size must be a positive multiple of 32"),
+    (["--decoder-channels", "256,128"], "--decoder-channels takes three widths"),
+    (["--init", "imagenet", "--encoder", "densenet121"], "efficientnet_lite0 only"),
+    (["--classes", "clases.json"], "--classes 'clases.json'"),
+    (["--encoder", "densenet12"], "not a timm model name"),
+    (["--bin-size", "3"], "--bin-size"),
+])
+def test_bad_options_are_one_line_errors_before_any_work(tree, tmp_path, capsys, bad, says):
+    rc, out = _train_cli([*TINY, "--data", tree, "--out", tmp_path / "o", "--steps", "2", *bad], capsys)
+    assert rc == 2 and says in out.err and "Traceback" not in out.err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_data_problems_are_one_line_errors(tree, tmp_path, capsys):
+    base = [*TINY, "--out", tmp_path / "o", "--steps", "2", "--workers", "0"]
+    rc, out = _train_cli([*base, "--data", tmp_path / "nope"], capsys)
+    assert rc == 2 and out.err.startswith("error: ") and "nope" in out.err
+    rc, out = _train_cli([*base, "--data", tree, "--val", tmp_path / "empty-val", "--out", tmp_path / "o2"], capsys)
+    assert rc == 2 and "empty-val" in out.err
+    (tmp_path / "empty-val").mkdir()
+    rc, out = _train_cli([*base, "--data", tree, "--val", tmp_path / "empty-val", "--out", tmp_path / "o3"], capsys)
+    assert rc == 2 and "no images found" in out.err
+    bad = tmp_path / "corrupt"
+    bad.mkdir()
+    for i in range(6):
+        (bad / f"{i}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    rc, out = _train_cli([*base, "--data", bad, "--out", tmp_path / "o4", "--data-mode", "memory"], capsys)
+    assert rc == 2 and "no usable colour images" in out.err
+    # streaming only finds out batch by batch: it stops instead of drawing forever
+    rc, out = _train_cli([*base, "--data", bad, "--out", tmp_path / "o5", "--data-mode", "stream", "--classes", "all"],
+                         capsys)
+    assert rc == 2 and "held no usable image" in out.err and "6 corrupt" in out.err
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("steps: [1, 2\n")
+    rc, out = _train_cli(["--config", cfg, "--data", tree, "--out", tmp_path / "o6"], capsys)
+    assert rc == 2 and "not valid YAML" in out.err
+
+
+def test_missing_shards_and_listed_files_are_errors(tmp_path):
+    paths = tar_shards(tmp_path / "shards", n=6, shards=2)
+    assert len(list_sources(str(tmp_path / "shards" / "train-{000..001}.tar"))) == 6
+    with pytest.raises(FileNotFoundError, match=r"1 of 3 named files do not exist .*train-002\.tar"):
+        list_sources(str(tmp_path / "shards" / "train-{000..002}.tar"))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{paths[0]}\nmissing.jpg\n")
+    with pytest.raises(FileNotFoundError, match="1 of 2 listed files do not exist"):
+        list_sources(listing)

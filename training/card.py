@@ -13,6 +13,50 @@ tags: [image-colorization, ccc-plus-plus, pytorch]
 """
 
 
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.2 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 3 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _speed(r: dict) -> str:
+    text = f"{r['img_per_s']:.0f} img/s overall"
+    if r.get("img_per_s_steady"):
+        text += f", {r['img_per_s_steady']:.0f} img/s steady after warm-up and compilation"
+    return text
+
+
+def _times(r: dict) -> str:
+    """Training time (all sessions) and this process's wall time, each labelled: after
+    a resume the first is the larger."""
+    resumed = r.get("resumed", r["train_seconds"] > r["wall_seconds"])
+    return (f"- Training time: {r['train_seconds']:.0f} s in all" + (" (over resumed sessions)" if resumed else "") +
+            f"; wall time of the {'last (resumed) ' if resumed else ''}process: {r['wall_seconds']:.0f} s "
+            "(data loading, class statistics, training, evaluation, saving).")
+
+
+def limits(r: dict) -> list[str]:
+    """The card's Limits section, from the run's own facts."""
+    a, val = r["args"], r.get("val")
+    n = r["train_images"]
+    x = r["samples"] / n if n else 0
+    passes = f", about {x:.0f} passes over the data" if x >= 10 else f", about {x:.2g} passes over the data" if n else ""
+    lines = [
+        f"- Trained on {n:,} photos from `{a['data']}` for {r['steps']:,} steps ({r['samples']:,} samples{passes}) "
+        f"in {duration(r['train_seconds'])} of training, at {a['size']} px crops.",
+    ]
+    if val:
+        lines.append(f"- Measured on {val['images']:,} validation images of `{a['val']}` (table above); "
+                     "photos unlike the training data may be coloured less well.")
+    else:
+        lines.append("- No validation set was given: the model's colours were not measured.")
+    lines.append("- These are this run's weights, not the paper's.")
+    return lines
+
+
 def write_model_card(folder: Path, r: dict) -> None:
     a = r["args"]
     val = r.get("val")
@@ -35,10 +79,10 @@ def write_model_card(folder: Path, r: dict) -> None:
         f"- Rebalancing `{a['rebalance']}`" + (f", p = {a['p']:g} %" if a["rebalance"] == "ccc" else "") +
         f"; Adam ({a.get('betas', '0.5,0.999')}), lr {a['lr']:g} with warm-up and {a.get('schedule', 'cosine')} schedule, batch {a['batch']}, "
         f"random resized {a['size']} px crops and flips.",
-        f"- {r['steps']} steps, {r['samples']} samples in {r['train_seconds']:.0f} s of training "
-        f"({r['img_per_s']:.0f} img/s), {r['wall_seconds']:.0f} s wall time in all, on {r['machine']}"
+        f"- {r['steps']} steps, {r['samples']} samples ({_speed(r)}) on {r['machine']}"
         + (f" x {r['world_size']} processes (DDP)" if r.get("world_size", 1) > 1 else "")
         + (f", {r['precision']}" if "precision" in r else "") + ".",
+        _times(r),
         f"- Weights saved as {a['save_dtype']}.",
         "",
         "Command:",
@@ -58,6 +102,5 @@ def write_model_card(folder: Path, r: dict) -> None:
             "CF: Hasler-Suesstrunk colourfulness (0..255 RGB); TAR, CNR, CCAR on class maps at 1/4 size "
             "(METHOD.md section 10); PSNR on RGB.",
         ]
-    lines += ["", "## Limits", "Trained briefly on a few thousand photos: colours are plausible but often muted or blotchy; "
-              "it is a demonstration model, not the paper's Places365 weights.", ""]
+    lines += ["", "## Limits", *limits(r), ""]
     (Path(folder) / "README.md").write_text("\n".join(lines))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import io
 import re
+import signal
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = [
     "OK",
     "EpochSampler",
     "ImageDataset",
+    "IndexedImageDataset",
     "Source",
     "augment",
     "class_histogram",
@@ -99,7 +101,13 @@ def list_sources(spec: str | Path) -> list[Source]:
     names (tar shards or images). Sorted, so runs are repeatable."""
     spec = str(spec)
     if any(c in spec for c in "*?[{"):
-        found = sorted({f for part in _expand_braces(spec) for f in glob.glob(part, recursive=True)})
+        parts = _expand_braces(spec)
+        if len(parts) > 1 and not any(c in spec for c in "*?["):  # a range names every shard
+            absent = [f for f in parts if not Path(f).exists()]
+            if absent:
+                raise FileNotFoundError(f"{spec}: {len(absent)} of {len(parts)} named files do not exist "
+                                        f"({', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''})")
+        found = sorted({f for part in parts for f in glob.glob(part, recursive=True)})
         if not found:
             raise FileNotFoundError(f"{spec}: the pattern matches no files")
         out: list[Source] = []
@@ -117,7 +125,12 @@ def list_sources(spec: str | Path) -> list[Source]:
     if p.suffix == ".txt" and p.is_file():
         root = p.parent
         lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        return [Source(ln if Path(ln).is_absolute() else str(root / ln)) for ln in lines]
+        out = [Source(ln if Path(ln).is_absolute() else str(root / ln)) for ln in lines]
+        absent = [s.path for s in out if not Path(s.path).is_file()]
+        if absent:
+            raise FileNotFoundError(f"{spec}: {len(absent)} of {len(out)} listed files do not exist "
+                                    f"({', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''})")
+        return out
     raise FileNotFoundError(f"{spec}: not a folder, a .tar archive, a .txt file list or a glob of them")
 
 
@@ -154,7 +167,8 @@ class ImageDataset(Dataset):
     Arguments:
       sources: the images (see :func:`list_sources`).
       size: store size ``S`` (shorter side resized to it, centre square).
-    Unusable images give a zero tensor and a non-zero status; :func:`collate` drops them.
+    Unusable images (unreadable files count as corrupt) give a zero tensor and a non-zero
+    status; :func:`collate` drops them.
     """
 
     def __init__(self, sources: Sequence[Source], size: int = 256):
@@ -173,12 +187,27 @@ class ImageDataset(Dataset):
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), OK
 
 
-def collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int, int]:
-    """Stack the usable images: -> (uint8 ``(B', 3, S, S)``, corrupt count, grey count)."""
-    good = [x for x, s in items if s == OK]
+class IndexedImageDataset(ImageDataset):
+    """:class:`ImageDataset` whose items also carry their index: (image, status, ``i``)."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        return (*super().__getitem__(i), i)
+
+
+def collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, list[int], list[int]]:
+    """Stack the usable images: -> (uint8 ``(B', 3, S, S)``, indices of the corrupt ones,
+    indices of the grey ones) - indices, so a file drawn again is not counted twice."""
+    good = [x for x, s, _ in items if s == OK]
     size = items[0][0].shape[-1]
     batch = torch.stack(good) if good else torch.zeros(0, 3, size, size, dtype=torch.uint8)
-    return batch, sum(s == CORRUPT for _, s in items), sum(s == GREY for _, s in items)
+    return batch, [i for _, s, i in items if s == CORRUPT], [i for _, s, i in items if s == GREY]
+
+
+def _quiet_worker(_: int) -> None:
+    # Ctrl-C and SIGTERM are the trainer's to handle (it checkpoints, then stops the
+    # workers); a worker killed by them first would end the run with a loader error.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -225,12 +254,13 @@ def make_loader(
 ) -> DataLoader:
     """A ``DataLoader`` decoding on ``workers`` CPU processes; ``sampler`` (e.g. an
     :class:`EpochSampler`) gives batches of indices, else one ordered pass."""
-    ds = ImageDataset(sources, size)
+    ds = IndexedImageDataset(sources, size)
     if sampler is None:
         sampler = [list(range(i, min(i + batch, len(ds)))) for i in range(0, len(ds), batch)]
     return DataLoader(
         ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate, pin_memory=pin,
         prefetch_factor=4 if workers else None, persistent_workers=False,
+        worker_init_fn=_quiet_worker if workers else None,
     )
 
 
@@ -247,14 +277,15 @@ def load_images(
     """
     from tqdm.auto import tqdm
 
-    ds = ImageDataset(sources, size)
+    ds = IndexedImageDataset(sources, size)
     chunk = 64
     order = [list(range(i, min(i + chunk, len(ds)))) for i in range(0, len(ds), chunk)]
-    loader = DataLoader(ds, batch_sampler=order, num_workers=workers, collate_fn=_as_list)
+    loader = DataLoader(ds, batch_sampler=order, num_workers=workers, collate_fn=_as_list,
+                        worker_init_fn=_quiet_worker if workers else None)
     arrays, names = [], []
     skipped = {"corrupt": 0, "grey": 0}
-    for idx, items in zip(order, tqdm(loader, desc="decode", unit="batch", disable=not progress), strict=True):
-        for i, (x, status) in zip(idx, items, strict=True):
+    for items in tqdm(loader, desc="decode", unit="batch", disable=not progress):
+        for x, status, i in items:
             if status == OK:
                 arrays.append(x)
                 names.append(ds.sources[i].name)

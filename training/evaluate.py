@@ -11,9 +11,14 @@ the quantisation deviation of the model's classes on the same pixels (Table II).
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import math
+import os
+import sys
 from collections.abc import Iterable
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -90,23 +95,78 @@ def sample_grid(model: CCCNet, images: torch.Tensor, size: int, precision: str =
     return torch.cat(rows, dim=-2).cpu()
 
 
+def _error(msg: str, code: int = 2) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def missing_model_folder(arg: str) -> str | None:
+    """The message for a model argument that names a local folder which does not exist
+    (``runs/minee``: its parent ``runs`` exists, or it starts with ``.``, ``/`` or ``~``),
+    else None - the argument is ``default``, an existing path, or a Hub repo id."""
+    path = Path(arg).expanduser()
+    if arg == "default" or path.exists():
+        return None
+    looks_local = arg.startswith((".", "/", "~")) or (
+        ("/" in arg or os.sep in arg) and str(path.parent) not in ("", ".") and path.parent.is_dir())
+    if not looks_local:
+        return None
+    hint = ""
+    if path.parent.is_dir():
+        close = difflib.get_close_matches(path.name, [p.name for p in path.parent.iterdir() if p.is_dir()], n=1)
+        if close:
+            hint = f"; did you mean {path.parent / close[0]}?"
+    return f"model folder {arg} does not exist{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    from ccc_nodes.hub import load_model
+    from ccc_nodes.hub import ModelLoadError, load_model
 
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="model folder, Hub repo id, or 'default'")
     p.add_argument("--val", required=True, help="val images: folder, .tar, .txt list or glob of shards")
-    p.add_argument("--size", type=int, default=224, help="evaluation size (multiple of 32)")
+    p.add_argument("--size", type=int, default=224, help="evaluation size (positive multiple of 32)")
     p.add_argument("--store-size", type=int, default=256, help="images are decoded at this size first")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="decoding processes")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, default=32, help="images per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (0: in this process)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", help="also write the figures to this file")
     a = p.parse_args(argv)
-    model = load_model(a.model, device=pick_device(a.device))
-    loader = make_loader(list_sources(a.val), a.store_size, a.batch, a.workers)
-    result = evaluate(model, (x for x, _, _ in loader), a.size)
-    text = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}, indent=1)
+    if a.size < 32 or a.size % 32:
+        return _error(f"--size must be a positive multiple of 32 (the network's stride), got {a.size}")
+    if a.store_size < 1 or a.batch < 1 or a.workers < 0:
+        return _error("--store-size and --batch must be at least 1, --workers not negative")
+    missing = missing_model_folder(a.model)
+    if missing:
+        return _error(missing)
+    if a.json:
+        try:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return _error(f"--json {a.json}: cannot create its folder ({e})")
+    try:
+        sources = list_sources(a.val)
+    except (FileNotFoundError, OSError) as e:
+        return _error(f"--val: {e}")
+    try:
+        model = load_model(a.model, device=pick_device(a.device))
+    except (ModelLoadError, ValueError) as e:
+        return _error(str(e))
+    skipped = {"corrupt": 0, "grey": 0}
+
+    def batches() -> Iterable[torch.Tensor]:
+        for x, corrupt, grey in make_loader(sources, a.store_size, a.batch, a.workers):
+            skipped["corrupt"] += len(corrupt)
+            skipped["grey"] += len(grey)
+            yield x
+
+    result = evaluate(model, batches(), a.size) if sources else {"images": 0}
+    if not result.get("images"):
+        why = f"{len(sources)} files: {skipped['corrupt']} unreadable, {skipped['grey']} grey" if sources else "no image files"
+        return _error(f"no usable val images in {a.val} ({why})", 1)
+    # strict JSON: a figure that could not be computed is null, never NaN
+    figures = {k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in result.items()}
+    text = json.dumps(figures, indent=1, allow_nan=False)
     print(text)
     if a.json:
         with open(a.json, "w") as f:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +34,12 @@ __all__ = ["classes_file", "dataset_histogram", "load_classes", "plot_classes"]
 MAP_SIZE = 56  # class map side the paper counts on (224 / 4)
 
 
+def default_workers() -> int:
+    """Decoding processes: 4, or fewer when this process may use fewer cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, cores or 1)
+
+
 class _HistogramDataset(ImageDataset):
     """Item ``i``: (G^2 int64 counts of image ``i``, status). Counting happens on the
     worker, so the histogram is parallel over ``--workers`` processes."""
@@ -41,7 +49,7 @@ class _HistogramDataset(ImageDataset):
         self.codec = ColorClasses(bin_size)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, status = super().__getitem__(i)
+        x, status = super().__getitem__(i)[:2]
         if status != OK:
             return torch.zeros(self.codec.num_bins, dtype=torch.long), status
         ab = F.avg_pool2d(rgb_to_lab(x[None].float() / 255.0)[:, 1:], 4)
@@ -53,12 +61,14 @@ def _sum(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, list[int]
 
 
 def dataset_histogram(
-    sources: Sequence[Source], bin_size: int = 6, workers: int = 4, chunk: int = 32, progress: bool = True
+    sources: Sequence[Source], bin_size: int = 6, workers: int | None = None, chunk: int = 32, progress: bool = True
 ) -> tuple[torch.Tensor, dict[str, int]]:
-    """G^2 histogram over ``sources`` -> (int64 counts ``(G^2,)``, {"images", "corrupt", "grey"})."""
+    """G^2 histogram over ``sources`` -> (int64 counts ``(G^2,)``, {"images", "corrupt", "grey"}).
+    ``workers``: decoding processes (default :func:`default_workers`)."""
     from tqdm.auto import tqdm
 
     ds = _HistogramDataset(sources, bin_size)
+    workers = default_workers() if workers is None else workers
     order = [list(range(i, min(i + chunk, len(ds)))) for i in range(0, len(ds), chunk)]
     loader = DataLoader(ds, batch_sampler=order, num_workers=workers, collate_fn=_sum)
     counts = torch.zeros(ds.codec.num_bins, dtype=torch.long)
@@ -122,6 +132,11 @@ def plot_classes(counts: torch.Tensor, classes: ColorClasses, path: str | Path, 
     plt.close(fig)
 
 
+def _error(msg: str, code: int = 2) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.stats", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="images: folder, .tar, .txt list, or glob / brace range of tar shards")
@@ -130,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep bins with at least this share of all samples (paper: 500 / 109,885,440)")
     p.add_argument("--out", default="classes.json", help="the kept class set (JSON)")
     p.add_argument("--plot", help="also draw the class grid to this PNG")
-    p.add_argument("--workers", type=int, default=4, help="decoding and counting processes")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="decoding and counting processes (default: 4, at most the usable CPU cores)")
     p.add_argument("--max-images", type=int, default=0, help="count at most this many images (seeded sample)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -138,13 +154,29 @@ def main(argv: list[str] | None = None) -> int:
         ColorClasses(a.bin_size)  # validates the bin size before any work
     except ValueError as e:
         p.error(str(e))
-    sources = list_sources(a.data)
+    if a.workers < 0 or a.max_images < 0 or not 0 <= a.min_fraction < 1:
+        return _error("--workers and --max-images must not be negative, --min-fraction must be in [0, 1)")
+    try:
+        sources = list_sources(a.data)
+    except (FileNotFoundError, OSError) as e:
+        return _error(str(e))
+    if not sources:
+        return _error(f"{a.data}: no images found")
+    for option, path in (("--out", a.out), ("--plot", a.plot)):  # before the histogram, not after it
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            return _error(f"{option} {path} is a folder; give a file name")
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return _error(f"{option} {path}: cannot create its folder ({e})")
     if a.max_images and len(sources) > a.max_images:
         sources = sorted(random.Random(a.seed).sample(sources, a.max_images), key=lambda s: s.name)
     counts, seen = dataset_histogram(sources, a.bin_size, a.workers)
     if seen["images"] == 0:
-        print(f"error: none of the {len(sources)} images of {a.data} is a usable colour image")
-        return 1
+        return _error(f"none of the {len(sources)} images of {a.data} is a usable colour image "
+                      f"({seen['corrupt']} corrupt, {seen['grey']} grey)", 1)
     cfg = classes_file(counts, a.bin_size, a.min_fraction, {"data": str(a.data), **seen})
     Path(a.out).write_text(json.dumps(cfg))
     print(f"{a.out}: K = {cfg['K']} of {cfg['num_bins']} classes kept (min fraction {a.min_fraction:.3g}) "

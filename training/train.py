@@ -17,8 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import random
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,6 +30,8 @@ import numpy as np
 import torch
 
 from ccc_nodes.classes import PAPER_MIN_FRACTION, ColorClasses
+from ccc_nodes.hub import ModelLoadError
+from ccc_nodes.images import IMAGE_SUFFIXES
 from ccc_nodes.loss import REBALANCING, RebalancedLoss
 from ccc_nodes.modeling import CCCNet
 from ccc_nodes.modeling.ccc import PAPER_DECODER
@@ -41,16 +46,29 @@ from training.stats import dataset_histogram, load_classes
 
 CHECKPOINT = "checkpoint.pt"
 STEADY_AFTER = 20  # steps excluded from the steady-state images/s
+STOP_CHECK_EVERY = 10  # DDP: steps between the ranks' agreement on stopping (a host sync)
+MAX_EMPTY_BATCHES = 100  # consecutive batches without one usable image: the data is unusable
+# Options a resumed run may change; any other must equal the checkpoint's (same trajectory).
+RESUMABLE = {"steps", "time_budget", "val", "eval_every", "eval_images", "sample_every", "log_every", "ckpt_every",
+             "tensorboard", "progress", "workers", "data_mode", "memory_gb", "threads", "device", "resume", "config",
+             "save_dtype", "name", "push_to_hub", "private", "compile", "stats_images"}
+
+
+class TrainError(Exception):
+    """A problem with the options or the data, reported as one line."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--config", help="YAML or JSON file of options (keys as below, - or _); the command line overrides it")
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="training images: folder, .tar, .txt file list, or glob / {000..099} range of tar shards")
+    g.add_argument("--data", help="required: training images: folder, .tar, .txt file list, or glob / {000..099} "
+                                  "range of tar shards")
     g.add_argument("--val", help="validation images (same forms); evaluated during and after training")
-    g.add_argument("--out", help="output folder: the model (config.json, model.safetensors, README.md), checkpoint.pt, tb/")
+    g.add_argument("--out", help="required: output folder: the model (config.json, model.safetensors, README.md), "
+                                 "checkpoint.pt, tb/")
     g.add_argument("--data-mode", choices=("auto", "memory", "stream"), default="auto",
                    help="memory: decode once and hold; stream: decode every batch on --workers processes; "
                         "auto: memory when the decoded shard fits in --memory-gb")
@@ -65,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data: kept set from the training data's histogram (Eq. 12); all: every G^2 bin (Fig. 3); "
                         "or a JSON file from python -m training.stats")
     g.add_argument("--min-fraction", type=float, default=PAPER_MIN_FRACTION, help="with --classes data: keep bins with at least this share of samples")
-    g.add_argument("--stats-images", type=int, default=5000, help="with --classes data when streaming: histogram over this many images per rank")
+    g.add_argument("--stats-images", type=int, default=5000,
+                   help="with --classes data when streaming: histogram over a seeded sample of this many images per rank")
     g = p.add_argument_group("model")
     g.add_argument("--encoder", default="densenet121", help="timm backbone (paper: densenet121)")
     g.add_argument("--decoder-channels", default=",".join(map(str, PAPER_DECODER)), help="three widths (Table IV: 1024,512,512)")
@@ -74,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rebalance", choices=REBALANCING, default="ccc", help="class rebalancing (Eq. 15; none; cic)")
     g.add_argument("--p", type=float, default=10.0, help="percentage p of Eq. 15 (paper: 10; 4 vivid, 16 softer)")
     g.add_argument("--batch", type=int, default=64, help="images per step per rank (paper: 64)")
-    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (the paper's was lost; METHOD.md s. 11)")
     g.add_argument("--betas", default="0.5,0.999", help="Adam betas (paper: 0.5,0.999)")
     g.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps")
     g.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning rate after the warm-up")
@@ -82,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time-budget", type=float, default=0, help="seconds of training (0: until --steps)")
     g.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto", help="auto: bf16 autocast on GPU, fp32 on CPU")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
-    g.add_argument("--device", default="auto")
+    g.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda, cuda:N; under "
+                                                     "torchrun each rank takes its local GPU")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 on a shared CPU)")
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("logging, checkpoints, export")
@@ -93,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True, help="write TensorBoard logs to OUT/tb")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     g.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints (and one at the end)")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists (else start)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt if it exists (else start); without it an existing checkpoint "
+                        "is never overwritten")
     g.add_argument("--save-dtype", choices=("fp32", "fp16"), default="fp32", help="dtype of the saved weights")
     g.add_argument("--name", default=None, help="model name for the card")
     g.add_argument("--push-to-hub", metavar="REPO", help="after training, upload the model folder to this Hub repo")
@@ -103,30 +125,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
     """A YAML or JSON mapping of option names to values, checked against the parser."""
+    if not Path(path).is_file():
+        raise TrainError(f"--config {path}: no such file")
     text = Path(path).read_text()
     if path.endswith(".json"):
-        cfg = json.loads(text)
+        try:
+            cfg = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TrainError(f"{path}: not valid JSON ({e})") from e
     else:
         import yaml
 
-        cfg = yaml.safe_load(text) or {}
+        try:
+            cfg = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise TrainError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
     if not isinstance(cfg, dict):
-        raise SystemExit(f"error: {path}: a config file holds one mapping of option: value")
+        raise TrainError(f"{path}: a config file holds one mapping of option: value")
     actions = {a.dest: a for a in parser._actions}
     out = {}
     for k, v in cfg.items():
         dest = k.replace("-", "_")
         if dest not in actions or dest in ("config", "help"):
-            raise SystemExit(f"error: {path}: unknown option {k!r} (see python -m training.train --help)")
+            raise TrainError(f"{path}: unknown option {k!r} (see python -m training.train --help)")
         if isinstance(v, list):
             v = ",".join(map(str, v))
         elif actions[dest].type is not None and v is not None and not isinstance(v, bool):
             try:
                 v = actions[dest].type(str(v) if actions[dest].type is not float else v)
             except ValueError as e:
-                raise SystemExit(f"error: {path}: {k}: {e}") from e
+                raise TrainError(f"{path}: {k}: {e}") from e
         if actions[dest].choices and v not in actions[dest].choices:
-            raise SystemExit(f"error: {path}: {k} must be one of {', '.join(map(str, actions[dest].choices))}, got {v!r}")
+            raise TrainError(f"{path}: {k} must be one of {', '.join(map(str, actions[dest].choices))}, got {v!r}")
         out[dest] = v
     return out
 
@@ -135,16 +165,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = build_parser()
     pre, _ = p.parse_known_args(argv)
     if pre.config:
-        p.set_defaults(**load_config(pre.config, p))
+        try:
+            p.set_defaults(**load_config(pre.config, p))
+        except TrainError as e:
+            p.error(str(e))
     args = p.parse_args(argv)
     for need in ("data", "out"):
         if not getattr(args, need):
             p.error(f"--{need} is required (on the command line or in --config)")
     if not args.steps and not args.time_budget:
         p.error("give --steps or --time-budget (or both: whichever ends first)")
-    if args.size % 32:
-        p.error("--size must be a multiple of 32")
+    for problem in _option_problems(args):
+        p.error(problem)
     return args
+
+
+def _option_problems(args: argparse.Namespace) -> list[str]:
+    """Everything about the options that can be checked before any image is read."""
+    problems = []
+    if args.size < 32 or args.size % 32:
+        problems.append(f"--size must be a positive multiple of 32, got {args.size}")
+    for name in ("batch", "log_every", "ckpt_every", "store_size"):
+        if getattr(args, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("steps", "time_budget", "eval_every", "sample_every", "max_images", "workers", "warmup", "threads"):
+        if getattr(args, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
+    if args.lr <= 0 or args.p <= 0:
+        problems.append("--lr and --p must be positive")
+    try:
+        betas = [float(b) for b in str(args.betas).split(",")]
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError
+    except ValueError:
+        problems.append(f"--betas takes two numbers in [0, 1) like 0.5,0.999, got {args.betas!r}")
+    try:
+        widths = [int(c) for c in str(args.decoder_channels).split(",")]
+        if len(widths) != 3 or min(widths) < 1:
+            raise ValueError
+    except ValueError:
+        problems.append(f"--decoder-channels takes three widths like 1024,512,512, got {args.decoder_channels!r}")
+    try:
+        ColorClasses(args.bin_size)
+    except ValueError as e:
+        problems.append(f"--bin-size: {e}")
+    import timm
+
+    if not timm.is_model(args.encoder):
+        problems.append(f"--encoder {args.encoder!r} is not a timm model name (e.g. densenet121, efficientnet_lite0)")
+    if args.init == "imagenet" and args.encoder != "efficientnet_lite0":
+        problems.append(f"--init imagenet is available for efficientnet_lite0 only; for {args.encoder} use scratch "
+                        "or a state-dict file")
+    elif args.init not in ("scratch", "imagenet") and not Path(args.init).is_file():
+        problems.append(f"--init {args.init!r}: use scratch, imagenet or a state-dict file that exists")
+    if args.classes not in ("data", "all") and not Path(args.classes).is_file():
+        problems.append(f"--classes {args.classes!r}: give data, all or a JSON file from python -m training.stats")
+    return problems
 
 
 def lr_at(step: int, frac: float, base: float, warmup: int, schedule: str = "cosine") -> float:
@@ -213,8 +289,75 @@ class _Log:
             self.tb.close()
 
 
+class _Stop:
+    """Ctrl-C / SIGTERM during training: finish the step, checkpoint, exit 128 + signal.
+    A second signal stops at once (the handlers are the defaults again)."""
+
+    def __init__(self, log: _Log):
+        self.signum: int | None = None
+        self.log = log
+        self.installed = False
+
+    def __enter__(self) -> _Stop:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+            self.old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+            self.installed = True
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        self._restore()
+        self.log.print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                       "(again to abort without one)")
+
+    def _restore(self) -> None:
+        if self.installed:
+            for sig, old in self.old.items():
+                signal.signal(sig, old)
+            self.installed = False
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+
+def _check_resume(state: dict, args: argparse.Namespace) -> None:
+    """A resumed run continues the same trajectory: refuse changed options that would
+    change it, naming each."""
+    before = state.get("args", {})
+    changed = [k for k, v in vars(args).items() if k not in RESUMABLE and k in before and before[k] != v]
+    if changed:
+        shown = "; ".join(f"--{k.replace('_', '-')} was {before[k]!r}, now {getattr(args, k)!r}" for k in changed)
+        raise TrainError(f"--resume continues the checkpoint's run with its options: {shown}. "
+                         "Use the checkpoint's values, or a new --out for a new run")
+
+
+def _command(argv: list[str] | None, world: int) -> str:
+    args = argv if argv is not None else sys.argv[1:]
+    launcher = f"torchrun --nproc-per-node {world} -m training.train" if world > 1 else "python -m training.train"
+    return f"{launcher} {shlex.join(args)}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command: options and data problems are one-line errors (exit 2), Ctrl-C before
+    training starts exits 130; ``CCC_DEBUG=1`` shows tracebacks instead."""
     args = parse_args(argv)
+    try:
+        return train(args, argv)
+    except (TrainError, FileNotFoundError, ValueError, ModelLoadError) as e:
+        if os.environ.get("CCC_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        if os.environ.get("CCC_DEBUG"):
+            raise
+        print("\ninterrupted before training started; nothing was saved", file=sys.stderr, flush=True)
+        return 130
+
+
+def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     t_start = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -225,25 +368,43 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(args.seed + d.rank)
     torch.manual_seed(args.seed)  # same initial weights on every rank
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    log = _Log(out, d.main, args.tensorboard)
     ckpt_path = out / CHECKPOINT
+    if ckpt_path.is_file() and not args.resume:
+        raise TrainError(f"{ckpt_path} holds a run already: add --resume to continue it, or choose another --out")
     state = load_checkpoint(ckpt_path) if args.resume and ckpt_path.is_file() else None
+    if state:
+        _check_resume(state, args)
+    log = _Log(out, d.main, args.tensorboard)
     if state:
         log.print(f"resuming from {ckpt_path} at step {state['step']}")
 
     # 1. Data: this rank's shard, held in memory or streamed through CPU decode workers.
     sources = list_sources(args.data)
+    if not sources:
+        raise TrainError(f"--data {args.data}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    val_sources = list_sources(args.val) if args.val else []
+    if args.val and not val_sources:
+        raise TrainError(f"--val {args.val}: no images found")
+    file_classes = load_classes(args.classes, args.bin_size) if args.classes not in ("data",) and not state else None
     if args.max_images and len(sources) > args.max_images:
         sources = sorted(random.Random(args.seed).sample(sources, args.max_images), key=lambda s: s.name)
     shard = dist.shard(sources, d)
+    if not shard:
+        raise TrainError(f"{len(sources)} images for {d.world} ranks: every rank needs at least one")
     mode = args.data_mode
     if mode == "auto":
         mode = "memory" if len(shard) * 3 * args.store_size**2 < args.memory_gb * 2**30 else "stream"
-    skipped = {"corrupt": 0, "grey": 0}
+    skipped = {"corrupt": 0, "grey": 0}  # memory mode: decoded once, counted once
+    skipped_ids: dict[str, set[int]] = {"corrupt": set(), "grey": set()}  # stream mode: by index
     images = None
     if mode == "memory":
-        images, _, skipped = load_images(shard, size=args.store_size, workers=args.workers, progress=args.progress and d.main)
+        if not args.progress:
+            log.print(f"decoding {len(shard)} images ...")
+        images, _, skipped = load_images(shard, size=args.store_size, workers=args.workers,
+                                         progress=args.progress and d.main)
         if device.type == "cuda":
             images = images.to(device)
         n_images = images.shape[0]
@@ -259,15 +420,18 @@ def main(argv: list[str] | None = None) -> int:
     elif args.classes == "data":
         if images is not None:
             counts = class_histogram(images, args.bin_size, size=224, device=device)
-        else:
-            counts, _ = dataset_histogram(shard[: args.stats_images], args.bin_size, args.workers, progress=args.progress and d.main)
+        else:  # a seeded sample, not the first files of the sorted list (often a few class folders)
+            sample = random.Random(args.seed + d.rank).sample(shard, min(args.stats_images, len(shard)))
+            counts, _ = dataset_histogram(sample, args.bin_size, args.workers, progress=args.progress and d.main)
         if d.enabled:
             counts = counts.to(device)
             torch.distributed.all_reduce(counts)
             counts = counts.cpu()
+        if counts.sum() == 0:
+            raise TrainError(f"--data {args.data}: no usable colour images to count classes over")
         classes = ColorClasses.from_histogram(counts, args.bin_size, args.min_fraction)
     else:
-        classes, counts = load_classes(args.classes, args.bin_size)
+        classes, counts = file_classes
         if counts is None and args.rebalance == "cic":  # cic needs whole-data class frequencies
             counts = class_histogram(images, args.bin_size, device=device) if images is not None else \
                 dataset_histogram(shard[: args.stats_images], args.bin_size, args.workers, progress=False)[0]
@@ -277,7 +441,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. The network (Tables III-IV).
     widths = [int(c) for c in str(args.decoder_channels).split(",")]
-    model = CCCNet(encoder=args.encoder, decoder_channels=widths, bin_size=classes.bin_size, kept=classes.kept.tolist())
+    model_config = {"encoder": args.encoder, "decoder_channels": widths, "bin_size": classes.bin_size,
+                    "kept": classes.kept.tolist()}
+    model = CCCNet(**model_config)
     init_desc = load_encoder_weights(model.encoder, args.encoder, args.init)
     model.to(device)
     if device.type == "cuda":
@@ -295,35 +461,43 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=betas,
                            fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
-    step, seen, elapsed, losses = 0, 0, 0.0, []
+    step, seen, drawn, elapsed, losses = 0, 0, 0, 0.0, []
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        step, seen, elapsed, losses = state["step"], state["seen"], state["elapsed"], state["losses"]
-        skipped = state["skipped"]
-        set_rng_state(state["rng"][d.rank] if d.rank < len(state["rng"]) else state["rng"][0])
+        step, elapsed, losses, skipped = state["step"], state["elapsed"], state["losses"], state["skipped"]
+        mine = state["ranks"][d.rank] if d.rank < len(state["ranks"]) else state["ranks"][0]
+        seen, drawn = mine["seen"], mine["drawn"]
+        skipped_ids = {k: set(v) for k, v in mine["skipped_ids"].items()}
+        set_rng_state(mine["rng"])
     train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if d.enabled else model
     forward = torch.compile(train_model) if args.compile else train_model
+    if args.compile:
+        log.print("torch.compile: the first steps compile the model (minutes on a CPU)")
 
     # Val: a few images in memory for evaluations and sample grids during training.
-    val_sources = list_sources(args.val) if args.val else []
-    val_cache = load_images(val_sources[: args.eval_images], args.store_size, workers=0, progress=False)[0] if val_sources and d.main else None
+    val_cache = load_images(val_sources[: args.eval_images], args.store_size, workers=0, progress=False)[0] \
+        if val_sources and d.main else None
     samples = (val_cache if val_cache is not None else images[:4].cpu() if images is not None else None)
+    last_ckpt = step
 
     def checkpoint() -> None:
-        rngs = d.gather(rng_state())
+        nonlocal last_ckpt
+        mine = {"rng": rng_state(), "seen": seen, "drawn": drawn,
+                "skipped_ids": {k: sorted(v) for k, v in skipped_ids.items()}}
+        ranks = d.gather(mine)
         if d.main:
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                         "step": step, "sampler": {"batches": step, "batch": args.batch, "images": n_images},
-                         "seen": seen, "elapsed": elapsed, "losses": losses, "skipped": skipped, "rng": rngs,
+                         "step": step, "elapsed": elapsed, "losses": losses, "skipped": skipped, "ranks": ranks,
                          "classes": classes.to_config(), "counts": counts, "args": vars(args)}, ckpt_path)
+        last_ckpt = step
 
-    # 4. Train. The sampler starts at the checkpoint's batch; augmentation is seeded per step.
-    sampler = EpochSampler(n_images, args.batch, seed=args.seed * 1_000 + d.rank, start=step)
+    # 4. Train. The sampler starts where the checkpoint left it; augmentation is seeded per step.
+    sampler = EpochSampler(n_images, args.batch, seed=args.seed * 1_000 + d.rank, start=drawn)
     if images is not None:
-        batches = ((images[idx], 0, 0) for idx in sampler.on(images.device))
+        batches = ((images[idx], [], []) for idx in sampler.on(images.device))
     else:
         batches = iter(make_loader(shard, args.store_size, args.batch, args.workers, sampler, pin=device.type == "cuda"))
     gen = torch.Generator(device=device)
@@ -331,66 +505,94 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=args.steps or None, initial=step, desc="train", unit="step", disable=not (args.progress and d.main))
-    t0, seen0 = time.time() - elapsed, seen
-    t_rate = time.time()
+    t0, seen0, t_rate = time.time() - elapsed, seen, time.time()
     step0, steady = step, None  # (time, samples) once the first STEADY_AFTER steps are behind
-    while True:
-        elapsed = time.time() - t0
-        frac = max(step / args.steps if args.steps else 0.0, elapsed / args.time_budget if args.time_budget else 0.0)
-        if d.any(frac >= 1.0, device) if args.time_budget else frac >= 1.0:
-            break
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, frac, args.lr, args.warmup, args.schedule)
-        x, n_corrupt, n_grey = next(batches)
-        skipped["corrupt"] += n_corrupt
-        skipped["grey"] += n_grey
-        if x.shape[0] == 0:
-            continue  # every image of this batch was unusable
-        gen.manual_seed(_step_seed(args.seed, d.rank, step))
-        x = augment(x.to(device, non_blocking=True), args.size, generator=gen)
-        L, target = lab_targets(x, classes)
-        if device.type == "cuda":
-            L = L.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = forward(L)
-        loss = loss_fn(logits, target)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        step += 1
-        seen += x.shape[0] * d.world
-        bar.update(1)
-        if step - step0 == STEADY_AFTER:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            steady = (time.time(), seen)
-        if d.main and (step % args.log_every == 0 or step == 1):
-            w = loss_fn.weights(target, classes.K)[torch.bincount(target.flatten(), minlength=classes.K) > 0]
-            rate = (seen - seen0) / max(time.time() - t_rate, 1e-9)
-            losses.append((step, loss.item()))
-            bar.set_postfix(loss=f"{losses[-1][1]:.3f}", img_s=f"{rate:.0f}")
-            log.scalars(step, "train", {"loss": losses[-1][1], "lr": opt.param_groups[0]["lr"], "img_per_s": rate,
-                                        "weight_min": w.min().item(), "weight_max": w.max().item()})
-        if d.main and val_cache is not None and args.eval_every and step % args.eval_every == 0:
-            log.scalars(step, "val", evaluate(model, val_cache.split(32), args.size, precision))
-        if d.main and samples is not None and args.sample_every and step % args.sample_every == 0:
-            log.image(step, "samples/grey-prediction-truth", sample_grid(model, samples[:4], args.size, precision))
-        if step % args.ckpt_every == 0:
+    with _Stop(log) as stop:
+        while True:
             elapsed = time.time() - t0
+            frac = max(step / args.steps if args.steps else 0.0, elapsed / args.time_budget if args.time_budget else 0.0)
+            done = frac >= 1.0 or stop.signum is not None
+            if d.enabled:  # time and signals are per process: the ranks agree, every few steps
+                last = bool(args.steps) and step >= args.steps  # the same step on every rank
+                done = d.any(done, device) if last or step % STOP_CHECK_EVERY == 0 else False
+            if done:
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, frac, args.lr, args.warmup, args.schedule)
+            for _ in range(MAX_EMPTY_BATCHES + 1):  # draw until a batch holds a usable image
+                x, corrupt, grey = next(batches)
+                drawn += 1
+                skipped_ids["corrupt"].update(corrupt)
+                skipped_ids["grey"].update(grey)
+                if x.shape[0]:
+                    break
+            else:
+                raise TrainError(f"{MAX_EMPTY_BATCHES} batches in a row held no usable image "
+                                 f"({len(skipped_ids['corrupt'])} corrupt, {len(skipped_ids['grey'])} grey files so far)"
+                                 f": check --data {args.data}")
+            gen.manual_seed(_step_seed(args.seed, d.rank, step))
+            x = augment(x.to(device, non_blocking=True), args.size, generator=gen)
+            L, target = lab_targets(x, classes)
+            if device.type == "cuda":
+                L = L.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                logits = forward(L)
+            loss = loss_fn(logits, target)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            seen += x.shape[0]
+            bar.update(1)
+            if step - step0 == STEADY_AFTER:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                steady = (time.time(), seen)
+            if d.main and (step % args.log_every == 0 or step == 1):
+                w = loss_fn.weights(target, classes.K)[torch.bincount(target.flatten(), minlength=classes.K) > 0]
+                rate = (seen - seen0) * d.world / max(time.time() - t_rate, 1e-9)
+                losses.append((step, loss.item()))
+                lr = opt.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{losses[-1][1]:.3f}", img_s=f"{rate:.0f}")
+                if not args.progress:
+                    log.print(f"step {step}{f'/{args.steps}' if args.steps else ''}  loss {losses[-1][1]:.4f}  "
+                              f"lr {lr:.2e}  {rate:.1f} img/s  {time.time() - t0:.0f} s")
+                log.scalars(step, "train", {"loss": losses[-1][1], "lr": lr, "img_per_s": rate,
+                                            "weight_min": w.min().item(), "weight_max": w.max().item()})
+            if d.main and val_cache is not None and args.eval_every and step % args.eval_every == 0:
+                log.scalars(step, "val", evaluate(model, val_cache.split(32), args.size, precision))
+            if d.main and samples is not None and args.sample_every and step % args.sample_every == 0:
+                log.image(step, "samples/grey-prediction-truth", sample_grid(model, samples[:4], args.size, precision))
+            if step % args.ckpt_every == 0:
+                elapsed = time.time() - t0
+                checkpoint()
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.time() - t0
+        if step != last_ckpt or not ckpt_path.is_file():
             checkpoint()
-    bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.time() - t0
-    checkpoint()
-    ranks = d.gather({"rank": d.rank, "images": n_images, "skipped": skipped,
+    interrupted = stop.signum is not None
+    if d.enabled:  # a signal to any rank stopped them all
+        interrupted = d.any(interrupted, device)
+    ranks = d.gather({"rank": d.rank, "images": n_images, "seen": seen, "skipped": skipped,
+                      "skipped_ids": {k: len(v) for k, v in skipped_ids.items()},
                       "param_sum": float(sum(p.detach().double().sum() for p in model.parameters()))})
+    total_seen = sum(r["seen"] for r in ranks)
     train_s = max(elapsed, 1e-9)
     # steady: the rate after the first steps (cuDNN autotuning, compilation, allocator warm-up)
-    steady_rate = (seen - steady[1]) / max(t0 + elapsed - steady[0], 1e-9) if steady and seen > steady[1] else None
-    log.print(f"trained {step} steps, {seen} samples in {train_s:.0f} s ({seen / train_s:.0f} img/s"
+    steady_rate = (seen - steady[1]) * d.world / max(t0 + elapsed - steady[0], 1e-9) \
+        if steady and seen > steady[1] else None
+    log.print(f"trained {step} steps, {total_seen} samples in {train_s:.0f} s ({total_seen / train_s:.0f} img/s"
               + (f"; {steady_rate:.0f} after the first {STEADY_AFTER} steps)" if steady_rate else ")"))
+    if interrupted:
+        signum = stop.signum or signal.SIGTERM
+        log.print(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint {ckpt_path} saved: "
+                  "the same command with --resume continues the run")
+        d.close()
+        log.close()
+        return 128 + signum
     if not d.main:
         d.close()
         return 0
@@ -399,26 +601,30 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     save_model = model
     if args.save_dtype == "fp16":
-        save_model = CCCNet(**model._hub_mixin_config).half()
+        save_model = CCCNet(**model_config).half()
         save_model.load_state_dict(model.state_dict())
     save_model.save_pretrained(out)
     reloaded = CCCNet.from_pretrained(str(out)).to(device).eval()
-    result = {"steps": step, "samples": seen, "train_seconds": round(train_s, 1), "img_per_s": round(seen / train_s, 1),
+    skipped_total = {k: sum(r["skipped"][k] + r["skipped_ids"][k] for r in ranks) for k in ("corrupt", "grey")}
+    result = {"steps": step, "samples": total_seen, "train_seconds": round(train_s, 1),
+              "img_per_s": round(total_seen / train_s, 1),
               "img_per_s_steady": None if steady_rate is None else round(steady_rate, 1),
               "parameters": n_params, "K": classes.K, "num_bins": classes.num_bins, "train_images": len(sources),
-              "skipped": skipped["corrupt"] + skipped["grey"], "skipped_detail": skipped, "data_mode": mode,
-              "world_size": d.world, "ranks": ranks, "precision": precision}
+              "skipped": sum(skipped_total.values()), "skipped_detail": skipped_total, "data_mode": mode,
+              "world_size": d.world, "ranks": ranks, "precision": precision, "resumed": state is not None}
     if val_sources:
         loader = make_loader(val_sources, args.store_size, 32, args.workers)
         val = evaluate(reloaded, (x for x, _, _ in loader), args.size, precision)
-        result["val"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in val.items()}
-        log.print("val: " + ", ".join(f"{k} {v}" for k, v in result["val"].items()))
-        log.scalars(step, "val", val)
+        if val.get("images"):
+            result["val"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in val.items()}
+            log.print("val: " + ", ".join(f"{k} {v}" for k, v in result["val"].items()))
+            log.scalars(step, "val", val)
+        else:
+            log.print(f"val: no usable image in {args.val}; no val figures")
     if samples is not None:
         log.image(step, "samples/grey-prediction-truth", sample_grid(reloaded, samples[:4], args.size, precision))
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
-    result.update(machine=machine, wall_seconds=round(time.time() - t_start, 1),
-                  command="python -m training.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result.update(machine=machine, wall_seconds=round(time.time() - t_start, 1), command=_command(argv, d.world),
                   args=vars(args), init=init_desc, loss_curve=losses)
     (out / "training.json").write_text(json.dumps(result, indent=1))
     write_model_card(out, result)
