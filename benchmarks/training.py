@@ -8,7 +8,8 @@ In one process, on one device:
    the device (L and class targets made once) - the ceiling;
 2. full: ``python -m training.train`` itself (streaming data: CPU decode workers,
    transfer, random resized crop and flip, Lab and class targets on the device, then the
-   same step), its images/s as it reports them;
+   same step): images/s over ``--steps`` steps, from two runs (``--warmup`` and
+   ``--warmup + --steps`` steps) so the first steps' start-up is subtracted;
 3. model-only again, so drift in a shared machine's load shows;
 4. the data pipeline alone (no model): the most the loader can feed.
 

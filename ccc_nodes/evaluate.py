@@ -13,7 +13,7 @@ with the image of DIR that has the same relative path and name, or that name plu
 ``.png`` (what ``ccc colorize`` writes for ``x.gif``: ``x.gif.png``), or else the same
 stem with any image suffix.
 
-Grey ground truths (uint8 R, G, B within 3 of each other everywhere, the rule training
+Grey ground truths (uint8 max |R - G| and max |G - B| at most 3, the rule training
 uses to skip grey photos) and images whose shorter side is under 32 px are not scored:
 their class metrics mean nothing (one GT class makes CNR the number of predicted
 classes). They are listed with the reason, as unreadable files and missing predictions are.
@@ -29,7 +29,7 @@ Python::
 
     from ccc_nodes.evaluate import evaluate_folder
     result = evaluate_folder("val/", colorizer=Colorizer(), harmonize="classical")
-    result.rows     # {"CCC++": {...}, "CCC++ + harmonisation (classical:felzenszwalb)": {...}}
+    result.rows     # {"CCC++": {...}, "CCC++ + harmonisation (classical)": {...}}
 """
 
 from __future__ import annotations
@@ -52,14 +52,22 @@ from .harmonize import HARMONIZE_DEFAULTS
 from .harmonize import harmonize as harmonize_prediction
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image, to_rgb
 from .masks import SamLoadError, generate_masks, grey_image, load_sam, overlay
-from .metrics import ColorMetrics, MetricUnavailable, load_fid_features, load_lpips, markdown_table, metric_classes
+from .metrics import (
+    GREY_TOLERANCE,
+    ColorMetrics,
+    MetricUnavailable,
+    is_grey,
+    load_fid_features,
+    load_lpips,
+    markdown_table,
+    metric_classes,
+)
 
 __all__ = ["EvalResult", "add_parser", "check_size", "eval_crop", "evaluate_folder", "is_grey", "write_report"]
 
 HARMONIZE_CHOICES = ("none", "classical", "sam")
 MIN_SIDE = 32  # images with a shorter side under this are not scored
 MIN_SIZE = 32  # the smallest evaluation size
-GREY_TOLERANCE = 3  # uint8 levels: training's rule for grey photos (training/data.py)
 
 
 def check_size(size: Any) -> None:
@@ -68,13 +76,6 @@ def check_size(size: Any) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE or size % 4:
         raise ValueError(f"the evaluation size must be a multiple of 4 of at least {MIN_SIZE} "
                          f"(class maps are taken at 1/4 of it), got {size!r}")
-
-
-def is_grey(rgb: torch.Tensor, tol: int = GREY_TOLERANCE) -> bool:
-    """Whether sRGB ``(3, H, W)`` in [0, 1] is grey: its uint8 levels have
-    max |R - G| and max |G - B| at most ``tol`` (training skips such photos)."""
-    x = torch.round(rgb.clamp(0, 1) * 255).to(torch.int16)
-    return bool((x[0] - x[1]).abs().max() <= tol and (x[1] - x[2]).abs().max() <= tol)
 
 
 def eval_crop(image: Any, size: int = 256, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
@@ -291,7 +292,7 @@ def evaluate_folder(
                 continue
             if is_grey(gt):  # nothing to score colours against (training skips these too)
                 greys.append(str(g))
-                skipped.append((str(g), f"grey ground truth (R, G, B within {GREY_TOLERANCE} levels everywhere): "
+                skipped.append((str(g), f"grey ground truth (|R - G| and |G - B| at most {GREY_TOLERANCE} levels everywhere): "
                                         "no colours to score against"))
                 bar.update(1)
                 continue

@@ -62,6 +62,7 @@ __all__ = [
     "colorfulness",
     "compare",
     "frechet_distance",
+    "is_grey",
     "load_fid_features",
     "load_lpips",
     "markdown_table",
@@ -74,6 +75,17 @@ __all__ = [
 
 # Order of the columns in tables (Table VI's order, then colourfulness).
 METRIC_NAMES = ("mse", "psnr", "ssim", "lpips", "uiqi", "fid", "cnr", "ccar", "ccar_gt", "tar", "cf", "cf_gt", "delta_cf")
+
+
+GREY_TOLERANCE = 3  # uint8 levels: training's rule for grey photos (training/data.py)
+
+
+def is_grey(rgb: torch.Tensor, tol: int = GREY_TOLERANCE) -> bool:
+    """Whether sRGB ``(3, H, W)`` in [0, 1] is grey: its uint8 levels have
+    max |R - G| and max |G - B| at most ``tol`` (training skips such photos; against a
+    grey reference CNR counts predicted classes and TAR means nothing)."""
+    x = torch.round(rgb.clamp(0, 1) * 255).to(torch.int16)
+    return bool((x[0] - x[1]).abs().max() <= tol and (x[1] - x[2]).abs().max() <= tol)
 
 
 # PSNR of identical images: MSE is floored at 1e-10 (peak 1), i.e. 100 dB.

@@ -39,7 +39,7 @@ from .cache import ModelCache
 from .harmonize import HARMONIZE_DEFAULTS, harmonize
 from .hub import DEFAULT_MODEL, ModelLoadError
 from .masks import SAM_MODEL_TYPES, MaskSet, generate_masks, given_masks, overlay
-from .metrics import METRIC_NAMES, ColorMetrics, markdown_table, metric_classes
+from .metrics import METRIC_NAMES, ColorMetrics, is_grey, markdown_table, metric_classes
 from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, class_map_rgb, pick_device
 
 __all__ = [
@@ -427,6 +427,9 @@ class CCCSAMHarmonize:
         return (ClassBatch(out), _to_image(shown))
 
 
+GREY_REFERENCE_NA = ("cnr", "tar")  # the metrics that compare with the reference's classes
+
+
 class CCCMetrics:
     """IMAGE + reference IMAGE -> a table of the paper's metrics, shown on the node."""
 
@@ -459,15 +462,23 @@ class CCCMetrics:
                                                  align_corners=False)
         gt = gt.expand(pred.shape[0], -1, -1, -1)
         classes, _ = metric_classes(ccc_model.classes if ccc_model is not None else None)
-        rows, total = {}, ColorMetrics(classes)
+        rows, total, grey = {}, ColorMetrics(classes), []
         for i in range(pred.shape[0]):
             one = ColorMetrics(classes)
             one.update(pred[i : i + 1], gt[i : i + 1])
-            total.update(pred[i : i + 1], gt[i : i + 1])
-            rows[f"image {i + 1}"] = one.compute()
-        if pred.shape[0] > 1:
-            rows["all"] = total.compute()
+            rows[f"image {i + 1}"] = row = one.compute()
+            if is_grey(gt[i]):  # one reference class: CNR would count predicted classes, TAR means nothing
+                grey.append(i + 1)
+                row.update({k: None for k in GREY_REFERENCE_NA})
+            else:
+                total.update(pred[i : i + 1], gt[i : i + 1])
+        if pred.shape[0] > 1 and len(grey) < pred.shape[0]:
+            rows["all" if not grey else "all colour references"] = total.compute()
         table = markdown_table(rows, [k for k in METRIC_NAMES if k not in ("lpips", "fid")])
+        if grey:
+            table += (f"\n\nReference {', '.join(map(str, grey))} is grey: there are no colours to score against, "
+                      "so CNR and TAR are n/a there" + (" and it is left out of 'all'." if len(rows) > len(grey) else
+                      ". Connect the colour original as the reference."))
         return {"ui": {"text": [table]}, "result": (table,)}
 
 

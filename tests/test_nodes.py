@@ -308,3 +308,20 @@ def test_prediction_objects_flow_unchanged(colorizer, batch):
     (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, batch[:2], 64)
     assert all(isinstance(p, Prediction) for p in classes.predictions)
     assert classes.classes == colorizer.classes
+
+
+def test_metrics_against_a_grey_reference_say_so_instead_of_scoring_classes(batch):
+    grey = batch.mean(dim=-1, keepdim=True).expand(-1, -1, -1, 3).contiguous()
+    mixed = torch.cat([batch[:1], grey[1:2]])  # a colour reference and a grey one
+    table = N.CCCMetrics().measure(batch[:2], mixed)["result"][0]
+    lines = table.splitlines()
+    heads = [h.strip() for h in lines[0].split("|")[2:-1]]
+    rows = {ln.split("|")[1].strip(): dict(zip(heads, [c.strip() for c in ln.split("|")[2:-1]], strict=True))
+            for ln in lines[2:] if ln.startswith("| ")}
+    assert float(rows["image 1"]["CNR"]) == 1 and float(rows["image 1"]["TAR"]) == 100
+    assert rows["image 2"]["CNR"] == rows["image 2"]["TAR"] == "n/a"
+    assert float(rows["image 2"]["MSE"]) > 0  # the pixel metrics still stand
+    assert float(rows["all colour references"]["CNR"]) == 1  # the grey one is left out of the total
+    assert "Reference 2 is grey" in table
+    only_grey = N.CCCMetrics().measure(batch[1:2], grey[1:2])["result"][0]
+    assert "Connect the colour original" in only_grey

@@ -15,7 +15,7 @@ store size ``S`` (shorter side resized, centre square):
 Both draw batches with :class:`EpochSampler`: a seeded permutation per epoch, resumable
 at any batch. On the training device :func:`augment` makes the random resized crop and
 flip (one ``grid_sample``) and :func:`lab_targets` the L input and class targets.
-Corrupt and grey images are counted and skipped, never fatal.
+Corrupt and grey images are counted and skipped, never fatal unless no usable image is left.
 """
 
 from __future__ import annotations

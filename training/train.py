@@ -1,6 +1,6 @@
 """Train a CCC++ model: CPU, one GPU, or many under torchrun (DDP).
 
-    python -m training.train --data ../shared/data/train --val ../shared/data/val --out runs/densenet
+    python -m training.train --data photos/train --val photos/val --out runs/densenet --time-budget 3600
     python -m training.train --config training/configs/paper.yaml --data 'places/train-{000..127}.tar' --out runs/p
     torchrun --standalone --nproc-per-node 8 -m training.train --config training/configs/paper.yaml ...
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train the candidates for the embedded default model on one GPU, evaluate each on val,
 # and keep the best (see pick_default.py). Data packed beforehand with training.pack:
-#   python -m training.pack ../shared/data/train .pack/train.tar --size 224 --quality 72 --max-mb 47
-#   python -m training.pack ../shared/data/val .pack/val.tar --keep
+#   python -m training.pack photos/train .pack/train.tar --size 224 --quality 72 --max-mb 47
+#   python -m training.pack photos/val .pack/val.tar --keep
 # Usage: bash training/recipes/default_candidates.sh PACK_DIR OUT_DIR [SECONDS]
 set -euo pipefail
 pack=$1; out=$2; secs=${3:-130}

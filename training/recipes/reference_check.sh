@@ -4,8 +4,8 @@
 # with ccc (p = 10) and with no rebalancing, each evaluated on val at 224 px and compared
 # with its reference row (reference_check.py); then the throughput benchmark at batch 256.
 # Data packed beforehand, as for default_candidates.sh:
-#   python -m training.pack ../shared/data/train .pack/train.tar --size 224 --quality 72 --max-mb 47
-#   python -m training.pack ../shared/data/val .pack/val.tar --keep
+#   python -m training.pack photos/train .pack/train.tar --size 224 --quality 72 --max-mb 47
+#   python -m training.pack photos/val .pack/val.tar --keep
 # Usage: bash training/recipes/reference_check.sh PACK_DIR OUT_DIR [SECONDS [EXTRA TRAIN FLAGS...]]
 # Results: OUT_DIR/compare.md, OUT_DIR/bench.json, OUT_DIR/<run>/training.json and README.md.
 # BENCH=0 skips the benchmark; BENCH_STEPS (default 40) sets its timed steps.
