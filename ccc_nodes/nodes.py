@@ -476,8 +476,9 @@ class CCCMetrics:
             rows["all" if not grey else "all colour references"] = total.compute()
         table = markdown_table(rows, [k for k in METRIC_NAMES if k not in ("lpips", "fid")])
         if grey:
-            table += (f"\n\nReference {', '.join(map(str, grey))} is grey: there are no colours to score against, "
-                      "so CNR and TAR are n/a there" + (" and it is left out of 'all'." if len(rows) > len(grey) else
+            which = f"Reference {grey[0]} is" if len(grey) == 1 else f"References {', '.join(map(str, grey))} are"
+            table += (f"\n\n{which} grey: there are no colours to score against, "
+                      "so CNR and TAR are n/a there" + (", and 'all colour references' leaves it out." if len(rows) > len(grey) else
                       ". Connect the colour original as the reference."))
         return {"ui": {"text": [table]}, "result": (table,)}
 
