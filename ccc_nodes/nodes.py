@@ -478,7 +478,8 @@ class CCCMetrics:
         if grey:
             which = f"Reference {grey[0]} is" if len(grey) == 1 else f"References {', '.join(map(str, grey))} are"
             table += (f"\n\n{which} grey: there are no colours to score against, "
-                      "so CNR and TAR are n/a there" + (", and 'all colour references' leaves it out." if len(rows) > len(grey) else
+                      "so CNR and TAR are n/a there" + (f", and 'all colour references' leaves {'it' if len(grey) == 1 else 'them'} out."
+                                                     if len(rows) > len(grey) else
                       ". Connect the colour original as the reference."))
         return {"ui": {"text": [table]}, "result": (table,)}
 
