@@ -109,7 +109,7 @@ def _explain(e: Exception, target: str, revision: str | None, is_folder: bool) -
     if isinstance(e, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
         return ModelLoadError(
             f"could not get {', '.join(MODEL_FILES)} of Hub repo {target!r}{at}: it is not in the local "
-            f"Hugging Face cache and was not downloaded (offline or local files only; "
+            f"Hugging Face cache and was not downloaded (no network, or local files only; "
             f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). " + _manual_hint(target, revision)
         )
     if isinstance(e, errors.EntryNotFoundError):

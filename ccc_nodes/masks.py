@@ -22,7 +22,6 @@ keep a shorter side of :data:`MIN_SHORT_SIDE` px within ``max_side^2`` pixels in
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,7 +200,7 @@ def load_sam(
     sam = builder() if builder is not None else _build(model_type)
     try:
         sam.load_state_dict(_read_state(path))
-    except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on a file that is not a checkpoint
         raise SamLoadError(f"{path} is not a SAM {model_type} checkpoint (wrong model_type or a broken file?): {str(e)[:400]}") from e
     return sam.to(device).eval()
 
@@ -224,7 +223,8 @@ def _hub_file(repo_id: str, filename: str, hub: dict) -> Path:
     except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as e:
         raise SamLoadError(
             f"could not get {filename} of Hub repo {repo_id!r}{at}: it is not in the local Hugging Face cache "
-            f"and was not downloaded (offline: HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). {hint}"
+            f"and was not downloaded (no network, or local files only; "
+            f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). {hint}"
         ) from e
     except errors.EntryNotFoundError as e:
         raise SamLoadError(f"Hub repo {repo_id!r}{at} has no file {filename!r}: pass filename=. {hint}") from e

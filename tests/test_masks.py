@@ -139,6 +139,9 @@ def test_load_sam_errors_say_what_to_do(sam, tmp_path):
     (tmp_path / "text.pth").write_text("not a checkpoint")
     with pytest.raises(SamLoadError, match="not a SAM"):
         load_sam(tmp_path / "text.pth", builder=tiny_sam)
+    (tmp_path / "lines.pth").write_text("root:x:0:0:root:/root:/bin/bash\nd:x:1:1::/:/bin/sh\n")  # torch.load: IndexError
+    with pytest.raises(SamLoadError, match="not a SAM"):
+        load_sam(tmp_path / "lines.pth", builder=tiny_sam)
 
 
 def test_classical_masks_partition_the_image(image):
