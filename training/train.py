@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ccc_nodes.classes import PAPER_MIN_FRACTION, ColorClasses
-from ccc_nodes.hub import ModelLoadError
+from ccc_nodes.hub import ModelLoadError, load_model
 from ccc_nodes.images import IMAGE_SUFFIXES
 from ccc_nodes.loss import REBALANCING, RebalancedLoss
 from ccc_nodes.modeling import CCCNet
@@ -604,7 +604,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         save_model = CCCNet(**model_config).half()
         save_model.load_state_dict(model.state_dict())
     save_model.save_pretrained(out)
-    reloaded = CCCNet.from_pretrained(str(out)).to(device).eval()
+    reloaded = load_model(out, device=device)  # what was saved, read back as users will
     skipped_total = {k: sum(r["skipped"][k] + r["skipped_ids"][k] for r in ranks) for k in ("corrupt", "grey")}
     result = {"steps": step, "samples": total_seen, "train_seconds": round(train_s, 1),
               "img_per_s": round(total_seen / train_s, 1),
