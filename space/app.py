@@ -10,27 +10,36 @@ Run locally::
 
 Environment: ``CCC_SPACE_MODEL`` (the model the page starts with and the examples use),
 ``CCC_SPACE_SAM`` / ``CCC_SPACE_SAM_TYPE`` (SAM checkpoint for harmonisation; else an
-official ``sam_vit_*.pth`` beside this file), ``CCC_SPACE_MAX_PIXELS`` (largest photo
-accepted), ``PORT`` / ``GRADIO_SERVER_PORT`` and ``GRADIO_SERVER_NAME`` (where to listen).
-On a Hugging Face Space with ZeroGPU the network runs under ``@spaces.GPU``; without the
-``spaces`` package or a GPU it runs on the CPU, unchanged.
+official ``sam_vit_*.pth`` beside this file), ``CCC_SPACE_LOCKED=1`` (a public page: the
+model and SAM boxes are fixed to these, whatever a visitor sends), ``CCC_SPACE_MAX_PIXELS``
+(largest photo accepted), ``PORT`` / ``GRADIO_SERVER_PORT`` and ``GRADIO_SERVER_NAME``
+(where to listen). On a Hugging Face Space with ZeroGPU the network runs under
+``@spaces.GPU``; without the ``spaces`` package or a GPU it runs on the CPU, unchanged.
+
+Messages in the page name the visitor's own inputs only: what the server has (or lacks)
+on its disk goes to the server log. Errors about a request are shown without a traceback
+in the log; anything unexpected is logged once, with its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import re
 import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page
 
 import gradio as gr
 import numpy as np
+import torch.nn.functional as F
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
@@ -45,15 +54,7 @@ from ccc_nodes.evaluate import eval_crop
 from ccc_nodes.harmonize import HARMONIZE_DEFAULTS, harmonize
 from ccc_nodes.hub import DEFAULT_MODEL
 from ccc_nodes.images import open_image, to_rgb
-from ccc_nodes.masks import (
-    SAM_CHECKPOINTS,
-    SAM_MODEL_TYPES,
-    SamLoadError,
-    generate_masks,
-    grey_image,
-    load_sam,
-    overlay,
-)
+from ccc_nodes.masks import SAM_CHECKPOINTS, SAM_MODEL_TYPES, generate_masks, grey_image, load_sam, overlay
 from ccc_nodes.metrics import MetricUnavailable, compare, load_lpips
 from ccc_nodes.pipeline import DECODE_MODES
 
@@ -61,27 +62,82 @@ try:  # ZeroGPU: a GPU is attached only inside functions decorated with spaces.G
     import spaces
 
     on_gpu = spaces.GPU(duration=60)
+    REPORT_FROM_DEVICE = False  # the decorated function runs in another process: no progress from inside
 except ImportError:  # anywhere else the function runs as it is, on whatever device torch sees
 
     def on_gpu(fn):
         return fn
+
+    REPORT_FROM_DEVICE = True
 
 
 log = logging.getLogger("ccc_space")
 
 MODEL_ENV = "CCC_SPACE_MODEL"
 SAM_ENV, SAM_TYPE_ENV = "CCC_SPACE_SAM", "CCC_SPACE_SAM_TYPE"  # SAM checkpoint (Hub repo id or file) and its type
+LOCKED_ENV = "CCC_SPACE_LOCKED"  # 1: model and SAM fixed to the configured ones (a public page)
 MAX_PIXELS = int(os.environ.get("CCC_SPACE_MAX_PIXELS", "40000000"))  # refuse larger photos
 MAX_FILE_SIZE = "50mb"  # Gradio refuses larger uploads before they reach the handler
 DISPLAY_SIDE = 1600  # longest side of the pictures shown in the page; the download is full size
+MIN_DISPLAY_SIDE = 256  # small photos are shown enlarged (nearest neighbour) to at least this short side
 CONCURRENCY = int(os.environ.get("CCC_SPACE_CONCURRENCY", "2"))  # requests run at once; others queue
 SIZES = (128, 768)  # input size slider range (multiples of 32; paper: 224)
+SIZE_STEP = 32  # the network takes multiples of this
+TEMPERATURE = 0.38  # annealed-mean temperature (Zhang et al. 2016), the slider's start
+# The other sliders: (minimum, maximum, step, label). run() checks what it is sent against these
+# itself (with a message and no traceback), so the sliders pass typed or API values on as they are.
+SLIDERS = {
+    "temperature": (0.05, 1.0, 0.01, "Temperature"),
+    "dominance": (0.05, 1.0, 0.05, "Dominance"),
+    "max_dev": (0, 60, 1, "Max deviation"),
+    "min_area": (0.0, 0.05, 0.0005, "Min mask area"),
+    "points_per_side": (4, 64, 4, "SAM points per side"),
+}
 HARMONIZE = ("off", "SAM", "classical")
 COLOUR_SPREAD = 4 / 255  # a photo is colour if its channels differ by more than this on average
 EVAL_SIDE = 256  # metrics protocol (METHOD.md s. 10): shorter side resized to 256, centre crop
+FORMAT_HINT = "Upload a JPEG, PNG, WebP, TIFF or BMP photo."
+LPIPS_NA = "LPIPS n/a (its weights are not installed on this server)"
 
 EXAMPLE_DIRS = [HERE / "examples", HERE.parent / "examples"]  # in a Space repo, or in this checkout
 OUT_DIR = Path(tempfile.mkdtemp(prefix="ccc-space-"))  # full-resolution downloads, kept an hour
+
+
+def locked() -> bool:
+    """Whether ``$CCC_SPACE_LOCKED`` fixes the model and SAM to the configured ones."""
+    return os.environ.get(LOCKED_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def user_error(message: str) -> gr.Error:
+    """An error about the request: shown in the page, no traceback in the server log."""
+    return gr.Error(message, print_exception=False)
+
+
+_logged: set = set()
+
+
+def log_once(key: tuple, message: str, *args, exc: BaseException | None = None) -> None:
+    """One warning line per ``key`` for the life of the server (the traceback only at debug level)."""
+    if key in _logged:
+        return
+    if len(_logged) > 1000:  # a bound, for pages where visitors type what they like
+        _logged.clear()
+    _logged.add(key)
+    log.warning(message, *args)
+    if exc is not None:
+        log.debug("details of: " + message, *args, exc_info=exc)
+
+
+def public_name(source: str) -> str:
+    """What the page shows for a model or checkpoint: a local path by its last part only."""
+    source = (source or "").strip()
+    if not source or source == DEFAULT_MODEL:
+        return source
+    path = Path(source).expanduser()
+    if path.is_absolute() or source.startswith(("./", "../", "~")) or path.exists():
+        return path.name
+    return source
+
 
 # ----------------------------------------------------------------------------- models
 
@@ -118,16 +174,17 @@ def default_sam() -> tuple[str, str]:
 
 
 def get_sam(checkpoint: str, model_type: str):
-    """A SAM model (``segment_anything.Sam``); raises :class:`SamLoadError`."""
+    """A SAM model (``segment_anything.Sam``); raises whatever loading it raised."""
     return cached(("sam", checkpoint, model_type), lambda: load_sam(checkpoint, model_type=model_type))
 
 
 def get_lpips():
-    """The LPIPS network, or the :class:`MetricUnavailable` saying why there is none."""
+    """The LPIPS network, or the :class:`MetricUnavailable` saying why there is none (logged once)."""
     def load():
         try:
             return load_lpips()
         except MetricUnavailable as e:
+            log.warning("LPIPS is unavailable, its rows show n/a: %s", e)
             return e
 
     return cached(("lpips",), load)
@@ -136,73 +193,167 @@ def get_lpips():
 # ----------------------------------------------------------------------------- inputs
 
 
-def read_photo(path: str | None) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """The uploaded file -> (RGB ``(H, W, 3)`` in [0, 1], reference RGB or None, name).
+def _pixel_count(path: str) -> int | None:
+    """The photo's pixel count from its header (nothing decoded); None if PIL cannot tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size[0] * im.size[1]
+    except Image.DecompressionBombError as e:  # over Pillow's own guard: the message holds the count
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        return int(found.group(1)) if found else MAX_PIXELS + 1
+    except Exception:  # noqa: BLE001 - not an image: open_image says what is wrong with it
+        return None
+
+
+def _too_big(name: str, pixels: int) -> str:
+    return f"{name}: the photo is {pixels / 1e6:.3g} MP; this Space takes up to {MAX_PIXELS / 1e6:.3g} MP: shrink it."
+
+
+def read_photo(path: str | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, str]:
+    """The uploaded file -> (RGB ``(H, W, 3)`` in [0, 1], reference RGB or None, alpha
+    ``(H, W)`` in [0, 1] or None, name).
 
     A colour photo is kept as the reference; the network only ever sees its L
     (METHOD.md s. 1). Raises :class:`gr.Error` with a message fit for the page.
     """
     if not path:
-        raise gr.Error("Upload a photo first, or click one of the examples.")
+        raise user_error("Upload a photo first, or click one of the examples.")
     name = Path(path).name
+    pixels = _pixel_count(path)
+    if MAX_PIXELS and pixels is not None and pixels > MAX_PIXELS:
+        raise user_error(_too_big(name, pixels))
     try:
-        rgb, _alpha = to_rgb(open_image(path, MAX_PIXELS), MAX_PIXELS)
+        rgb, alpha = to_rgb(open_image(path, MAX_PIXELS), MAX_PIXELS)
     except ImageError as e:
-        raise gr.Error(str(e).replace(str(path), name) + ". Upload a JPEG, PNG, WebP, TIFF or BMP photo.") from e
-    spread = float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+        text = str(e).replace(str(path), name)
+        if "refused" in text:  # a size refusal the header did not show
+            raise user_error(_too_big(name, pixels or MAX_PIXELS + 1)) from e
+        raise user_error(f"{text}. {FORMAT_HINT}") from e
+    step = max(1, int((rgb.shape[0] * rgb.shape[1] / 1e6) ** 0.5))  # about a million pixels decide
+    sample = rgb[::step, ::step]
+    spread = float((sample.max(axis=2) - sample.min(axis=2)).mean())
     reference = rgb if spread > COLOUR_SPREAD else None
-    return rgb, reference, name
+    return rgb, reference, alpha, name
 
 
-def _fit(image: np.ndarray | None, side: int = DISPLAY_SIDE) -> np.ndarray | None:
-    """Shrink a uint8 picture so its longest side is at most ``side`` (for display only)."""
-    if image is None or max(image.shape[:2]) <= side:
+def snap_size(value) -> int:
+    """A typed input size -> the nearest multiple of 32 within the slider's range."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise user_error(f"Input size must be a number, got {value!r}.") from None
+    if not math.isfinite(value):
+        raise user_error(f"Input size must be a number, got {value!r}.")
+    snapped = math.floor(value / SIZE_STEP + 0.5) * SIZE_STEP
+    return min(max(snapped, SIZES[0]), SIZES[1])
+
+
+def slider_number(name: str, value) -> float:
+    """A slider's value, checked against :data:`SLIDERS`; raises :class:`gr.Error` saying the range."""
+    lo, hi, _, label = SLIDERS[name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise user_error(f"{label} must be a number, got {value!r}.") from None
+    if not lo <= number <= hi:  # also refuses NaN
+        raise user_error(f"{label} must lie in [{lo:g}, {hi:g}], got {value!r}.")
+    return number
+
+
+def lenient(slider: gr.Slider) -> gr.Slider:
+    """Let the slider pass any value on: run() rounds or checks it itself, with a message and
+    no traceback (Gradio's own range check logs one). Set on the instance, as in photo_input."""
+    slider.preprocess = lambda value: value
+    return slider
+
+
+def display_size(h: int, w: int) -> tuple[int, int]:
+    """(H, W) of the pictures shown for a photo of ``h x w``: shrunk to a longest side of
+    :data:`DISPLAY_SIDE`, or a small photo enlarged by a whole factor to a shorter side of
+    at least :data:`MIN_DISPLAY_SIDE` (as far as :data:`DISPLAY_SIDE` allows)."""
+    if max(h, w) > DISPLAY_SIDE:
+        scale = DISPLAY_SIDE / max(h, w)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+    factor = min(math.ceil(MIN_DISPLAY_SIDE / min(h, w)), DISPLAY_SIDE // max(h, w))
+    return (h * factor, w * factor) if factor > 1 else (h, w)
+
+
+def _fit(image: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
+    """A uint8 picture at ``size = (H, W)`` for display: shrunk with Lanczos, enlarged with
+    nearest neighbour (so a tiny photo's pixels stay sharp)."""
+    if image is None or tuple(image.shape[:2]) == tuple(size):
         return image
     h, w = image.shape[:2]
-    scale = side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
+    resample = Image.NEAREST if size[0] >= h and size[1] >= w else Image.LANCZOS
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), resample))
 
 
-def _save_png(image: np.ndarray, stem: str) -> str:
-    """Write the full-resolution result for download; drop downloads older than an hour."""
+def _save_png(image: np.ndarray, stem: str, alpha: np.ndarray | None = None) -> str:
+    """Write the full-resolution result for download (with the photo's alpha, if it had
+    one); drop downloads older than an hour."""
     now = time.time()
     for old in OUT_DIR.glob("*.png"):
         if now - old.stat().st_mtime > 3600:
             old.unlink(missing_ok=True)
     path = OUT_DIR / f"{stem}-colour-{uuid.uuid4().hex[:8]}.png"
-    Image.fromarray(image).save(path)
+    picture = Image.fromarray(image, "RGB")
+    if alpha is not None:
+        picture.putalpha(Image.fromarray(np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8), "L"))
+    picture.save(path, compress_level=3)  # large photos: a little bigger, much faster than the default 6
     return str(path)
 
 
 # ----------------------------------------------------------------------------- the work
 
 
+def masks_name(source: str) -> str:
+    """A mask source id (``classical:felzenszwalb``, ``sam:vit_b``) in words."""
+    kind, _, detail = source.partition(":")
+    if kind == "classical":
+        return f"classical ({ {'felzenszwalb': 'Felzenszwalb', 'slic': 'SLIC'}.get(detail, detail)}) segmentation"
+    if kind == "sam":
+        return f"SAM ({detail}) masks" if detail.startswith("vit_") else "SAM masks"
+    return f"{source} masks"
+
+
 @on_gpu
 def colorize_on_device(
-    source: str, rgb: np.ndarray, size: int, decode: str, masks_from: str | None, params: dict, sam: tuple | None
+    source: str, rgb: np.ndarray, size: int, decode: str, temperature: float, masks_from: str | None,
+    params: dict, sam: tuple | None, shown: tuple[int, int], report=None,
 ) -> dict:
     """The network (and harmonisation) on the best device.
 
     Arguments:
       source: the model (already loaded into the cache by the caller).
       rgb: the photo ``(H, W, 3)`` in [0, 1] (only its L is used).
-      size, decode: the Colorizer's input size and decode mode.
+      size, decode, temperature: the Colorizer's input size, decode mode and annealed-mean
+        temperature.
       masks_from: None (no harmonisation), ``"sam"`` or ``"classical"``.
       params: harmonisation thresholds (:func:`ccc_nodes.harmonize.harmonize`) and
         ``points_per_side`` for SAM.
       sam: (checkpoint, type) of the SAM model when ``masks_from == "sam"`` (loaded into
         the cache by the caller).
+      shown: (H, W) of the display pictures: the grey picture and the class map are drawn
+        at that size (not at the photo's, then shrunk).
+      report: called with a stage name when harmonisation starts (None on ZeroGPU).
 
-    Returns plain arrays (ZeroGPU runs this in another process): ``grey`` and ``colour``
-    uint8 ``(H, W, 3)``, ``classes`` ``(1, h, w)``, ``masks`` (overlay picture or None),
-    ``note``.
+    Returns plain arrays (ZeroGPU runs this in another process): ``grey`` uint8 at
+    ``shown``, ``colour`` uint8 ``(H, W, 3)`` at full size, ``classes`` ``(1, h, w)``,
+    ``masks`` (overlay picture or None), ``note``.
     """
-    colorizer = Colorizer(get_model(source), size=size, decode=decode)
+    colorizer = Colorizer(get_model(source), size=size, decode=decode, temperature=temperature)
     pred = colorizer.predict(rgb)[0]
-    out = {"grey": grey_image(pred, None), "masks": None, "note": ""}
+    L = pred.L.float()
+    if tuple(L.shape[-2:]) != tuple(shown) and shown[0] <= L.shape[-2]:  # shrink; enlarging is _fit's
+        L = F.interpolate(L, size=tuple(shown), mode="bilinear", antialias=True, align_corners=False)
+    out = {"grey": grey_image(L, None), "masks": None, "note": ""}
     if masks_from is None:
-        return out | {"colour": to_uint8(pred.rgb(decode)[0].permute(1, 2, 0)), "classes": pred.class_map}
+        return out | {"colour": to_uint8(pred.rgb(decode, temperature)[0].permute(1, 2, 0)),
+                      "classes": pred.class_map}
+    if report is not None:
+        report("Harmonising")
     thresholds = {k: params[k] for k in ("min_area", "dominance", "max_dev")}
     if masks_from == "sam":
         net = get_sam(*sam).to(colorizer.device)
@@ -210,12 +361,12 @@ def colorize_on_device(
     else:
         masks = generate_masks(pred, "classical")
     result = harmonize(pred, masks, **thresholds)  # Algorithm 1 (METHOD.md s. 9)
-    note = (f"Harmonised with {result.source} masks: {result.masks_used} of {len(masks)} masks had a dominant "
-            f"class; {result.changed:.1%} of the pixels were recoloured.")
+    note = (f"Harmonised with {masks_name(result.source)}: {result.masks_used} of {len(masks)} masks had a "
+            f"dominant class; {result.changed:.1%} of the pixels were recoloured.")
     return out | {
-        "colour": to_uint8(result.rgb(decode)[0].permute(1, 2, 0)),
+        "colour": to_uint8(result.rgb(decode, temperature)[0].permute(1, 2, 0)),
         "classes": result.harmonized_classes,
-        "masks": np.asarray(overlay(pred, masks)),
+        "masks": np.asarray(overlay(L, masks)),
         "note": note,
     }
 
@@ -238,8 +389,8 @@ METRIC_ROWS = (  # key, label, what it says (METHOD.md s. 10, paper Eq. 19-27)
 
 def metrics_table(colour: np.ndarray, reference: np.ndarray, classes: ColorClasses) -> tuple[list[list[str]], str]:
     """Result and reference RGB ``(H, W, 3)`` -> (rows of metric, value, meaning; note),
-    on the evaluation view. LPIPS is ``n/a`` when its weights are not installed, and the
-    note says what to install or where to put them."""
+    on the evaluation view. LPIPS is ``n/a`` when its weights are not installed: the note
+    says so, and the server log says what is missing."""
     lpips = get_lpips()
     missing = isinstance(lpips, Exception)
     values = compare(eval_crop(colour, EVAL_SIDE)[None], eval_crop(reference, EVAL_SIDE)[None], classes,
@@ -249,8 +400,8 @@ def metrics_table(colour: np.ndarray, reference: np.ndarray, classes: ColorClass
         if key in values:
             rows.append([label, f"{values[key]:.4g}", meaning])
         elif key == "lpips":
-            rows.append([label, "n/a", f"{meaning}; its weights are not installed (see the notes)"])
-    return rows, f"LPIPS n/a: {lpips}" if missing else ""
+            rows.append([label, "n/a", f"{meaning}; its weights are not installed on this server"])
+    return rows, f"{LPIPS_NA}." if missing else ""
 
 
 def slider_value(before: np.ndarray, after: np.ndarray):
@@ -260,59 +411,121 @@ def slider_value(before: np.ndarray, after: np.ndarray):
     return [(before, "before (the grey input)"), (after, "after (colorized)")]
 
 
+CLASSICAL_FALLBACK = "used classical (Felzenszwalb) segmentation instead"
+
+
 def _masks_source(harmonize_with: str, sam_checkpoint: str, sam_type: str) -> tuple[str | None, tuple | None, str]:
-    """The harmonisation choice -> (mask source, SAM (checkpoint, type) or None, note). SAM is loaded here,
-    before any GPU time is taken; without a usable checkpoint the page falls back to the
-    classical segmentation and says why (METHOD.md s. 9, step 1)."""
+    """The harmonisation choice -> (mask source, SAM (checkpoint, type) or None, note). SAM is
+    loaded here, before any GPU time is taken; whatever stops it (no checkpoint, a missing
+    or broken file, no network) falls back to the classical segmentation, with a short
+    note in the page and one line in the server log (METHOD.md s. 9, step 1)."""
     if harmonize_with == "off":
         return None, None, ""
     if harmonize_with == "classical":
         return "classical", None, ""
     checkpoint = (sam_checkpoint or "").strip()
     if not checkpoint:
-        note = (f"SAM: no checkpoint given (fill in 'SAM checkpoint' or set ${SAM_ENV}); "
-                "used a classical segmentation instead.")
-        return "classical", None, note
+        if locked():
+            return "classical", None, f"SAM is not set up on this server; {CLASSICAL_FALLBACK}."
+        return "classical", None, f"SAM needs a checkpoint (the 'SAM checkpoint' box); {CLASSICAL_FALLBACK}."
     try:
         get_sam(checkpoint, sam_type)
-    except SamLoadError as e:
-        return "classical", None, f"SAM could not be loaded ({e}); used a classical segmentation instead."
+    except Exception as e:  # noqa: BLE001 - any failure to read a checkpoint: the page goes on without SAM
+        log_once(("sam", checkpoint, sam_type), "SAM %s (%s) could not be loaded, classical masks are used: %s",
+                 checkpoint, sam_type, e, exc=e)
+        if locked():
+            return "classical", None, f"SAM could not be loaded on this server; {CLASSICAL_FALLBACK}."
+        return "classical", None, (f"SAM could not load {checkpoint!r} as a {sam_type} checkpoint (the server log "
+                                   f"says why); {CLASSICAL_FALLBACK}.")
     return "sam", (checkpoint, sam_type), ""
 
 
+def clear_outputs():
+    """The first step of every run: no picture, table, download or note of an earlier run
+    stays on the page, so an error never sits next to an old result."""
+    return None, None, None, gr.update(value=[], visible=False), gr.update(value=None, visible=False), ""
+
+
+def reveal(table, download):
+    """The last step of every run: the metrics table shows only when it has rows (a colour
+    photo), the download only when there is a file."""
+    rows = table.values.tolist() if hasattr(table, "values") else (table or [])
+    has_rows = any(str(cell).strip() for row in rows for cell in row)
+    return gr.update(visible=has_rows), gr.update(visible=bool(download))
+
+
 def run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area, sam_checkpoint, sam_type,
-        points_per_side):
+        points_per_side, temperature=TEMPERATURE, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
     """The page's one action: photo and controls -> before/after, class map, masks
-    overlay, metrics, full-resolution download, notes."""
-    rgb, reference, name = read_photo(photo)
-    source = (model or "").strip() or default_model()
+    overlay, metrics (no rows without a reference), full-resolution download, notes
+    (also the API, ``/colorize``). Errors about the request are :class:`gr.Error` without a traceback
+    in the log; anything else is logged once and reported in one line."""
+    try:
+        return _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area, sam_checkpoint,
+                    sam_type, points_per_side, temperature, progress)
+    except gr.Error:
+        raise
+    except Exception as e:
+        log.exception("colorization failed")
+        raise user_error(f"Colorization failed on the server ({type(e).__name__}). "
+                         "Try a smaller photo or input size.") from e
+
+
+def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area, sam_checkpoint, sam_type,
+         points_per_side, temperature, progress):
+    is_locked = locked()
+    progress(0.0, desc="Reading the photo")
+    rgb, reference, alpha, name = read_photo(photo)
+    h, w = rgb.shape[:2]
+    source = default_model() if is_locked else ((model or "").strip() or default_model())
+    shown_source = public_name(source) if is_locked else source
+    progress(0.1, desc="Loading the model")
     try:
         net = get_model(source)
     except ModelLoadError as e:
-        raise gr.Error(str(e)) from e
+        if not is_locked:  # the visitor's own choice: the core's message says what failed
+            raise user_error(str(e)) from e
+        log_once(("model", source), "model %s could not be loaded: %s", source, e, exc=e)
+        raise user_error("The model could not be loaded on this server; please try again later.") from e
     if harmonize_with not in HARMONIZE:
-        raise gr.Error(f"Harmonisation must be one of {', '.join(HARMONIZE)}, got {harmonize_with!r}.")
+        raise user_error(f"Harmonisation must be one of {', '.join(HARMONIZE)}, got {harmonize_with!r}.")
+    if decode not in DECODE_MODES:
+        raise user_error(f"Decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}.")
+    if is_locked:
+        sam_checkpoint, sam_type = default_sam()
     if sam_type not in SAM_MODEL_TYPES:
-        raise gr.Error(f"SAM type must be one of {', '.join(SAM_MODEL_TYPES)}, got {sam_type!r}.")
+        raise user_error(f"SAM type must be one of {', '.join(SAM_MODEL_TYPES)}, got {sam_type!r}.")
+    temperature = slider_number("temperature", temperature)
+    params = {"dominance": slider_number("dominance", dominance), "max_dev": slider_number("max_dev", max_dev),
+              "min_area": slider_number("min_area", min_area),
+              "points_per_side": round(slider_number("points_per_side", points_per_side))}
+    net_size = snap_size(size)
     masks_from, sam, sam_note = _masks_source(harmonize_with, sam_checkpoint, sam_type)
     if sam_note:
         gr.Warning(sam_note)
-    params = {"dominance": float(dominance), "max_dev": float(max_dev), "min_area": float(min_area),
-              "points_per_side": int(points_per_side)}
-    try:
-        out = colorize_on_device(source, rgb, int(size), decode, masks_from, params, sam)
-    except (ValueError, ImageError) as e:  # bad sizes, modes or thresholds: the core says which
-        raise gr.Error(str(e)) from e
-    except Exception as e:  # anything else: logged in full here, one line in the page
-        log.exception("colorization failed")
-        raise gr.Error(f"Colorization failed ({type(e).__name__}: {e}). Try a smaller photo or input size.") from e
+    shown = display_size(h, w)
 
-    grey, colour = out["grey"], out["colour"]
-    h, w = grey.shape[:2]
-    notes = [(f"**{name}**: {w}x{h} px, model `{source}` ({net.encoder_name} encoder, K = {net.classes.K} classes), "
-              f"input {int(size)}, {decode}.")]
+    def report(stage: str) -> None:
+        progress(0.55, desc=stage)
+
+    progress(0.2, desc="Colorizing" + (" and harmonising" if masks_from and not REPORT_FROM_DEVICE else ""))
+    try:
+        out = colorize_on_device(source, rgb, net_size, decode, temperature, masks_from, params, sam, shown,
+                                 report if REPORT_FROM_DEVICE else None)
+    except (ValueError, ImageError) as e:  # bad thresholds or modes: the core says which
+        log.warning("colorization refused the request: %s", e)
+        raise user_error(str(e)) from e
+
+    colour = out["colour"]
+    mode = f"annealed-mean (T = {temperature:g})" if decode == "annealed-mean" else decode
+    notes = [(f"**{name}**: {w}x{h} px, model `{shown_source}` ({net.encoder_name} encoder, "
+              f"K = {net.classes.K} classes), input {net_size}, {mode}.")]
+    if float(size) != net_size:
+        notes.append(f"Input size {float(size):g} was rounded to {net_size}: the network takes multiples of "
+                     f"{SIZE_STEP} from {SIZES[0]} to {SIZES[1]}.")
     notes += [n for n in (sam_note, out["note"]) if n]
     if reference is not None:
+        progress(0.75, desc="Measuring against the reference")
         table, metrics_note = metrics_table(colour, reference, net.classes)
         notes.append("Colour photo: it was turned grey and kept as the reference; metrics on the evaluation "
                      f"view (shorter side {EVAL_SIDE}, centre crop).")
@@ -320,12 +533,16 @@ def run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area
     else:
         table = []
         notes.append("Grey photo: upload a colour photo to see metrics against it.")
+    if alpha is not None:
+        notes.append("The photo's transparency is kept in the PNG download.")
+    progress(0.9, desc="Saving the full-resolution PNG")
+    download = _save_png(colour, Path(name).stem, alpha)
     return (
-        slider_value(_fit(grey), _fit(colour)),
-        _fit(class_map_picture(out["classes"], net.classes, (h, w))),
-        _fit(out["masks"]),
+        slider_value(_fit(out["grey"], shown), _fit(colour, shown)),
+        class_map_picture(out["classes"], net.classes, shown),
+        _fit(out["masks"], shown),
         table,
-        _save_png(colour, Path(name).stem),
+        download,
         "\n\n".join(notes),
     )
 
@@ -358,7 +575,6 @@ lightness. Upload a grey photo, or a colour one to compare against it, then **Co
 """
 
 METHOD = """
-## How it works
 1. **Colour space.** The photo's L\\* (CIE Lab) is all the network sees; it predicts a\\*b\\*.
 2. **Colour classes (Eq. 9-12).** The a\\*b\\* plane is cut into square bins of side 6
    (36 x 36 = 1296 bins). Only bins frequent in a reference set of photos are kept as
@@ -370,7 +586,8 @@ METHOD = """
    rare colours are not washed out.
 4. **Decoding (Eq. 17-18).** *argmax* takes the centre of the most probable class (the
    paper); *annealed-mean* averages the class centres under a sharpened softmax
-   (Zhang et al. 2016, T = 0.38). The a\\*b\\* map is upsampled and joined with the
+   (Zhang et al. 2016, temperature T = 0.38 by default: lower is closer to argmax,
+   1 is the plain mean). The a\\*b\\* map is upsampled and joined with the
    full-resolution L, so large photos keep every detail of their lightness.
 5. **Harmonisation (Algorithm 1).** Object masks (SAM, or a classical segmentation)
    are visited largest first; where one class holds at least *dominance* of a mask,
@@ -392,70 +609,125 @@ def _find_examples() -> list[tuple[str, str]]:
 
 
 def _classes_of(source: str) -> tuple[ColorClasses, str]:
+    """The classes the method figure draws, and the words for where they come from."""
     try:
-        return get_model(source).classes, f"the classes of model `{source}`"
+        return get_model(source).classes, f"the classes of model {public_name(source)}"
     except ModelLoadError as e:
         log.warning("no model for the method figure: %s", e)
-        return ColorClasses(bin_size=6), f"all bins (model `{source}` could not be loaded: see the error on Colorize)"
+        return ColorClasses(bin_size=6), "all bins: the model could not be loaded"
+
+
+def harmonize_control(sam_ready: bool, is_locked: bool) -> dict:
+    """Choices ((label, value)) and info of the harmonisation control: when SAM cannot be
+    used, its choice and the info say so (choosing it gives classical masks)."""
+    info = "make each object's colour consistent (Algorithm 1)"
+    if sam_ready:
+        sam_label = "SAM"
+    elif is_locked:
+        sam_label, info = "SAM (not set up)", info + "; SAM is not set up on this server: classical masks are used"
+    else:
+        sam_label, info = "SAM (no checkpoint)", info + "; SAM needs a checkpoint, else classical masks are used"
+    return {"choices": [("off", "off"), (sam_label, "SAM"), ("classical", "classical")], "info": info}
+
+
+def slider(name: str, value: float, **kwargs) -> gr.Slider:
+    """A lenient slider with the range, step and label of :data:`SLIDERS`."""
+    lo, hi, step, label = SLIDERS[name]
+    return lenient(gr.Slider(lo, hi, value=value, step=step, **{"label": label, **kwargs}))
 
 
 def build_demo(model: str | None = None) -> gr.Blocks:
-    """The page. ``model`` overrides ``$CCC_SPACE_MODEL`` / the embedded default."""
+    """The page. ``model`` overrides ``$CCC_SPACE_MODEL`` / the embedded default;
+    ``$CCC_SPACE_LOCKED`` fixes the model and SAM boxes to the configured ones."""
     if model:
         os.environ[MODEL_ENV] = str(model)
     start = default_model()
+    is_locked = locked()
+    sam_start, sam_start_type = default_sam()
     examples = _find_examples()
     with gr.Blocks(title="CCC++ colorization", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
-                photo = photo_input(label="Photo (grey or colour)", sources=["upload", "clipboard"], elem_id="photo")
-                model_box = gr.Dropdown(
-                    choices=sorted({start, DEFAULT_MODEL}), value=start, allow_custom_value=True, label="Model",
-                    info="'default' (embedded), a Hub repo id (owner/name) or a local model folder",
-                )
-                size = gr.Slider(*SIZES, value=224, step=32, label="Input size",
-                                 info="square side the network sees (paper: 224); colour is upsampled to the photo")
-                decode = gr.Radio(list(DECODE_MODES), value="argmax", label="Decode")
-                harmonize = gr.Radio(list(HARMONIZE), value="off", label="Harmonisation",
-                                     info="make each object's colour consistent (Algorithm 1)")
-                with gr.Accordion("Harmonisation settings", open=False):
-                    dominance = gr.Slider(0.05, 1.0, value=HARMONIZE_DEFAULTS["dominance"], step=0.05,
-                                          label="Dominance", info="share of a mask its most frequent class must hold")
-                    max_dev = gr.Slider(0, 60, value=HARMONIZE_DEFAULTS["max_dev"], step=1,
-                                        label="Max deviation (a*b*)",
-                                        info="pixels farther than this from the mask's class are recoloured")
-                    min_area = gr.Slider(0.0, 0.05, value=HARMONIZE_DEFAULTS["min_area"], step=0.0005,
-                                         label="Min mask area", info="fraction of the image; smaller masks are skipped")
-                    sam_start, sam_start_type = default_sam()
-                    sam_checkpoint = gr.Textbox(value=sam_start, label="SAM checkpoint",
-                                                info="Hub repo id or .pth file; empty: classical masks instead")
-                    sam_type = gr.Radio(list(SAM_MODEL_TYPES), value=sam_start_type, label="SAM type")
-                    points = gr.Slider(4, 64, value=32, step=4, label="SAM points per side",
-                                       info="prompt grid of the automatic mask generator (fewer: faster)")
+                photo = photo_input(label="Photo (grey or colour)", sources=["upload", "clipboard"], elem_id="photo",
+                                    height=230)
+                if examples:  # a Dataset, not gr.Examples: its click would swap the photo box for a plain
+                    # gr.Image in the session, without photo_input's tolerant preprocess
+                    gallery = gr.Dataset(
+                        components=[photo], samples=[[p] for p, _ in examples], type="index",
+                        sample_labels=[label for _, label in examples], label="Examples (click one to run it)",
+                        samples_per_page=len(examples), elem_id="examples",
+                    )
+                if is_locked:
+                    model_box = gr.Dropdown(choices=[public_name(start)], value=public_name(start),
+                                            allow_custom_value=True, interactive=False, label="Model",
+                                            info="fixed on this server", elem_id="model")
+                else:
+                    model_box = gr.Dropdown(
+                        choices=sorted({start, DEFAULT_MODEL}), value=start, allow_custom_value=True, label="Model",
+                        info="'default' (embedded), a Hub repo id (owner/name) or a model folder",
+                        elem_id="model",
+                    )
+                size = lenient(gr.Slider(*SIZES, value=224, step=SIZE_STEP, label="Input size", elem_id="size",
+                                         info="the network's square input side, a multiple of 32 (paper: 224)"))
+                decode = gr.Radio(list(DECODE_MODES), value="argmax", label="Decode", elem_id="decode")
+                temperature = slider("temperature", TEMPERATURE, label="Temperature (annealed-mean)",
+                                     visible=False, elem_id="temperature",
+                                     info="lower: closer to argmax; 1: the plain mean of the class centres")
+                harmonize = gr.Radio(value="off", label="Harmonisation", elem_id="harmonize",
+                                     **harmonize_control(bool(sam_start), is_locked))
                 button = gr.Button("Colorize", variant="primary", elem_id="colorize")
+                with gr.Accordion("Harmonisation settings", open=False, elem_id="harmonize-settings"):
+                    dominance = slider("dominance", HARMONIZE_DEFAULTS["dominance"],
+                                       info="share of a mask its most frequent class must hold")
+                    max_dev = slider("max_dev", HARMONIZE_DEFAULTS["max_dev"], label="Max deviation (a*b*)",
+                                     info="pixels farther than this from the mask's class are recoloured")
+                    min_area = slider("min_area", HARMONIZE_DEFAULTS["min_area"],
+                                      info="fraction of the image; smaller masks are skipped")
+                    if is_locked:
+                        sam_checkpoint = gr.Textbox(value=public_name(sam_start), label="SAM checkpoint",
+                                                    interactive=False, elem_id="sam-checkpoint",
+                                                    placeholder="none on this server: classical masks are used",
+                                                    info="fixed on this server")
+                        sam_type = gr.Radio(list(SAM_MODEL_TYPES), value=sam_start_type, label="SAM type",
+                                            interactive=False, elem_id="sam-type")
+                    else:
+                        sam_checkpoint = gr.Textbox(value=sam_start, label="SAM checkpoint", elem_id="sam-checkpoint",
+                                                    info="Hub repo id or .pth file; empty: classical masks instead")
+                        sam_type = gr.Radio(list(SAM_MODEL_TYPES), value=sam_start_type, label="SAM type",
+                                            elem_id="sam-type")
+                    points = slider("points_per_side", 32,
+                                    info="prompt grid of the automatic mask generator (fewer: faster)")
             with gr.Column(scale=2):
                 if hasattr(gr, "ImageSlider"):
                     before_after = gr.ImageSlider(label="Before / after", type="numpy", elem_id="before-after")
                 else:  # older Gradio: the two pictures side by side
                     before_after = gr.Gallery(label="Before / after", columns=2, elem_id="before-after")
                 with gr.Row():
-                    class_pic = gr.Image(label="Class map (each class at its bin centre)", elem_id="class-map")
-                    masks_pic = gr.Image(label="Harmonisation masks", elem_id="masks")
-                metrics = gr.Dataframe(headers=["metric", "value", "meaning"], label="Metrics against the reference",
-                                       interactive=False, elem_id="metrics")
-                download = gr.File(label="Full-resolution result (PNG)", elem_id="download")
+                    class_pic = gr.Image(label="Class map (each class at its bin centre)", elem_id="class-map",
+                                         interactive=False, height=260)
+                    masks_pic = gr.Image(label="Harmonisation masks", elem_id="masks", interactive=False, height=260)
                 notes = gr.Markdown(elem_id="notes")
+                download = gr.File(label="Download: the full-resolution result (PNG)", elem_id="download",
+                                   interactive=False, visible=False)
+                metrics = gr.Dataframe(headers=["metric", "value", "meaning"], label="Metrics against the reference",
+                                       interactive=False, wrap=True, column_widths=["25%", "88px", "48%"], type="array",
+                                       max_height=2400, visible=False, elem_id="metrics")
         inputs = [photo, model_box, size, decode, harmonize, dominance, max_dev, min_area,
-                  sam_checkpoint, sam_type, points]
+                  sam_checkpoint, sam_type, points, temperature]
         outputs = [before_after, class_pic, masks_pic, metrics, download, notes]
-        button.click(run, inputs, outputs, api_name="colorize")
+        hidden = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+        shows = ([metrics, download], [metrics, download])
+        button.click(clear_outputs, None, outputs, **hidden).then(run, inputs, outputs, api_name="colorize").then(
+            reveal, *shows, **hidden)
         if examples:
-            gallery = gr.Examples(
-                examples=[[p] for p, _ in examples], example_labels=[label for _, label in examples],
-                inputs=[photo], label="Examples (click one to run it)", examples_per_page=len(examples),
-            )
-            gallery.load_input_event.then(run, inputs, outputs, api_visibility="undocumented")
+            gallery.click(lambda index: examples[index][0], gallery, photo, **hidden).then(
+                clear_outputs, None, outputs, **hidden).then(
+                run, inputs, outputs, api_visibility="undocumented").then(reveal, *shows, **hidden)
+        decode.change(lambda d: gr.update(visible=d == "annealed-mean"), decode, temperature, **hidden)
+        if not is_locked:
+            sam_checkpoint.change(lambda c: gr.update(**harmonize_control(bool((c or "").strip()), False)),
+                                  sam_checkpoint, harmonize, **hidden)
         classes, which = _classes_of(start)
         with gr.Accordion("How it works", open=True):
             gr.Markdown(METHOD)

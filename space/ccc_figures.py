@@ -27,9 +27,11 @@ PREVIEW_L = 65.0  # lightness class colours are shown at: bright enough for ever
 
 
 def to_uint8(rgb: np.ndarray | torch.Tensor) -> np.ndarray:
-    """RGB ``(H, W, 3)`` in [0, 1] -> uint8 ``(H, W, 3)``."""
-    x = rgb.detach().cpu().numpy() if isinstance(rgb, torch.Tensor) else np.asarray(rgb)
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """RGB ``(H, W, 3)`` in [0, 1] -> uint8 ``(H, W, 3)`` (contiguous; rounded half to even).
+    Done in torch, in place after one copy: a 24 MP photo takes a fraction of a second."""
+    x = rgb.detach().cpu() if isinstance(rgb, torch.Tensor) else torch.from_numpy(np.asarray(rgb))
+    x = x.float().clamp(0.0, 1.0).mul_(255.0).round_()
+    return x.to(torch.uint8).contiguous().numpy()
 
 
 def _ab_to_rgb(ab: torch.Tensor, L: float = PREVIEW_L) -> np.ndarray:
@@ -89,5 +91,6 @@ def class_map_picture(
     class_map: torch.Tensor, classes: ColorClasses, size: tuple[int, int], L: float = PREVIEW_L
 ) -> np.ndarray:
     """Class map ``(1, h, w)`` -> uint8 RGB ``(H, W, 3)``: each class as its bin centre at
-    a constant L, resized (nearest) to ``size = (H, W)`` so it lines up with the photo."""
+    a constant L, resized (nearest) to ``size = (H, W)`` so it lines up with the photo.
+    For a page, pass the display size: drawing at a large photo's own size is slow."""
     return to_uint8(class_map_rgb(class_map.cpu(), classes, size, L)[0].permute(1, 2, 0))

@@ -4,6 +4,7 @@ loopback and called through gradio_client. The browser tests are in test_space_b
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import socket
 import subprocess
@@ -28,7 +29,8 @@ from ccc_nodes.color import rgb_to_lab
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 RUN_DEFAULTS = {"model": "", "size": 224, "decode": "argmax", "harmonize_with": "off", "dominance": 0.3,
-                "max_dev": 12.0, "min_area": 0.002, "sam_checkpoint": "", "sam_type": "vit_b", "points_per_side": 8}
+                "max_dev": 12.0, "min_area": 0.002, "sam_checkpoint": "", "sam_type": "vit_b", "points_per_side": 8,
+                "temperature": 0.38}
 
 
 def load_app():
@@ -108,7 +110,7 @@ def test_colour_photo_is_kept_as_reference_and_measured(app, model):
     assert float(rows["MSE"]) == pytest.approx(expected["mse"], rel=1e-3)
     assert float(rows["TAR (%)"]) == pytest.approx(expected["tar"], rel=1e-3, abs=1e-6)
     lpips = rows["LPIPS"]
-    assert (lpips == "n/a" and "LPIPS n/a" in notes) or float(lpips) >= 0
+    assert (lpips == "n/a" and "LPIPS n/a (its weights are not installed on this server)" in notes) or float(lpips) >= 0
 
 
 def test_decode_modes_differ_and_input_size_is_used(app, model):
@@ -122,14 +124,40 @@ def test_decode_modes_differ_and_input_size_is_used(app, model):
 def test_classical_harmonisation_shows_masks_and_says_what_it_did(app, model):
     _, _, masks_pic, _, _, notes = run(app, str(EXAMPLES / "grey" / "astronaut.jpg"), harmonize_with="classical")
     assert masks_pic is not None and masks_pic.shape[2] == 3 and masks_pic.std() > 0
-    assert "classical:" in notes and "masks had a dominant class" in notes
+    assert "Harmonised with classical (Felzenszwalb) segmentation:" in notes and "masks had a dominant class" in notes
+    assert "classical:" not in notes  # the page speaks in words, not the core's ids
 
 
 def test_sam_without_checkpoint_falls_back_and_says_so(app, model):
     notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM")[5]
-    assert "no checkpoint given" in notes and "classical:" in notes
+    assert "SAM needs a checkpoint" in notes and "Harmonised with classical (Felzenszwalb) segmentation" in notes
     notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM", sam_checkpoint="/nowhere/sam.pth")[5]
-    assert "SAM could not be loaded" in notes and "/nowhere/sam.pth" in notes
+    assert "SAM could not load '/nowhere/sam.pth'" in notes and "Harmonised with classical" in notes
+
+
+def test_a_broken_sam_checkpoint_falls_back_and_is_logged_once(app, model, tmp_path, caplog):
+    """A text file given as the checkpoint (as a visitor typed /etc/passwd): the request
+    goes on with classical masks and a short note; the server logs one line, no traceback."""
+    bad = tmp_path / "passwd"
+    bad.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+    photo = str(EXAMPLES / "grey" / "rocket.jpg")
+    with caplog.at_level(logging.INFO, logger="ccc_space"):
+        for _ in range(2):
+            notes = run(app, photo, harmonize_with="SAM", sam_checkpoint=str(bad))[5]
+            assert "SAM could not load" in notes and "Harmonised with classical (Felzenszwalb) segmentation" in notes
+            assert "list index" not in notes and "Traceback" not in notes
+    lines = [r for r in caplog.records if "could not be loaded" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING and lines[0].exc_info is None
+
+
+def test_any_failure_loading_sam_falls_back(app, model, monkeypatch):
+    """Whatever loading SAM raises (not only the core's SamLoadError), the page goes on."""
+    def broken(*args, **kwargs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(app, "load_sam", broken)
+    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM", sam_checkpoint="owner/some-sam")[5]
+    assert "SAM could not load 'owner/some-sam'" in notes and "Harmonised with classical" in notes
 
 
 def test_sam_harmonisation_runs_the_real_mask_generator(app, model):
@@ -152,15 +180,23 @@ def test_sam_harmonisation_runs_the_real_mask_generator(app, model):
                     points_per_side=4)[5]
     finally:
         app.MODELS.pop(("sam", "tiny-sam", "vit_b"))
-    assert "sam:custom masks" in notes
+    assert "Harmonised with SAM masks" in notes
 
 
-def test_large_photo_keeps_full_resolution_download(app, model, tmp_path):
+def test_large_photo_keeps_full_resolution_download(app, model, tmp_path, monkeypatch):
     stripes = np.where(np.arange(3000) % 2, 140, 100).astype(np.uint8)  # 1-pixel stripes, far below model scale
     big = np.repeat(stripes[None], 1800, axis=0)  # 5.4 MP
     path = tmp_path / "big.png"
     Image.fromarray(big).save(path)
+    # The display-only pictures (grey "before", class map) are drawn at display size, not
+    # drawn at 3000x1800 and then shrunk: that took seconds per picture on large photos.
+    drawn = []
+    grey_image, class_map_picture = app.grey_image, app.class_map_picture
+    monkeypatch.setattr(app, "grey_image", lambda L, *a: drawn.append(tuple(L.shape[-2:])) or grey_image(L, *a))
+    monkeypatch.setattr(app, "class_map_picture",
+                        lambda c, k, size, *a: drawn.append(tuple(size)) or class_map_picture(c, k, size, *a))
     slider, class_pic, _, _, download, _ = run(app, str(path))
+    assert drawn == [(960, app.DISPLAY_SIDE)] * 2
     assert max(slider[1].shape[:2]) == app.DISPLAY_SIDE and max(class_pic.shape[:2]) == app.DISPLAY_SIDE
     full = np.asarray(Image.open(download))
     assert full.shape == (1800, 3000, 3)
@@ -184,6 +220,8 @@ def test_bad_files_give_a_clear_message(app, model, tmp_path, content, name, mes
     with pytest.raises(gr.Error) as e:
         run(app, str(path))
     assert message in e.value.message and name in e.value.message and str(tmp_path) not in e.value.message
+    assert "Upload a JPEG, PNG" in e.value.message  # unreadable: say what the page takes
+    assert e.value.print_exception is False  # a bad upload is no server fault: no traceback in the log
 
 
 def test_huge_photo_is_refused_before_decoding(app, model, tmp_path):
@@ -191,7 +229,165 @@ def test_huge_photo_is_refused_before_decoding(app, model, tmp_path):
     Image.new("1", (9000, 5000)).save(path)  # 45 MP, a few KB on disk
     with pytest.raises(gr.Error) as e:
         run(app, str(path))
-    assert "over the limit" in e.value.message and "huge.png" in e.value.message
+    assert e.value.message == "huge.png: the photo is 45 MP; this Space takes up to 40 MP: shrink it."
+
+
+def test_tiny_photo_is_shown_enlarged_with_sharp_pixels(app, model, tmp_path):
+    """An 8x8 photo: the pictures shown are enlarged by a whole factor (nearest neighbour)
+    so the panes keep their size; the download stays 8x8."""
+    tiny = np.random.default_rng(0).integers(0, 255, (8, 8), dtype=np.uint8)
+    path = tmp_path / "tiny.png"
+    Image.fromarray(tiny).save(path)
+    slider, class_pic, _, _, download, _ = run(app, str(path))
+    before, after = slider
+    assert before.shape == after.shape == class_pic.shape == (256, 256, 3)
+    blocks = before.reshape(8, 32, 8, 32, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all()  # each photo pixel is a sharp 32x32 block
+    assert np.asarray(Image.open(download)).shape == (8, 8, 3)
+    assert app.display_size(4000, 6000) == (1067, 1600) and app.display_size(300, 451) == (300, 451)
+    assert app.display_size(10, 1000) == (10, 1000)  # enlarging stops at the display side
+
+
+def test_typed_input_size_is_rounded_to_a_multiple_of_32(app, model):
+    notes = run(app, str(EXAMPLES / "grey" / "coffee.jpg"), size=200)[5]
+    assert "input 192" in notes and "Input size 200 was rounded to 192" in notes
+    assert [app.snap_size(v) for v in (200, 208, 224, 100, 5000)] == [192, 224, 224, 128, 768]
+    assert "rounded" not in run(app, str(EXAMPLES / "grey" / "coffee.jpg"), size=256)[5]
+
+
+def test_transparency_is_kept_in_the_download(app, model, tmp_path):
+    rgba = np.zeros((60, 80, 4), dtype=np.uint8)
+    rgba[..., :3] = np.linspace(0, 255, 80, dtype=np.uint8)[None, :, None]
+    rgba[..., 3] = np.where(np.arange(80) < 40, 255, 0).astype(np.uint8)[None]
+    rgba[:30, :, 3] = 128
+    path = tmp_path / "cut-out.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    *_, download, notes = run(app, str(path))
+    saved = Image.open(download)
+    assert saved.mode == "RGBA" and saved.size == (80, 60)
+    assert np.array_equal(np.asarray(saved)[..., 3], rgba[..., 3])
+    assert "transparency is kept" in notes
+    *_, download, notes = run(app, str(EXAMPLES / "grey" / "coffee.jpg"))
+    assert Image.open(download).mode == "RGB" and "transparency" not in notes
+
+
+def test_annealed_mean_temperature_is_used(app, model):
+    photo = str(EXAMPLES / "grey" / "coffee.jpg")
+    sharp = run(app, photo, decode="annealed-mean", temperature=0.05)
+    flat = run(app, photo, decode="annealed-mean", temperature=1.0)
+    assert not np.array_equal(sharp[0][1], flat[0][1])
+    assert "annealed-mean (T = 0.05)" in sharp[5] and "annealed-mean (T = 1)" in flat[5]
+    with pytest.raises(gr.Error, match="Temperature"):
+        run(app, photo, decode="annealed-mean", temperature=0)
+
+
+def test_progress_names_each_stage(app, model):
+    stages = []
+    run(app, str(EXAMPLES / "reference" / "chelsea.jpg"), harmonize_with="classical",
+        progress=lambda fraction, desc=None: stages.append(desc))
+    assert stages == ["Reading the photo", "Loading the model", "Colorizing", "Harmonising",
+                      "Measuring against the reference", "Saving the full-resolution PNG"]
+
+
+def test_user_errors_leave_no_traceback_and_failures_are_logged_once(app, model, monkeypatch, caplog):
+    with pytest.raises(gr.Error) as e:
+        run(app, None)
+    assert e.value.print_exception is False
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("out of memory in /srv/secret/place")
+
+    monkeypatch.setattr(app, "colorize_on_device", crash)
+    with caplog.at_level(logging.INFO, logger="ccc_space"), pytest.raises(gr.Error) as e:
+        run(app, str(EXAMPLES / "grey" / "coffee.jpg"))
+    assert "Colorization failed on the server (RuntimeError)" in e.value.message
+    assert "/srv/secret" not in e.value.message and e.value.print_exception is False
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1 and logged[0].levelno == logging.ERROR  # one traceback, in the server log
+
+
+def test_lpips_unavailable_note_names_nothing_on_the_server(app, model, monkeypatch):
+    def missing(*args, **kwargs):
+        raise app.MetricUnavailable("LPIPS needs /root/.cache/torch/alexnet.pth: run `python -c ...` and copy it")
+
+    monkeypatch.setattr(app, "load_lpips", missing)
+    app.MODELS.pop(("lpips",))
+    try:
+        _, _, _, table, _, notes = run(app, str(EXAMPLES / "reference" / "coffee.jpg"))
+    finally:
+        app.MODELS.pop(("lpips",))
+    assert "LPIPS n/a (its weights are not installed on this server)." in notes
+    assert "/root" not in notes and "python" not in notes
+    assert [r[1] for r in table if r[0] == "LPIPS"] == ["n/a"]
+
+
+def component(demo, elem_id: str):
+    found = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id]
+    assert len(found) == 1, elem_id
+    return found[0]
+
+
+def test_locked_page_fixes_model_and_sam(app, model, tmp_path, monkeypatch):
+    """CCC_SPACE_LOCKED=1 (a public page): the model and SAM boxes cannot be changed, the
+    handler uses the configured ones whatever it is sent, and nothing in the page names a
+    server path."""
+    folder = tmp_path / "server" / "my_model"
+    app.get_model(model).save_pretrained(folder)
+    bad_sam = tmp_path / "server" / "sam_vit_b.pth"
+    bad_sam.write_text("not a checkpoint")
+    monkeypatch.setenv(app.LOCKED_ENV, "1")
+    monkeypatch.setenv(app.MODEL_ENV, str(folder))
+    monkeypatch.setenv(app.SAM_ENV, str(bad_sam))
+    server = str(tmp_path / "server")
+
+    demo = app.build_demo()
+    config = str(demo.get_config_file())
+    assert server not in config
+    for elem_id, value in (("model", "my_model"), ("sam-checkpoint", "sam_vit_b.pth")):
+        box = component(demo, elem_id)
+        assert box.interactive is False and box.value == value
+    assert component(demo, "sam-type").interactive is False
+
+    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), model="/etc", harmonize_with="SAM",
+                sam_checkpoint="/etc/passwd")[5]
+    assert "model `my_model`" in notes and "/etc" not in notes and server not in notes
+    assert "SAM could not be loaded on this server" in notes
+    assert ("ccc", "/etc") not in app.MODELS
+
+    monkeypatch.setenv(app.SAM_ENV, "")
+    if not app.default_sam()[0]:  # no SAM checkpoint beside app.py either
+        notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM")[5]
+        assert "SAM is not set up on this server" in notes and "Harmonised with classical" in notes
+
+    monkeypatch.setenv(app.MODEL_ENV, str(tmp_path / "server" / "gone"))
+    with pytest.raises(gr.Error) as e:
+        run(app, str(EXAMPLES / "grey" / "rocket.jpg"), model="default")
+    assert e.value.message == "The model could not be loaded on this server; please try again later."
+
+
+def test_unlocked_page_offers_sam_only_with_a_checkpoint(app, model, monkeypatch):
+    monkeypatch.delenv(app.LOCKED_ENV, raising=False)
+    monkeypatch.setenv(app.SAM_ENV, "")
+    if app.default_sam()[0]:
+        pytest.skip("a SAM checkpoint lies beside space/app.py")
+    demo = app.build_demo()
+    assert component(demo, "model").interactive is not False
+    harmonize = component(demo, "harmonize")
+    assert dict((v, k) for k, v in harmonize.choices)["SAM"] == "SAM (no checkpoint)"
+    assert "SAM needs a checkpoint, else classical masks are used" in harmonize.info
+    monkeypatch.setenv(app.SAM_ENV, "owner/sam-repo")
+    harmonize = component(app.build_demo(), "harmonize")
+    assert dict((v, k) for k, v in harmonize.choices)["SAM"] == "SAM" and "checkpoint" not in harmonize.info
+
+
+def test_steps_around_a_run_clear_the_outputs_and_show_what_is_there(app):
+    before_after, class_pic, masks_pic, table, download, notes = app.clear_outputs()
+    assert before_after is None and class_pic is None and masks_pic is None and notes == ""
+    assert table == {"__type__": "update", "value": [], "visible": False}
+    assert download == {"__type__": "update", "value": None, "visible": False}
+    visible = [[u["visible"] for u in app.reveal(*args)]
+               for args in (([], None), ([["", "", ""]], None), ([["MSE", "0.01", "..."]], "/tmp/x.png"))]
+    assert visible == [[False, False], [False, False], [True, True]]
 
 
 def test_missing_photo_and_bad_model_are_explained(app, model, tmp_path):
@@ -281,7 +477,17 @@ def test_api_colorizes_through_gradio_client(served):
     assert "coffee.jpg" in notes
 
 
-def test_api_reports_a_non_image(served, tmp_path):
+def test_api_rounds_an_input_size_it_is_sent(served):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False)
+    photo = handle_file(str(EXAMPLES / "grey" / "coffee.jpg"))
+    for sent, used in ((200, 192), (5000, 768)):  # 5000: out of the slider's range, still no refusal
+        notes = client.predict(photo, api_name="/colorize", **{**RUN_DEFAULTS, "size": sent})[5]
+        assert f"Input size {sent} was rounded to {used}" in notes and f"input {used}," in notes
+
+
+def test_api_reports_a_non_image(served, tmp_path, capfd):
     from gradio_client import Client, handle_file
 
     fake = tmp_path / "letter.jpg"
@@ -290,6 +496,13 @@ def test_api_reports_a_non_image(served, tmp_path):
     with pytest.raises(Exception) as e:
         client.predict(handle_file(str(fake)), api_name="/colorize", **RUN_DEFAULTS)
     assert "letter.jpg: not an image file" in str(e.value)
+    photo = handle_file(str(EXAMPLES / "grey" / "coffee.jpg"))
+    for name, value, message in (("temperature", 5, "Temperature must lie in [0.05, 1], got 5"),
+                                 ("dominance", 3, "Dominance must lie in [0.05, 1], got 3")):
+        with pytest.raises(Exception) as e:
+            client.predict(photo, api_name="/colorize", **{**RUN_DEFAULTS, name: value})
+        assert message in str(e.value)
+    assert "Traceback" not in capfd.readouterr().err  # a visitor's mistake is no server fault
 
 
 def test_concurrent_requests_are_queued_and_all_answered(served):
