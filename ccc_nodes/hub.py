@@ -39,31 +39,43 @@ def _manual_hint(repo_id: str, revision: str | None) -> str:
 
 def resolve_source(source: str | os.PathLike | None) -> str | Path:
     """``None``/``"default"`` -> the embedded model folder; an existing path -> Path;
+    a local folder that does not exist (see :func:`missing_local_folder`) -> ModelLoadError;
     anything else is taken as a Hub repo id."""
     if source is None or str(source) == DEFAULT_MODEL:
         return DEFAULT_MODEL_DIR
     path = Path(source).expanduser()
     if path.exists():
         return path
+    missing = missing_local_folder(source)
+    if missing is None:
+        return str(source)
+    _, closest, explicit = missing
+    hint = f"; did you mean {str(closest)!r}?" if closest else ""
+    note = "" if explicit else f" (not tried as a Hub repo id: {str(path.parent)!r} is a local folder here)"
+    raise ModelLoadError(f"model folder {str(source)!r} does not exist{hint}{note}")
+
+
+def missing_local_folder(source: str | os.PathLike) -> tuple[Path, Path | None, bool] | None:
+    """Whether ``source`` names a local model folder that does not exist: it starts with
+    ``.``, ``/`` or ``~`` or has more than one ``/`` (explicitly a path), or its parent is
+    a local folder (``runs/minee`` beside ``runs``). Returns (path, the closest existing
+    sibling folder or None, explicit), or None for ``default``, an existing path or what
+    can only be a Hub repo id."""
     text = str(source)
-    if text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1):
-        raise ModelLoadError(f"model folder {text!r} does not exist{_did_you_mean(path)}")
-    if path.parent != Path(".") and path.parent.is_dir():  # "runs/mine" beside a folder "runs"
-        raise ModelLoadError(
-            f"model folder {text!r} does not exist{_did_you_mean(path)} (not tried as a Hub repo id: "
-            f"{str(path.parent)!r} is a local folder here)"
-        )
-    return text
+    path = Path(text).expanduser()
+    if text == DEFAULT_MODEL or path.exists():
+        return None
+    explicit = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1)
+    if not explicit and not (path.parent != Path(".") and path.parent.is_dir()):
+        return None
+    closest = None
+    if path.parent.is_dir():
+        import difflib
 
-
-def _did_you_mean(path: Path) -> str:
-    import difflib
-
-    if not path.parent.is_dir():
-        return ""
-    names = [p.name for p in path.parent.iterdir() if p.is_dir()]
-    close = difflib.get_close_matches(path.name, names, n=1)
-    return f"; did you mean {str(path.parent / close[0])!r}?" if close else ""
+        names = [p.name for p in path.parent.iterdir() if p.is_dir()]
+        found = difflib.get_close_matches(path.name, names, n=1)
+        closest = path.parent / found[0] if found else None
+    return path, closest, explicit
 
 
 def _load_folder(path: Path) -> CCCNet:

@@ -11,10 +11,8 @@ the quantisation deviation of the model's classes on the same pixels (Table II).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import math
-import os
 import sys
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -102,21 +100,15 @@ def _error(msg: str, code: int = 2) -> int:
 
 def missing_model_folder(arg: str) -> str | None:
     """The message for a model argument that names a local folder which does not exist
-    (``runs/minee``: its parent ``runs`` exists, or it starts with ``.``, ``/`` or ``~``),
-    else None - the argument is ``default``, an existing path, or a Hub repo id."""
-    path = Path(arg).expanduser()
-    if arg == "default" or path.exists():
+    (:func:`ccc_nodes.hub.missing_local_folder`), else None - the argument is ``default``,
+    an existing path, or a Hub repo id."""
+    from ccc_nodes.hub import missing_local_folder
+
+    missing = missing_local_folder(arg)
+    if missing is None:
         return None
-    looks_local = arg.startswith((".", "/", "~")) or (
-        ("/" in arg or os.sep in arg) and str(path.parent) not in ("", ".") and path.parent.is_dir())
-    if not looks_local:
-        return None
-    hint = ""
-    if path.parent.is_dir():
-        close = difflib.get_close_matches(path.name, [p.name for p in path.parent.iterdir() if p.is_dir()], n=1)
-        if close:
-            hint = f"; did you mean {path.parent / close[0]}?"
-    return f"model folder {arg} does not exist{hint}"
+    closest = missing[1]
+    return f"model folder {arg} does not exist" + (f"; did you mean {closest}?" if closest else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,12 @@ import socket
 import sys
 from pathlib import Path
 
+from ccc_nodes.hub import MODEL_FILES
+
 __all__ = ["PUBLISHED", "HubUploadError", "UploadArgumentError", "push_to_hub"]
 
 # What the trainer writes into a model folder and is published (those present are uploaded).
 PUBLISHED = ["config.json", "model.safetensors", "README.md", "training.json"]
-REQUIRED = ("config.json", "model.safetensors")
 # Exception classes (by name, across huggingface_hub's HTTP clients) that mean the Hub was not reached.
 _NETWORK_ERRORS = {"TransportError", "NetworkError", "ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException",
                    "ConnectionError", "Timeout", "ProxyError", "OfflineModeIsEnabled"}
@@ -62,7 +63,7 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: 
     folder = Path(folder)
     if not folder.is_dir():
         raise UploadArgumentError(f"{folder} is not a folder (give the model folder training.train wrote)")
-    missing = [f for f in REQUIRED if not (folder / f).is_file()]
+    missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
     if missing:
         raise UploadArgumentError(f"{folder} is not a saved model: {', '.join(missing)} missing")
     try:
