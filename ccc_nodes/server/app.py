@@ -485,14 +485,18 @@ def _router(server: PromptServer) -> APIRouter:
     def history_one(prompt_id: str):
         return server.queue.get_history(prompt_id)
 
-    @r.post("/history")
-    async def post_history(request: Request):
+    async def clear_or_delete(request: Request, clear, delete) -> Response:
+        """ComfyUI's ``{"clear": true}`` / ``{"delete": [ids]}`` bodies of /queue and /history."""
         body = await _json(request)
         if body.get("clear"):
-            server.queue.clear_history()
+            clear()
         if isinstance(body.get("delete"), list):
-            server.queue.clear_history([str(x) for x in body["delete"]])
+            delete([str(x) for x in body["delete"]])
         return Response(status_code=200)
+
+    @r.post("/history")
+    async def post_history(request: Request):
+        return await clear_or_delete(request, server.queue.clear_history, server.queue.clear_history)
 
     @r.get("/queue")
     def queue():
@@ -501,12 +505,7 @@ def _router(server: PromptServer) -> APIRouter:
 
     @r.post("/queue")
     async def post_queue(request: Request):
-        body = await _json(request)
-        if body.get("clear"):
-            server.queue.clear()
-        if isinstance(body.get("delete"), list):
-            server.queue.delete([str(x) for x in body["delete"]])
-        return Response(status_code=200)
+        return await clear_or_delete(request, server.queue.clear, server.queue.delete)
 
     @r.post("/interrupt")
     async def interrupt(request: Request):
