@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "open_image", "to_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "ImageTooLarge", "open_image", "to_rgb"]
 
 MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs) unless told otherwise
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".tga"}
@@ -29,6 +29,14 @@ _FLOAT_SLACK = 0.01  # float inputs may overshoot [0, 1] this much (resampling),
 
 class ImageError(ValueError):
     """An input is not a usable image; the message names it and says why."""
+
+
+class ImageTooLarge(ImageError):
+    """An image over the pixel limit, refused before decoding; ``pixels`` is its size."""
+
+    def __init__(self, message: str, pixels: int):
+        super().__init__(message)
+        self.pixels = pixels
 
 
 _PIL_GUARD = threading.Lock()
@@ -46,13 +54,11 @@ def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         try:
             return _open(path, max_pixels)
         except Image.DecompressionBombError:
-            guard = Image.MAX_IMAGE_PIXELS
-            if guard is None or (max_pixels and max_pixels <= 2 * guard):
-                raise
-            # The caller allows more than Pillow's guard: lift it for this one file. It is a
-            # process-wide setting, so the change is serialised and always put back.
+            # Past Pillow's own guard (a process-wide setting): read the header again with
+            # the guard lifted, serialised and always put back, so max_pixels decides - and
+            # a refusal still names the size - before anything is decoded.
             with _PIL_GUARD:
-                Image.MAX_IMAGE_PIXELS = None
+                guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
                 try:
                     return _open(path, max_pixels)
                 finally:
@@ -81,9 +87,10 @@ def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
     if w < 1 or h < 1:
         raise ImageError(f"{name}: empty image ({w}x{h})")
     if max_pixels and w * h > max_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"{name}: refused, {w}x{h} = {w * h / 1e6:.0f} MP is over the limit of "
-            f"{max_pixels / 1e6:.0f} MP (a decompression bomb, or raise the limit)"
+            f"{max_pixels / 1e6:.0f} MP (a decompression bomb, or raise the limit)",
+            w * h,
         )
 
 

@@ -27,12 +27,10 @@ import argparse
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page
@@ -53,7 +51,7 @@ from ccc_nodes.cache import ModelCache
 from ccc_nodes.evaluate import eval_crop
 from ccc_nodes.harmonize import HARMONIZE_DEFAULTS, harmonize
 from ccc_nodes.hub import DEFAULT_MODEL
-from ccc_nodes.images import open_image, to_rgb
+from ccc_nodes.images import ImageTooLarge, open_image, to_rgb
 from ccc_nodes.masks import SAM_CHECKPOINTS, SAM_MODEL_TYPES, generate_masks, grey_image, load_sam, overlay
 from ccc_nodes.metrics import MetricUnavailable, compare, load_lpips
 from ccc_nodes.pipeline import DECODE_MODES
@@ -193,20 +191,6 @@ def get_lpips():
 # ----------------------------------------------------------------------------- inputs
 
 
-def _pixel_count(path: str) -> int | None:
-    """The photo's pixel count from its header (nothing decoded); None if PIL cannot tell."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                return im.size[0] * im.size[1]
-    except Image.DecompressionBombError as e:  # over Pillow's own guard: the message holds the count
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        return int(found.group(1)) if found else MAX_PIXELS + 1
-    except Exception:  # noqa: BLE001 - not an image: open_image says what is wrong with it
-        return None
-
-
 def _too_big(name: str, pixels: int) -> str:
     return f"{name}: the photo is {pixels / 1e6:.3g} MP; this Space takes up to {MAX_PIXELS / 1e6:.3g} MP: shrink it."
 
@@ -221,16 +205,12 @@ def read_photo(path: str | None) -> tuple[np.ndarray, np.ndarray | None, np.ndar
     if not path:
         raise user_error("Upload a photo first, or click one of the examples.")
     name = Path(path).name
-    pixels = _pixel_count(path)
-    if MAX_PIXELS and pixels is not None and pixels > MAX_PIXELS:
-        raise user_error(_too_big(name, pixels))
     try:
-        rgb, alpha = to_rgb(open_image(path, MAX_PIXELS), MAX_PIXELS)
+        rgb, alpha = to_rgb(open_image(path, MAX_PIXELS), MAX_PIXELS)  # the size is checked before decoding
+    except ImageTooLarge as e:
+        raise user_error(_too_big(name, e.pixels)) from e
     except ImageError as e:
-        text = str(e).replace(str(path), name)
-        if "refused" in text:  # a size refusal the header did not show
-            raise user_error(_too_big(name, pixels or MAX_PIXELS + 1)) from e
-        raise user_error(f"{text}. {FORMAT_HINT}") from e
+        raise user_error(f"{str(e).replace(str(path), name)}. {FORMAT_HINT}") from e
     step = max(1, int((rgb.shape[0] * rgb.shape[1] / 1e6) ** 0.5))  # about a million pixels decide
     sample = rgb[::step, ::step]
     spread = float((sample.max(axis=2) - sample.min(axis=2)).mean())
