@@ -388,7 +388,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     val_sources = list_sources(args.val) if args.val else []
     if args.val and not val_sources:
         raise TrainError(f"--val {args.val}: no images found")
-    file_classes = load_classes(args.classes, args.bin_size) if args.classes not in ("data",) and not state else None
+    file_classes = load_classes(args.classes, args.bin_size) if args.classes != "data" and not state else None
     if args.max_images and len(sources) > args.max_images:
         sources = sorted(random.Random(args.seed).sample(sources, args.max_images), key=lambda s: s.name)
     shard = dist.shard(sources, d)
@@ -414,15 +414,19 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
               f"skipped {skipped['corrupt']} corrupt, {skipped['grey']} grey")
 
     # 2. Colour classes (Eq. 12): from the data's histogram (summed over ranks), a file, or all bins.
+    def data_histogram() -> torch.Tensor:
+        """G^2 counts of this rank's images: all of them in memory, else a seeded sample of
+        --stats-images (not the first files of the sorted list: often a few class folders)."""
+        if images is not None:
+            return class_histogram(images, args.bin_size, size=224, device=device)
+        sample = random.Random(args.seed + d.rank).sample(shard, min(args.stats_images, len(shard)))
+        return dataset_histogram(sample, args.bin_size, args.workers, progress=args.progress and d.main)[0]
+
     if state:
         classes = ColorClasses.from_config(state["classes"])
         counts = state["counts"]
     elif args.classes == "data":
-        if images is not None:
-            counts = class_histogram(images, args.bin_size, size=224, device=device)
-        else:  # a seeded sample, not the first files of the sorted list (often a few class folders)
-            sample = random.Random(args.seed + d.rank).sample(shard, min(args.stats_images, len(shard)))
-            counts, _ = dataset_histogram(sample, args.bin_size, args.workers, progress=args.progress and d.main)
+        counts = data_histogram()
         if d.enabled:
             counts = counts.to(device)
             torch.distributed.all_reduce(counts)
@@ -433,8 +437,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     else:
         classes, counts = file_classes
         if counts is None and args.rebalance == "cic":  # cic needs whole-data class frequencies
-            counts = class_histogram(images, args.bin_size, device=device) if images is not None else \
-                dataset_histogram(shard[: args.stats_images], args.bin_size, args.workers, progress=False)[0]
+            counts = data_histogram()
     class_counts = None if counts is None else \
         torch.zeros(classes.K, dtype=torch.float64).index_add_(0, classes.lut, counts.double())
     log.print(f"classes: K = {classes.K} of {classes.num_bins} ({args.classes})")
