@@ -3,17 +3,29 @@
 Core API::
 
     from ccc_nodes import Colorizer
-    Colorizer()(PIL.Image.open("grey.jpg")).save("colour.png")
+    Colorizer()(PIL.Image.open("examples/grey/chelsea.jpg")).save("colour.png")
+
+The names below are imported on first use, so ``import ccc_nodes`` (and ``ccc --help``)
+does not load torch.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .classes import ColorClasses
-from .hub import DEFAULT_MODEL_DIR, ModelLoadError, load_model
-from .images import ImageError
-from .pipeline import Colorizer, Prediction
+# name -> the submodule that defines it
+_EXPORTS = {
+    "ColorClasses": "classes",
+    "DEFAULT_MODEL_DIR": "hub",
+    "ModelLoadError": "hub",
+    "load_model": "hub",
+    "ImageError": "images",
+    "Colorizer": "pipeline",
+    "Prediction": "pipeline",
+}
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -25,3 +37,22 @@ __all__ = [
     "__version__",
     "load_model",
 ]
+
+if TYPE_CHECKING:
+    from .classes import ColorClasses
+    from .hub import DEFAULT_MODEL_DIR, ModelLoadError, load_model
+    from .images import ImageError
+    from .pipeline import Colorizer, Prediction
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

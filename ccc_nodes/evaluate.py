@@ -445,8 +445,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``ccc evaluate``."""
-    p = subparsers.add_parser("evaluate", help="score colorizations against ground truth (MSE ... FID, CNR, CCAR, TAR)",
-                              description=__doc__.split("\n\n")[1])
+    p = subparsers.add_parser("evaluate", description=__doc__.split("\n\n")[1])  # help line: cli.SUBCOMMANDS
     p.add_argument("--gt", required=True, metavar="DIR", help="ground-truth colour images (recursive)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", metavar="DIR", help="predictions, same relative paths and names as --gt "

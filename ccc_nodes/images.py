@@ -8,13 +8,13 @@ float array in [0, 1] plus an optional alpha channel, converted once at this bou
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "ImageTooLarge", "open_image", "to_rgb"]
@@ -164,7 +164,8 @@ def to_rgb(image: Any, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.nda
         if image.getexif().get(_ORIENTATION, 1) != 1:  # (open_image has applied it already)
             image = ImageOps.exif_transpose(image)
         return _pil_to_array(image)
-    if isinstance(image, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: no import here (fast CLI)
+    if torch is not None and isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.dim() == 3 and t.shape[0] in (1, 3, 4):
             t = t.permute(1, 2, 0)

@@ -10,10 +10,24 @@ from __future__ import annotations
 import socket
 import threading
 import time
-
-from .app import ServerConfig, create_app, frontend_root
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["ServerConfig", "ServerThread", "create_app", "free_port", "frontend_root"]
+
+if TYPE_CHECKING:
+    from .app import ServerConfig, create_app, frontend_root
+
+_APP_EXPORTS = ("ServerConfig", "create_app", "frontend_root")
+
+
+def __getattr__(name: str) -> Any:
+    # FastAPI (the server extra) is imported on first use, not by ``import ccc_nodes.server``:
+    # ``ccc serve``'s parser lives in this package and must load on a base install.
+    if name in _APP_EXPORTS:
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -33,6 +47,8 @@ class ServerThread:
 
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 0):
         import uvicorn
+
+        from .app import create_app
 
         self.host, self.port = host, port or free_port(host)
         self.app = create_app(config)

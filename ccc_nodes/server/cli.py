@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="run the ComfyUI-compatible server (and node editor)",
+    p = subparsers.add_parser("serve",  # help line: cli.SUBCOMMANDS
                               description="Serve ComfyUI's HTTP/websocket API with the CCC++ nodes and LoadImage, "
                                           "SaveImage, PreviewImage; with comfyui-frontend-package installed, "
                                           "the node editor at /.")
