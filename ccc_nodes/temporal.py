@@ -1,0 +1,248 @@
+"""Temporal mode: colorize a sequence of frames with stable colour (METHOD.md s. 13).
+
+Frame by frame, the argmax of each pixel's class distribution jumps between neighbouring
+classes from one frame to the next. Here the class probabilities of the previous frames
+are carried along the motion and blended with the current frame's where the motion is
+trusted::
+
+    p_t    = softmax(logits_t)                                   # this frame alone
+    q_t    = (1 - c m_t) p_t + c m_t warp(q_{t-1}, flow_t->t-1)  # carried, where reliable
+    ab_t   = decode_ab(log q_t)                                   # argmax / annealed mean
+
+``flow_t->t-1`` is dense optical flow (OpenCV's DIS, or Farneback) computed on the
+lightness the network sees; ``m_t`` in [0, 1] is the share of each logit cell whose flow
+passes the forward-backward check; at a scene cut ``q_t = p_t`` (the carry is reset).
+Frames go through the network in batches; only one batch and the carried state
+``q_{t-1}`` ``(1, K, h, w)`` are held, however long the sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .pipeline import Colorizer, Prediction, decode_ab, join_lab
+
+__all__ = [
+    "FLOW_METHODS",
+    "TEMPORAL_DEFAULTS",
+    "OpenCVMissing",
+    "TemporalSettings",
+    "TemporalState",
+    "colorize_sequence",
+    "flow_pair",
+    "optical_flow",
+    "reliable",
+    "warp",
+]
+
+FLOW_METHODS = ("dis", "farneback")
+OPENCV_HINT = "temporal mode needs OpenCV: pip install 'ccc-nodes[video]' (or opencv-python-headless)"
+
+
+class OpenCVMissing(ImportError):
+    """OpenCV (the optical flow) is not installed; the message names the extra."""
+
+
+@dataclass(frozen=True)
+class TemporalSettings:
+    """How the temporal mode carries colour classes along the motion.
+
+    Arguments:
+      carry: weight ``c`` of the warped previous distribution where the flow is fully
+        reliable (0: frame by frame; towards 1: the first frame's colours are kept).
+      flow: ``"dis"`` (OpenCV's DIS, medium preset) or ``"farneback"``.
+      fb_alpha, fb_beta: forward-backward check (Sundaram et al. 2010): a pixel's flow is
+        reliable if ``|f + b|^2 <= fb_alpha (|f|^2 + |b|^2) + fb_beta`` (pixels of the
+        flow image, which is the network's input size).
+      cut_histogram: a scene cut when the lightness histograms (32 bins) of two frames
+        differ by more than this total variation distance (0..1).
+      cut_reliable: ... or when less than this share of the pixels has a reliable flow.
+    """
+
+    carry: float = 0.6
+    flow: str = "dis"
+    fb_alpha: float = 0.01
+    fb_beta: float = 0.5
+    cut_histogram: float = 0.4
+    cut_reliable: float = 0.25
+
+    def __post_init__(self):
+        if not 0.0 <= self.carry < 1.0:
+            raise ValueError(f"carry must lie in [0, 1), got {self.carry}")
+        if self.flow not in FLOW_METHODS:
+            raise ValueError(f"flow must be one of {FLOW_METHODS}, got {self.flow!r}")
+        if not 0.0 <= self.cut_histogram <= 1.0 or not 0.0 <= self.cut_reliable <= 1.0:
+            raise ValueError("cut_histogram and cut_reliable must lie in [0, 1]")
+
+
+TEMPORAL_DEFAULTS = TemporalSettings()
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise OpenCVMissing(OPENCV_HINT) from e
+    return cv2
+
+
+# ------------------------------------------------------------------ flow (numpy, one channel uint8)
+def optical_flow(src: np.ndarray, dst: np.ndarray, method: str = "dis") -> np.ndarray:
+    """Dense flow ``(H, W, 2)`` (x, y) with ``src(p) ~ dst(p + flow(p))``, from two grey
+    uint8 images ``(H, W)``."""
+    cv2 = _cv2()
+    if method == "dis":
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        return dis.calc(src, dst, None)
+    if method == "farneback":
+        return cv2.calcOpticalFlowFarneback(src, dst, None, 0.5, 4, 15, 3, 5, 1.2, 0)
+    raise ValueError(f"flow must be one of {FLOW_METHODS}, got {method!r}")
+
+
+def _grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xs + flow[..., 0], ys + flow[..., 1]
+
+
+def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``image`` (of the frame the flow points into) sampled at ``p + flow(p)``, bilinear;
+    ``(H, W)`` or ``(H, W, C)`` float32."""
+    mx, my = _grid(flow)
+    return _cv2().remap(image.astype(np.float32), mx, my, interpolation=1, borderMode=1)  # linear, replicate
+
+
+def reliable(backward: np.ndarray, forward: np.ndarray, alpha: float = 0.01, beta: float = 0.5) -> np.ndarray:
+    """Forward-backward check -> bool ``(H, W)``: ``backward`` maps frame t into t-1,
+    ``forward`` maps t-1 into t; a pixel of t is reliable if going there and back lands
+    where it started (Sundaram et al. 2010) and it stays inside the frame."""
+    fw = warp(forward, backward)
+    mx, my = _grid(backward)
+    h, w = backward.shape[:2]
+    inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+    loop = ((backward + fw) ** 2).sum(-1)
+    return inside & (loop <= alpha * ((backward**2).sum(-1) + (fw**2).sum(-1)) + beta)
+
+
+def flow_pair(prev: np.ndarray, cur: np.ndarray, method: str = "dis") -> tuple[np.ndarray, np.ndarray]:
+    """(backward: cur -> prev, forward: prev -> cur) flows of two grey uint8 frames."""
+    return optical_flow(cur, prev, method), optical_flow(prev, cur, method)
+
+
+def _histogram(grey: np.ndarray) -> np.ndarray:
+    h = np.bincount((grey >> 3).ravel(), minlength=32).astype(np.float64)
+    return h / h.sum()
+
+
+# ------------------------------------------------------------------ carrying the classes
+def _flow_image(L: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Full-resolution L ``(1, 1, H, W)`` -> grey uint8 ``size`` (the network's view)."""
+    small = F.interpolate(L.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return (small[0, 0] * 2.55).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _to_cells(x: np.ndarray, cells: tuple[int, int]) -> torch.Tensor:
+    """``(H, W, C)`` on the flow image -> ``(1, C, h, w)`` averaged over each logit cell."""
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)[None]
+    return F.adaptive_avg_pool2d(t, cells)
+
+
+def _warp_cells(q: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Distribution ``(1, K, h, w)`` sampled at each cell centre + ``flow`` ``(1, 2, h, w)``
+    (in cells), bilinear."""
+    h, w = q.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    gx = (2 * (xs + flow[0, 0]) + 1) / w - 1
+    gy = (2 * (ys + flow[0, 1]) + 1) / h - 1
+    grid = torch.stack((gx, gy), dim=-1)[None]
+    return F.grid_sample(q, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@dataclass
+class TemporalState:
+    """The carried class distribution of a sequence, updated frame by frame (``step``).
+
+    Attributes:
+      settings: the :class:`TemporalSettings`.
+      cuts: indices of the frames where the carry was reset (0 is the first frame).
+      reliable_share: per frame, the share of pixels whose flow was reliable (1.0 at 0).
+    """
+
+    settings: TemporalSettings = TEMPORAL_DEFAULTS
+    cuts: list[int] = field(default_factory=list)
+    reliable_share: list[float] = field(default_factory=list)
+    _q: torch.Tensor | None = field(default=None, init=False, repr=False)  # q_{t-1}
+    _grey: np.ndarray | None = field(default=None, init=False, repr=False)  # the previous flow image
+    _frames: int = field(default=0, init=False, repr=False)
+
+    def step(self, pred: Prediction) -> torch.Tensor:
+        """This frame's prediction -> the blended logits ``log q_t`` ``(1, K, h, w)``."""
+        s = self.settings
+        cells = tuple(pred.logits.shape[-2:])
+        grey = _flow_image(pred.L, (cells[0] * 4, cells[1] * 4))
+        p = torch.softmax(pred.logits.float(), dim=1)
+        index, self._frames = self._frames, self._frames + 1
+        prev, self._grey = self._grey, grey
+        if self._q is None or self._q.shape != p.shape or prev is None or prev.shape != grey.shape:
+            return self._reset(index, p, 1.0)
+        if s.carry == 0.0:
+            return self._reset(index, p, 1.0, cut=False)
+        if 0.5 * np.abs(_histogram(grey) - _histogram(prev)).sum() > s.cut_histogram:
+            return self._reset(index, p, 0.0)
+        backward, forward = flow_pair(prev, grey, s.flow)
+        ok = reliable(backward, forward, s.fb_alpha, s.fb_beta)
+        share = float(ok.mean())
+        if share < s.cut_reliable:
+            return self._reset(index, p, share)
+        scale = np.array([cells[1] / grey.shape[1], cells[0] / grey.shape[0]], dtype=np.float32)
+        flow = _to_cells(backward * scale, cells)
+        m = _to_cells(ok[..., None], cells)
+        q = (1 - s.carry * m) * p + s.carry * m * _warp_cells(self._q, flow)
+        self._q = q / q.sum(dim=1, keepdim=True)
+        self.reliable_share.append(share)
+        return self._q.clamp_min(1e-12).log()
+
+    def _reset(self, index: int, p: torch.Tensor, share: float, cut: bool = True) -> torch.Tensor:
+        self._q = p
+        self.reliable_share.append(share)
+        if cut:
+            self.cuts.append(index)
+        return p.clamp_min(1e-12).log()
+
+
+def _batches(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def colorize_sequence(
+    colorizer: Colorizer,
+    frames: Iterable[Any],
+    temporal: bool = True,
+    settings: TemporalSettings = TEMPORAL_DEFAULTS,
+    state: TemporalState | None = None,
+) -> Iterator[torch.Tensor]:
+    """Colorize consecutive frames (anything ``Colorizer.predict`` takes), lazily: sRGB
+    ``(1, 3, H, W)`` in [0, 1] per frame, in order. ``temporal=False`` is frame by frame.
+    Frames are read ``colorizer.batch_size`` at a time; pass ``state`` to read its cuts."""
+    if temporal:
+        _cv2()  # a clear error before any frame is read
+        state = state if state is not None else TemporalState(settings)
+    for batch in _batches(frames, colorizer.batch_size):
+        preds = colorizer.predict(batch)
+        del batch
+        for pred in preds:
+            logits = state.step(pred) if temporal else pred.logits
+            yield join_lab(pred.L, decode_ab(logits, colorizer.classes, colorizer.decode, colorizer.temperature))

@@ -1,0 +1,277 @@
+"""Video files in, colorized video files out, through PyAV (the ``video`` extra).
+
+    info = colorize_video(colorizer, "clip.mp4", "out/clip.mp4", temporal=True)
+
+The output keeps the input's size, frame rate and frame count; its audio streams are
+copied packet for packet (not re-encoded). Frames are decoded, colorized in batches
+(:func:`ccc_nodes.temporal.colorize_sequence`) and encoded as they come, so memory stays
+bounded however long the clip. The output is written to a hidden ``.NAME.part.EXT`` beside
+it and renamed when complete: a failure (a corrupt input, Ctrl-C) leaves nothing under the
+output's name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .images import MAX_PIXELS
+
+__all__ = [
+    "VIDEO_HINT",
+    "VIDEO_SUFFIXES",
+    "VideoError",
+    "VideoInfo",
+    "colorize_video",
+    "frame_order",
+    "is_video",
+    "probe",
+    "require_av",
+]
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
+VIDEO_HINT = "video needs the 'video' extra: pip install 'ccc-nodes[video]'"
+# Video encoder by output suffix (software encoders in PyAV's wheels), with its options.
+_ENCODERS = {".webm": ("libvpx-vp9", {"crf": "24", "b": "0", "row-mt": "1"}),
+             ".avi": ("mpeg4", {"qscale": "2"}), ".mpg": ("mpeg2video", {"qscale": "2"}),
+             ".mpeg": ("mpeg2video", {"qscale": "2"}), ".wmv": ("mpeg4", {"qscale": "2"}),
+             ".flv": ("flv", {"qscale": "2"})}
+_DEFAULT_ENCODER = ("libx264", {"crf": "18", "preset": "medium"})  # mp4, m4v, mov, mkv, ts
+
+
+class VideoError(ValueError):
+    """A video cannot be read or written; the message names the file and says why."""
+
+
+def require_av():
+    """The ``av`` module, or a :class:`VideoError` naming the extra to install."""
+    try:
+        import av
+    except ImportError as e:
+        raise VideoError(VIDEO_HINT) from e
+    return av
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a video file (by its suffix; GIFs are read as images)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def frame_order(paths: list[Path]) -> list[Path]:
+    """Numbered frames in their natural order (``f2.png`` before ``f10.png``)."""
+    def key(p: Path):
+        return [(0, int(t), "") if t.isdigit() else (1, 0, t.casefold()) for t in re.split(r"(\d+)", str(p))]
+
+    return sorted(paths, key=key)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video holds: frame size, average frame rate, frame count (0: the file does not
+    say), and its audio streams' codecs."""
+
+    width: int
+    height: int
+    fps: Fraction
+    frames: int
+    audio: tuple[str, ...]
+
+
+def _open(path: Path):
+    av = require_av()
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoError(f"{path}: not a video PyAV can read ({getattr(e, 'strerror', None) or e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: holds no video stream")
+    return container
+
+
+def _info(container, path: Path) -> VideoInfo:
+    v = container.streams.video[0]
+    fps = v.average_rate or v.guessed_rate or v.base_rate
+    if not v.width or not v.height or not fps:
+        raise VideoError(f"{path}: video stream has no frame size or frame rate")
+    audio = tuple(a.codec_context.name for a in container.streams.audio)
+    return VideoInfo(v.width, v.height, Fraction(fps), int(v.frames or 0), audio)
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Size, frame rate, frame count and audio of a video file (a :class:`VideoError` if it
+    cannot be read)."""
+    path = Path(path)
+    with _open(path) as container:
+        return _info(container, path)
+
+
+def colorize_video(
+    colorizer,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    temporal: bool = True,
+    settings=None,
+    progress: Callable[[int, int], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
+    max_frames: int = 0,
+) -> VideoInfo:
+    """Colorize the video ``src`` into ``dst`` (its suffix picks the container) -> the
+    output's :class:`VideoInfo`.
+
+    Arguments:
+      colorizer: a :class:`~ccc_nodes.pipeline.Colorizer`.
+      temporal: carry colour classes along the motion (METHOD.md s. 13), else frame by frame.
+      settings: :class:`~ccc_nodes.temporal.TemporalSettings` (default: its defaults).
+      progress: called with (frames done, frame count or 0) after each frame.
+      max_pixels: refuse frames larger than this.
+      max_frames: refuse videos with more frames than this (0: no limit).
+    """
+    from .pipeline import _to_output
+    from .temporal import TEMPORAL_DEFAULTS, colorize_sequence
+
+    av = require_av()
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.stem}.part{dst.suffix}")
+    container = _open(src)
+    try:
+        info = _info(container, src)
+        if max_pixels and info.width * info.height > max_pixels:
+            raise VideoError(f"{src}: refused, {info.width}x{info.height} frames are over the limit of "
+                             f"{max_pixels / 1e6:.0f} MP")
+        if max_frames and info.frames > max_frames:
+            raise VideoError(f"{src}: {info.frames} frames, over the limit of {max_frames}")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        try:
+            with av.open(str(tmp), "w") as out:
+                vout = _video_stream(out, dst.suffix.lower(), info)
+                pairs = [(a, out.add_stream_from_template(a)) for a in container.streams.audio]
+                frames = _decode(container, out, dict(pairs), src, max_frames)
+                like = np.zeros((1, 1, 3), np.uint8)
+                for rgb in colorize_sequence(colorizer, frames, temporal, settings or TEMPORAL_DEFAULTS):
+                    frame = av.VideoFrame.from_ndarray(_to_output(rgb, like, None), format="rgb24")
+                    frame.pts = written
+                    out.mux(vout.encode(frame.reformat(format=vout.pix_fmt)))
+                    written += 1
+                    if progress is not None:
+                        progress(written, info.frames)
+                out.mux(vout.encode(None))
+        except av.FFmpegError as e:
+            raise VideoError(f"{dst}: could not write the video ({e})") from e
+        except OSError as e:
+            raise VideoError(f"{dst}: could not write the video ({e})") from e
+        if written == 0:
+            raise VideoError(f"{src}: holds no decodable frame")
+        os.replace(tmp, dst)
+    finally:
+        container.close()
+        tmp.unlink(missing_ok=True)
+    return VideoInfo(info.width, info.height, info.fps, written, info.audio)
+
+
+def _video_stream(out, suffix: str, info: VideoInfo):
+    codec, options = _ENCODERS.get(suffix, _DEFAULT_ENCODER)
+    stream = out.add_stream(codec, rate=info.fps)
+    stream.width, stream.height = info.width, info.height
+    # 4:2:0 needs even sizes; x264 keeps odd ones in 4:4:4, the others take 4:2:0 as they can
+    odd = info.width % 2 or info.height % 2
+    stream.pix_fmt = "yuv444p" if odd and codec == "libx264" else "yuv420p"
+    stream.options = dict(options)
+    return stream
+
+
+def _decode(container, out, audio: dict[Any, Any], src: Path, max_frames: int) -> Iterator[np.ndarray]:
+    """The video's frames as RGB uint8 ``(H, W, 3)``; audio packets met on the way are muxed
+    into their output streams as they come (interleaved, nothing buffered)."""
+    av = require_av()
+    video = container.streams.video[0]
+    count = 0
+    try:
+        for packet in container.demux(video, *audio):
+            if packet.stream is not video:
+                if packet.dts is not None:  # the demuxer's final empty packet has none
+                    packet.stream = audio[packet.stream]
+                    out.mux(packet)
+                continue
+            for frame in packet.decode():
+                count += 1
+                if max_frames and count > max_frames:
+                    raise VideoError(f"{src}: more than {max_frames} frames, over the limit")
+                yield frame.to_ndarray(format="rgb24")
+    except av.FFmpegError as e:
+        raise VideoError(f"{src}: corrupt video after {count} frames ({getattr(e, 'strerror', None) or e})") from e
+
+
+def colorize_sequences(
+    colorizer,
+    videos: list[tuple[Path, Path]],
+    frames: list[tuple[Path, Path]],
+    save: Callable[[Any, Path], Any],
+    temporal: bool = True,
+    settings=None,
+    quiet: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[int, int, list[tuple[str, str]]]:
+    """The ``ccc colorize`` job for sequences: each video ``(src, dst)`` into a video, and the
+    image files of ``frames`` ``(src, dst)`` as one sequence per folder, in natural order,
+    each output written by ``save(image, dst)``. Progress in frames on stderr.
+    -> (videos done, frames done, [(input, why it failed)])."""
+    from collections import deque
+
+    from tqdm.auto import tqdm
+
+    from .images import ImageError, open_image
+    from .pipeline import _to_output
+    from .temporal import TEMPORAL_DEFAULTS, colorize_sequence
+
+    settings = settings or TEMPORAL_DEFAULTS
+    failures: list[tuple[str, str]] = []
+    videos_done = frames_done = 0
+    for src, dst in videos:
+        with tqdm(desc=src.name, unit="frame", disable=quiet, leave=False) as bar:
+            def report(done: int, total: int, bar=bar) -> None:
+                bar.total = total or None
+                bar.update(done - bar.n)
+
+            try:
+                colorize_video(colorizer, src, dst, temporal, settings, report, max_pixels)
+                videos_done += 1
+            except VideoError as e:
+                failures.append((str(src), str(e).removeprefix(f"{src}: ")))
+    folders: dict[Path, list[tuple[Path, Path]]] = {}
+    for src, dst in frames:
+        folders.setdefault(src.parent, []).append((src, dst))
+    for folder, pairs in folders.items():
+        order = {s: d for s, d in pairs}
+        queue: deque[tuple[Path, Any]] = deque()
+
+        def read(paths: list[Path], queue=queue) -> Iterator[Any]:
+            for path in paths:
+                try:
+                    image = open_image(path, max_pixels)
+                except ImageError as e:
+                    failures.append((str(path), str(e).removeprefix(f"{path}: ")))
+                    continue
+                queue.append((path, image))
+                yield image
+
+        with tqdm(total=len(pairs), desc=folder.name or str(folder), unit="frame", disable=quiet, leave=False) as bar:
+            for rgb in colorize_sequence(colorizer, read(frame_order(list(order))), temporal, settings):
+                path, image = queue.popleft()
+                try:
+                    save(_to_output(rgb, image, None), order[path])
+                    frames_done += 1
+                except OSError as e:
+                    failures.append((str(path), f"could not write {order[path]}: {e}"))
+                bar.update(1)
+    return videos_done, frames_done, failures
