@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image
+from .video import VIDEO_SUFFIXES
 
 __all__ = ["main"]
+
 
 @dataclass(frozen=True)
 class Subcommand:
@@ -123,6 +125,8 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     if outdir.exists() and not outdir.is_dir():
         print(f"error: -o {outdir} is a file, not a folder", file=sys.stderr)
         return 2
+    if args.temporal == "on" or any(Path(spec).suffix.lower() in VIDEO_SUFFIXES for spec in args.inputs):
+        return cmd_colorize_sequences(args, outdir)
     jobs, problems = collect_jobs(args.inputs, outdir)
     failures: list[tuple[str, str]] = list(problems)
     inputs = {j.src.resolve() for j in jobs}
@@ -136,6 +140,11 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         _report(0, failures)
         return 1
     try:
+        hint_table, reference = _steering_inputs(args)
+    except (ValueError, OSError) as e:  # HintError, ImageError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         print(f"error: cannot create the output folder {outdir}: {e}", file=sys.stderr)
@@ -147,6 +156,15 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if reference is not None:
+        from .hints import palette_prior
+
+        given = {} if args.reference_strength is None else {"strength": args.reference_strength}
+        try:
+            reference = palette_prior(reference, colorizer.classes, **given)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     done = 0
     bar = tqdm(total=len(safe), desc="colorize", unit="img", disable=args.quiet)
     for start in range(0, len(safe), args.batch):
@@ -160,12 +178,13 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         if not loaded:
             continue
         try:
-            outs = colorizer.colorize([im for _, im in loaded])
-        except (ValueError, RuntimeError):  # e.g. out of memory on a big batch: one by one
+            outs = colorizer.colorize([im for _, im in loaded], reference=reference,
+                                      hints=[_job_hints(hint_table, job) for job, _ in loaded])
+        except (ValueError, RuntimeError):  # e.g. out of memory on a big batch, a bad hint: one by one
             outs = []
-            for _, im in loaded:
+            for job, im in loaded:
                 try:
-                    outs.append(colorizer.colorize(im))
+                    outs.append(colorizer.colorize(im, hints=_job_hints(hint_table, job), reference=reference))
                 except (ValueError, RuntimeError) as e:
                     outs.append(e)
         for (job, _), out in zip(loaded, outs, strict=True):
@@ -181,6 +200,65 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     bar.close()
     _report(done, failures, outdir)
     return 1 if failures else 0
+
+
+def _steering_inputs(args: argparse.Namespace) -> tuple[dict | None, object]:
+    """``--hint``, ``--hints`` and ``--reference`` read up front, so a typo fails before any work."""
+    if not (args.hint or args.hints or args.reference):
+        return None, None
+    from .hints import load_hints, parse_hint, read_reference
+
+    table = load_hints(args.hints) if args.hints else {}
+    table.setdefault("*", []).extend(parse_hint(h) for h in args.hint or ())
+    return table, read_reference(args.reference) if args.reference else None
+
+
+def _job_hints(table: dict | None, job: Job) -> list:
+    if table is None:
+        return []
+    from .hints import hints_for
+
+    return hints_for(table, job.src)
+
+
+def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
+    """Videos, and (``--temporal on``) folders as sequences of numbered frames: the core's
+    :func:`~ccc_nodes.video.colorize_sequences`."""
+    if getattr(args, "hint", None) or getattr(args, "hints", None) or getattr(args, "reference", None):
+        print("error: --hint, --hints and --reference are for images; videos and sequences take none", file=sys.stderr)
+        return 2
+    from .hub import ModelLoadError
+    from .pipeline import Colorizer
+    from .video import VideoError, colorize_sequences, require_av
+
+    videos = [Path(s) for s in args.inputs if Path(s).suffix.lower() in VIDEO_SUFFIXES]
+    try:
+        if videos:
+            require_av()
+        colorizer = Colorizer(args.model, device=args.device, size=args.size, precision=args.precision,
+                              decode=args.decode, batch_size=args.batch, max_pixels=args.max_pixels,
+                              revision=args.revision)
+    except (ModelLoadError, ValueError) as e:  # VideoError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    jobs, failures = collect_jobs([s for s in args.inputs if Path(s) not in videos], outdir)
+    video_jobs = [(v, outdir / v.name) for v in videos]
+    failures += [(str(s), f"output {d} would overwrite an input; choose another -o")
+                 for s, d in video_jobs if d.resolve() == s.resolve()]
+    video_jobs = [(s, d) for s, d in video_jobs if d.resolve() != s.resolve()]
+    try:
+        n_videos, n_frames, failed = colorize_sequences(
+            colorizer, video_jobs, [(j.src, j.dst) for j in jobs if j.dst.resolve() != j.src.resolve()], _save,
+            temporal=args.temporal != "off", quiet=args.quiet, max_pixels=args.max_pixels)
+    except (VideoError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failures += failed
+    print(f"colorized {n_videos} video{'s' if n_videos != 1 else ''} and {n_frames} frame{'s' if n_frames != 1 else ''}"
+          f" into {outdir}; {len(failures)} failed", file=sys.stderr)
+    for name, why in failures:
+        print(f"  skipped {name}: {why}", file=sys.stderr)
+    return 1 if failures or not (n_videos or n_frames) else 0
 
 
 def _report(done: int, failures: list[tuple[str, str]], outdir: Path | None = None) -> None:
@@ -207,6 +285,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     c.add_argument("--decode", default="argmax", choices=("argmax", "annealed-mean"))
     c.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"refuse larger images (default {MAX_PIXELS:,})")
+    c.add_argument("--hint", action="append", metavar="X,Y,#RRGGBB[,S]",
+                   help="a colour hint: the object under pixel (X, Y) takes the colour, with strength S in 0..1 "
+                        "(default 1); repeat for more")
+    c.add_argument("--hints", metavar="FILE.json", help="hints for batch work: a list for every input, or an object "
+                                                        "of file name -> list (docs/HINTS.md)")
+    c.add_argument("--reference", metavar="IMAGE|#RGB,...", help="a reference image or palette whose colours "
+                                                                "steer every input")
+    c.add_argument("--reference-strength", type=float, default=None, metavar="S",
+                   help="weight of the reference's palette, 0..4 (default: the core's, HINT_DEFAULTS)")
+    c.add_argument("--temporal", choices=("on", "off"), default=None,
+                   help="videos: carry colours along the motion (on, the default) or colorize frame by frame (off); "
+                        "on also makes each input folder one sequence of numbered frames")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_colorize)
     chosen = _command(argv)

@@ -34,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .cache import ModelCache
 from .harmonize import HARMONIZE_DEFAULTS, harmonize
+from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior
 from .hub import DEFAULT_MODEL, ModelLoadError
 from .masks import SAM_MODEL_TYPES, MaskSet, generate_masks, given_masks, overlay
 from .metrics import METRIC_NAMES, ColorMetrics, is_grey, markdown_table, metric_classes
@@ -484,6 +486,84 @@ class CCCMetrics:
         return {"ui": {"text": [table]}, "result": (table,)}
 
 
+def _per_image(batch: torch.Tensor | None, n: int, name: str) -> list:
+    """A batch input of one plane per image, or one for all -> n entries (or n Nones)."""
+    if batch is None:
+        return [None] * n
+    if batch.shape[0] not in (1, n):
+        raise ValueError(f"{name}: {batch.shape[0]} given for {n} images; give one per image, or one for all")
+    return [batch[i if batch.shape[0] == n else 0] for i in range(n)]
+
+
+class CCCColorHint:
+    """CCC_CLASSES + a region + a colour -> CCC_CLASSES steered toward it (METHOD.md s. 11)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {
+            "required": {
+                "classes": ("CCC_CLASSES",),
+                "color": ("STRING", {"default": "#c0392b", "tooltip": "The wanted colour, #RRGGBB (its a*b*; "
+                                     "the image's lightness is kept)."}),
+                "strength": ("FLOAT", {"default": HINT_DEFAULTS["strength"], "min": 0.0, "max": 1.0, "step": 0.05,
+                                       "tooltip": "0: no effect; 1: the region takes the colour."}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "The region (painted in the mask editor, from SAM, ...); one per "
+                                  "image or one for all. Without it, the point x, y is grown into its object."}),
+                "x": ("INT", {"default": -1, "min": -1, "max": 1 << 16, "tooltip": "Point hint: pixel column (-1: none)."}),
+                "y": ("INT", {"default": -1, "min": -1, "max": 1 << 16, "tooltip": "Point hint: pixel row (-1: none)."}),
+            },
+        }
+
+    RETURN_TYPES = ("CCC_CLASSES", "MASK")
+    RETURN_NAMES = ("classes", "region")
+    FUNCTION = "hint"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Steers the colour classes of a region toward a colour before decoding, so shading and "
+                   "texture stay the model's. Chain several before Classes -> Lab. 'region' shows the weights used.")
+
+    def hint(self, classes, color, strength, mask=None, x=-1, y=-1):
+        preds = classes.predictions
+        if mask is None and (x < 0 or y < 0):
+            raise ValueError("Colour Hint needs a mask or a point (x, y >= 0)")
+        masks = _per_image(None if mask is None else (mask[None] if mask.dim() == 2 else mask), len(preds), "mask")
+        hints = [Hint.on(m, color, strength) if m is not None else Hint.at(x, y, color, strength) for m in masks]
+        out = [apply_hints(p, [h]) for p, h in zip(preds, hints, strict=True)]
+        regions = [hint_regions(p, [h])[0] for p, h in zip(preds, hints, strict=True)]
+        regions = [F.interpolate(r[None, None].float(), size=classes.size, mode="bilinear")[0] for r in regions]
+        return (ClassBatch(out), torch.cat(regions).cpu())
+
+
+class CCCReferencePalette:
+    """CCC_CLASSES + a reference IMAGE -> CCC_CLASSES biased toward its colours (a global hint)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {
+            "required": {
+                "classes": ("CCC_CLASSES",),
+                "reference": ("IMAGE", {"tooltip": "A colour image whose palette the result should take; one per "
+                                        "image or one for all."}),
+                "strength": ("FLOAT", {"default": HINT_DEFAULTS["reference_strength"], "min": 0.0, "max": 4.0,
+                                       "step": 0.1, "tooltip": "Weight of the reference's class histogram."}),
+            },
+        }
+
+    RETURN_TYPES = ("CCC_CLASSES",)
+    RETURN_NAMES = ("classes",)
+    FUNCTION = "steer"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Biases every pixel's colour classes toward the colours of a reference image (its class "
+                   "histogram as a prior), as global hints do.")
+
+    def steer(self, classes, reference, strength):
+        refs = _per_image(reference, len(classes), "reference")
+        out = [apply_hints(p, reference=palette_prior(_images(r[None], "reference")[0], p.classes, strength))
+               for p, r in zip(classes.predictions, refs, strict=True)]
+        return (ClassBatch(out),)
+
+
 NODE_CLASS_MAPPINGS = {
     "CCCModelLoader": CCCModelLoader,
     "CCCGrayscaleToClasses": CCCGrayscaleToClasses,
@@ -492,6 +572,8 @@ NODE_CLASS_MAPPINGS = {
     "CCCSAMLoader": CCCSAMLoader,
     "CCCSAMHarmonize": CCCSAMHarmonize,
     "CCCMetrics": CCCMetrics,
+    "CCCColorHint": CCCColorHint,
+    "CCCReferencePalette": CCCReferencePalette,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -502,4 +584,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "CCCSAMLoader": "CCC++ SAM Loader",
     "CCCSAMHarmonize": "CCC++ SAM Harmonize",
     "CCCMetrics": "CCC++ Metrics",
+    "CCCColorHint": "CCC++ Colour Hint",
+    "CCCReferencePalette": "CCC++ Reference Palette",
 }

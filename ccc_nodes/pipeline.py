@@ -306,13 +306,27 @@ class Colorizer:
             ]
         return preds
 
-    def colorize(self, images: Any | Sequence[Any]) -> Any:
+    def colorize(self, images: Any | Sequence[Any], hints: Sequence[Any] | None = None, reference: Any = None) -> Any:
         """Colorize one image or a list; each output is the same size and kind as its input
-        (PIL -> PIL RGB or RGBA, numpy -> numpy ``(H, W, 3)``, tensor -> ``(3, H, W)``)."""
+        (PIL -> PIL RGB or RGBA, numpy -> numpy ``(H, W, 3)``, tensor -> ``(3, H, W)``).
+
+        ``hints``: colour hints (:class:`~ccc_nodes.hints.Hint`) for one image, or one list
+        of them per image of a list. ``reference``: an image or a palette whose colours
+        steer every image (or a :class:`~ccc_nodes.hints.GlobalHint`)."""
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
+        per_image = [hints] if single else list(hints) if hints is not None else [None] * len(items)
+        if len(per_image) != len(items):
+            raise ValueError(f"hints: {len(per_image)} lists of hints for {len(items)} images")
+        steer = None
+        if reference is not None or any(per_image):
+            from .hints import steering
+
+            steer = steering(self.classes, reference)
         outs = []
-        for item, pred in zip(items, self.predict(items), strict=True):
+        for item, pred, hs in zip(items, self.predict(items), per_image, strict=True):
+            if steer is not None:
+                pred = steer(pred, hs or ())
             rgb = pred.rgb(self.decode, self.temperature)
             outs.append(_to_output(rgb, item, pred.alpha))
         return outs[0] if single else outs

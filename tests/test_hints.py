@@ -1,0 +1,266 @@
+"""Colour hints (ccc_nodes.hints): the formula's promises, point growth, the reference
+palette, and the Python API, CLI and node that carry them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ccc_nodes import Colorizer
+from ccc_nodes.color import rgb_to_lab
+from ccc_nodes.harmonize import HarmonizedPrediction, harmonize
+from ccc_nodes.hints import (
+    GlobalHint,
+    Hint,
+    HintError,
+    apply_hints,
+    grow_point,
+    hints_for,
+    load_hints,
+    palette_prior,
+    parse_color,
+    parse_hint,
+)
+from ccc_nodes.masks import MaskSet
+from ccc_nodes.pipeline import join_lab
+
+RED = "#c0392b"
+MUTED = "#8a9a5b"  # moss green: inside sRGB on both tones of the test image
+
+
+@pytest.fixture(scope="module")
+def colorizer():
+    return Colorizer(device="cpu")  # the embedded default: K = 526 classes cover the colours asked for
+
+
+@pytest.fixture(scope="module")
+def two_tone() -> np.ndarray:
+    """A grey image: a darker disc on a lighter ground, with a little noise."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:120, :160]
+    im = np.where((yy - 60) ** 2 + (xx - 50) ** 2 < 35**2, 90, 170).astype(np.float64)
+    return np.clip(im + rng.normal(0, 3, im.shape), 0, 255).astype(np.uint8)
+
+
+def lab_of(rgb: torch.Tensor) -> torch.Tensor:
+    return rgb_to_lab(rgb)[0]
+
+
+def test_parse_color_gives_the_colours_a_b_and_refuses_what_it_cannot_read():
+    from skimage.color import rgb2lab
+
+    want = rgb2lab(np.array([[[0xC0, 0x39, 0x2B]]]) / 255)[0, 0, 1:]
+    assert np.allclose(parse_color(RED), want, atol=1e-3)
+    assert np.allclose(parse_color((0xC0, 0x39, 0x2B)), want, atol=1e-3)
+    assert np.allclose(parse_color("C0392B"), want, atol=1e-3)
+    assert parse_color({"a": 10, "b": -20}) == (10.0, -20.0)
+    for bad in ("red", "#12345", (300, 0, 0), 5):
+        with pytest.raises(HintError):
+            parse_color(bad)
+    with pytest.raises(HintError, match="strength"):
+        Hint.at(1, 1, RED, strength=1.5)
+    with pytest.raises(HintError, match="exactly one"):
+        Hint(ab=(0, 0))
+
+
+def test_strength_zero_changes_nothing(colorizer, two_tone):
+    pred = colorizer.predict(two_tone)[0]
+    out = apply_hints(pred, [Hint.at(50, 60, RED, strength=0.0), Hint.on(np.ones((120, 160)), "#2e86c1", 0.0)])
+    assert torch.equal(out.logits, pred.logits)
+    assert torch.equal(apply_hints(pred, [], reference=GlobalHint(torch.zeros(pred.classes.K), 0.0)).logits,
+                       pred.logits)
+
+
+@pytest.mark.parametrize("decode", ["argmax", "annealed-mean"])
+def ideal(pred, colour) -> torch.Tensor:
+    """Lab of the hinted colour itself on the image's L (sRGB clips what lies outside its gamut)."""
+    ab = torch.tensor(parse_color(colour)).view(1, 2, 1, 1).expand(1, 2, *pred.size)
+    return lab_of(join_lab(pred.L, ab))
+
+
+def ab_error(lab: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    return (lab[1:] - want[1:]).norm(dim=0)
+
+
+@pytest.mark.parametrize("colour", [RED, MUTED])
+@pytest.mark.parametrize("decode", ["argmax", "annealed-mean"])
+def test_a_full_strength_hint_gives_its_colour_and_keeps_L(colorizer, two_tone, decode, colour):
+    pred = colorizer.predict(two_tone)[0]
+    mask = np.zeros((120, 160), np.float32)
+    mask[:, 80:] = 1  # the right half, on the lighter ground
+    out = apply_hints(pred, [Hint.on(mask, colour)])
+    lab_in, lab, want = lab_of(pred.rgb(decode)), lab_of(out.rgb(decode)), ideal(pred, colour)
+    err = ab_error(lab, want)[:, 100:]  # away from the feather at model resolution
+    assert err.mean() < 5 and err.max() < 8  # within one bin of the paper's grid
+    assert ab_error(lab_in, want)[:, 100:].mean() > 15  # the model alone did not give that colour
+    in_gamut = (want[0] - lab_in[0]).abs() < 0.5  # where the hinted colour fits sRGB on this L
+    assert in_gamut[:, 100:].float().mean() > (0.9 if colour == MUTED else 0.0)
+    assert (lab[0] - lab_in[0]).abs()[in_gamut].max() < 1.0  # L untouched there (8-bit rounding aside)
+    # Outside the region (and its one-cell feather at model resolution) nothing moves.
+    assert torch.allclose(lab[:, :, :60], lab_in[:, :, :60], atol=1e-4)
+
+
+def test_half_strength_lies_between(colorizer, two_tone):
+    pred = colorizer.predict(two_tone)[0]
+    mask = np.ones((120, 160), np.float32)
+    want = torch.tensor(parse_color(RED)).view(2, 1, 1)
+    errs = [(lab_of(apply_hints(pred, [Hint.on(mask, RED, s)]).rgb("annealed-mean"))[1:] - want).norm(dim=0).mean()
+            for s in (0.0, 0.5, 1.0)]
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_a_point_grows_into_its_region_and_not_across_an_edge(two_tone):
+    from ccc_nodes.pipeline import lightness
+
+    L = lightness(two_tone[..., None].repeat(3, 2) / 255.0)
+    w = grow_point(L, 50, 60)  # the disc's centre
+    gh, gw = w.shape
+    ys, xs = np.mgrid[:gh, :gw]
+    disc = ((ys * 120 / gh - 60) ** 2 + (xs * 160 / gw - 50) ** 2) < 30**2
+    ground = ((ys * 120 / gh - 60) ** 2 + (xs * 160 / gw - 50) ** 2) > 40**2
+    assert w.numpy()[disc].mean() > 0.8 and w.numpy()[ground].max() < 0.1
+    w2 = grow_point(L, 150, 10)  # the ground, around the disc
+    assert w2.numpy()[ground].mean() > 0.5 and w2.numpy()[disc].max() < 0.1
+    with pytest.raises(HintError, match="outside"):
+        grow_point(L, 160, 10)
+
+
+def test_a_point_takes_the_smallest_mask_under_it(two_tone):
+    from ccc_nodes.pipeline import lightness
+
+    L = lightness(two_tone[..., None].repeat(3, 2) / 255.0)
+    big = torch.zeros(60, 80, dtype=torch.bool)
+    big[:, :40] = True
+    small = torch.zeros(60, 80, dtype=torch.bool)
+    small[10:20, 10:20] = True
+    masks = MaskSet(torch.stack([big, small]), "given")
+    assert torch.equal(grow_point(L, 30, 30, masks=masks), small.float())  # (30, 30) -> mask cell (15, 15)
+    assert torch.equal(grow_point(L, 60, 100, masks=masks), big.float())
+    assert not torch.equal(grow_point(L, 150, 100, masks=masks), big.float())  # under no mask: affinity
+
+
+def test_hints_chain_on_disjoint_regions(colorizer, two_tone):
+    pred = colorizer.predict(two_tone)[0]
+    left, right = np.zeros((120, 160), np.float32), np.zeros((120, 160), np.float32)
+    left[:, :60], right[:, 100:] = 1, 1
+    out = apply_hints(pred, [Hint.on(left, "#2e86c1"), Hint.on(right, RED)])
+    lab = lab_of(out.rgb())
+    assert ab_error(lab, ideal(pred, "#2e86c1"))[:, :40].mean() < 5
+    assert ab_error(lab, ideal(pred, RED))[:, 120:].mean() < 5
+
+
+def test_a_reference_palette_pulls_the_whole_image_toward_its_colours(colorizer):
+    from skimage import data
+
+    grey = Image.fromarray(data.astronaut()).convert("L").resize((160, 160))
+    pred = colorizer.predict(grey)[0]
+    green = np.zeros((64, 64, 3), np.uint8)
+    green[...] = (40, 160, 60)
+    want = torch.tensor(parse_color((40, 160, 60))).view(2, 1, 1)
+    dist = [(lab_of(apply_hints(pred, reference=palette_prior(green, pred.classes, s)).rgb("annealed-mean"))[1:]
+             - want).norm(dim=0).mean() for s in (0.0, 1.0, 3.0)]
+    assert dist[0] > dist[1] > dist[2]
+    palette = palette_prior(["#28a03c"], pred.classes)
+    assert palette.log_prior.argmax() == palette_prior(green, pred.classes).log_prior.argmax()
+    with pytest.raises(HintError, match="classes"):
+        apply_hints(pred, reference=GlobalHint(torch.zeros(3)))
+
+
+def test_a_harmonised_prediction_stays_harmonised(colorizer, two_tone):
+    pred = colorizer.predict(two_tone)[0]
+    masks = MaskSet(torch.ones(1, 120, 160, dtype=torch.bool), "given")
+    h = harmonize(pred, masks, min_area=0.0)
+    out = apply_hints(h, [Hint.at(50, 60, RED)])
+    assert isinstance(out, HarmonizedPrediction) and out.masks is masks and out.params == h.params
+    assert not torch.equal(out.logits, h.logits)
+
+
+def test_the_python_api_takes_hints_and_a_reference(colorizer, two_tone):
+    plain = colorizer(Image.fromarray(two_tone))
+    hinted = colorizer(Image.fromarray(two_tone), hints=[Hint.at(50, 60, RED)])
+    assert plain.size == hinted.size == (160, 120)
+    lab = lab_of(torch.from_numpy(np.asarray(hinted) / 255.0).permute(2, 0, 1)[None].float())
+    want = ideal(colorizer.predict(two_tone)[0], RED)
+    assert ab_error(lab, want)[50:70, 40:60].mean() < 5
+    two = colorizer([two_tone, two_tone], hints=[[], [Hint.at(50, 60, RED)]], reference=["#2e86c1"])
+    assert not np.array_equal(two[0], two[1])
+    with pytest.raises(ValueError, match="2 lists of hints for 1"):
+        colorizer([two_tone], hints=[[], []])
+
+
+def test_hint_text_and_json_forms(tmp_path):
+    h = parse_hint("10,20,#c0392b,0.5")
+    assert h.point == (10.0, 20.0) and h.strength == 0.5
+    for bad in ("10,20", "x,20,#c0392b", "10,20,#c0392b,2"):
+        with pytest.raises(HintError):
+            parse_hint(bad)
+    f = tmp_path / "hints.json"
+    f.write_text(json.dumps({"*": ["1,2,#000000"], "a.jpg": [{"x": 3, "y": 4, "color": RED, "strength": 0.25}]}))
+    table = load_hints(f)
+    assert [x.point for x in hints_for(table, tmp_path / "a.jpg")] == [(3.0, 4.0), (1.0, 2.0)]
+    assert [x.point for x in hints_for(table, tmp_path / "b.jpg")] == [(1.0, 2.0)]
+    f.write_text(json.dumps([["1,2,#000000"]]))
+    with pytest.raises(HintError, match="each hint"):
+        load_hints(f)
+    f.write_text("{")
+    with pytest.raises(HintError, match="not valid JSON"):
+        load_hints(f)
+
+
+def ccc(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ccc_nodes.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_hints_colour_the_region_and_bad_hints_fail_in_one_line(tmp_path, two_tone):
+    src = tmp_path / "disc.png"
+    Image.fromarray(two_tone).save(src)
+    r = ccc("colorize", src, "-o", tmp_path / "out", "--hint", f"50,60,{RED}", "-q")
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(tmp_path / "out" / "disc.png")) / 255.0
+    lab = lab_of(torch.from_numpy(out).permute(2, 0, 1)[None].float())
+    want = ideal(Colorizer(device="cpu").predict(two_tone)[0], RED)
+    assert ab_error(lab, want)[50:70, 40:60].mean() < 5
+    (tmp_path / "h.json").write_text(json.dumps({"disc.png": [f"140,10,{RED}"]}))
+    r = ccc("colorize", src, "-o", tmp_path / "out2", "--hints", tmp_path / "h.json", "--reference", "#2e86c1", "-q")
+    assert r.returncode == 0, r.stderr
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "out2" / "disc.png")), (out * 255).round())
+    for args, msg in ((["--hint", "50,60,red"], "give #RRGGBB"), (["--hints", tmp_path / "none.json"], "cannot read"),
+                      (["--reference", "nothing.jpg"], "neither an image")):
+        r = ccc("colorize", src, "-o", tmp_path / "bad", *args, "-q")
+        assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
+        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+    r = ccc("colorize", src, "-o", tmp_path / "far", "--hint", f"500,60,{RED}", "-q")
+    assert r.returncode == 1 and "outside the 160x120 image" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_colour_hint_and_reference_palette_nodes_chain_over_a_batch(colorizer, two_tone):
+    from ccc_nodes.nodes import NODE_CLASS_MAPPINGS as N
+    from ccc_nodes.nodes import ClassBatch
+
+    image = torch.from_numpy(np.stack([two_tone, two_tone[:, ::-1]])[..., None].repeat(3, -1) / 255.0).float()
+    classes = N["CCCGrayscaleToClasses"]().predict(colorizer, image, 224)[0]
+    mask = torch.zeros(1, 120, 160)
+    mask[0, :, 100:] = 1  # one mask for both images
+    hinted, region = N["CCCColorHint"]().hint(classes, RED, 1.0, mask=mask)
+    assert isinstance(hinted, ClassBatch) and len(hinted) == 2 and region.shape == (2, 120, 160)
+    hinted, region = N["CCCColorHint"]().hint(hinted, "#2e86c1", 1.0, x=50, y=60)  # chains; a point this time
+    assert region[0, 60, 50] > 0.9 and region[0, 60, 140] < 0.1  # the disc of image 1
+    assert region[1, 5, 5] > 0.5 and region[1, 60, 109] < 0.1  # image 2 is mirrored: (50, 60) is the ground
+    steered = N["CCCReferencePalette"]().steer(hinted, image[:1], 0.5)[0]
+    rgb, _ = N["CCCClassesToLab"]().decode(steered, "argmax", 0.38)
+    lab = rgb_to_lab(rgb.permute(0, 3, 1, 2))
+    # Image 1: the mask's red on the right, the point's blue on the disc, through the palette.
+    assert ab_error(lab[0], ideal(classes.predictions[0], RED))[:, 120:].mean() < 5
+    assert ab_error(lab[0], ideal(classes.predictions[0], "#2e86c1"))[50:70, 40:60].mean() < 5
+    with pytest.raises(ValueError, match="mask or a point"):
+        N["CCCColorHint"]().hint(classes, RED, 1.0)
+    with pytest.raises(ValueError, match="3 given for 2 images"):
+        N["CCCColorHint"]().hint(classes, RED, 1.0, mask=torch.ones(3, 120, 160))
