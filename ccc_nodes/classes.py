@@ -14,10 +14,20 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = ["PAPER_MIN_FRACTION", "ColorClasses", "grid_size"]
+__all__ = ["PAPER_MIN_COUNT", "PAPER_MIN_FRACTION", "PAPER_SAMPLES", "ColorClasses", "grid_size", "min_count"]
 
 # Paper: classes with at least 500 samples out of 109,885,440 (35,040 images x 56 x 56).
-PAPER_MIN_FRACTION = 500 / 109_885_440
+PAPER_MIN_COUNT = 500
+PAPER_SAMPLES = 109_885_440
+PAPER_MIN_FRACTION = PAPER_MIN_COUNT / PAPER_SAMPLES
+
+
+def min_count(min_fraction: float, total: int) -> int:
+    """The smallest whole number of samples a kept bin needs: ``min_fraction`` of ``total``,
+    rounded up. The product is rounded to 6 decimals first, so a fraction written as
+    ``n / total`` asks for exactly ``n`` (500 / 109,885,440 x 109,885,440 is
+    500.00000000000006 in floating point, which would otherwise ask for 501)."""
+    return max(1, math.ceil(round(min_fraction * total, 6)))
 
 
 def grid_size(bin_size: int) -> int:
@@ -129,16 +139,22 @@ class ColorClasses:
         """Keep the bins holding at least ``min_fraction`` of all samples (Eq. 12).
 
         ``counts`` is a G^2 histogram, e.g. summed from :meth:`histogram` over a data
-        set whose images are resized so their class map is 56x56.
+        set whose images are resized so their class map is 56x56. Counts are compared,
+        as integers, with :func:`min_count`: with the paper's fraction and sample count a
+        bin with exactly 500 samples is kept.
         """
-        counts = torch.as_tensor(counts, dtype=torch.float64).flatten()
+        counts = torch.as_tensor(counts).flatten()
+        if counts.is_floating_point():
+            if not torch.equal(counts, counts.round()):
+                raise ValueError("histogram counts must be whole numbers of samples")
+            counts = counts.long()
         n = grid_size(bin_size) ** 2
         if counts.numel() != n:
             raise ValueError(f"histogram has {counts.numel()} bins; bin_size {bin_size} needs {n}")
-        total = counts.sum()
+        total = int(counts.sum())
         if total <= 0:
             raise ValueError("histogram is empty: no samples to choose classes from")
-        kept = torch.nonzero(counts >= min_fraction * total).flatten()
+        kept = torch.nonzero(counts >= min_count(min_fraction, total)).flatten()
         if kept.numel() == 0:  # a tiny data set: keep at least the most frequent bin
             kept = counts.argmax().view(1)
         return cls(bin_size=bin_size, kept=kept.tolist())

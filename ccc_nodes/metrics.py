@@ -15,7 +15,7 @@ given; :func:`load_lpips` / :func:`load_fid_features` load the real ones and rai
     m = ColorMetrics(classes, lpips=load_lpips(), fid=load_fid_features())
     for pred, gt in batches:
         m.update(pred, gt)
-    m.compute()          # keys: mse psnr ssim uiqi cf cf_gt delta_cf tar cnr ccar ccar_gt images [lpips] [fid]
+    m.compute()          # keys: mse psnr ssim uiqi cf cf_gt delta_cf tar cnr ccar ccar_gt grid grid_gt images [lpips] [fid]
 
 Class maps are taken with the model's classes when there is a model, else with the
 embedded default model's (:func:`metric_classes`, read from its ``config.json`` without
@@ -27,8 +27,9 @@ images give :data:`PSNR_MAX` = 100 dB rather than infinity (a set's mean stays f
 Implemented here and tested against scikit-image or hand-computed cases: MSE, PSNR,
 SSIM (Gaussian window 11, sigma 1.5, as ``skimage.metrics.structural_similarity`` with
 ``gaussian_weights=True``), UIQI (Wang & Bovik 2002, 8x8 sliding window), colourfulness
-(Hasler & Suesstrunk 2003), TAR, CNR, CCAR, the LPIPS arithmetic (Zhang et al. 2018) and
-the Frechet distance of feature sets (FID, Heusel et al. 2017).
+(Hasler & Suesstrunk 2003), TAR, CNR, CCAR, the LPIPS arithmetic (Zhang et al. 2018),
+the Frechet distance of feature sets (FID, Heusel et al. 2017) and the grid ratio
+(:func:`grid_ratio`: how blocky a colorization is at model resolution; this project's).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from .classes import ColorClasses
 from .color import rgb_to_lab
 
 __all__ = [
+    "GRID_PERIOD",
     "LPIPS",
     "METRIC_NAMES",
     "PSNR_MAX",
@@ -62,6 +64,8 @@ __all__ = [
     "colorfulness",
     "compare",
     "frechet_distance",
+    "grid_ratio",
+    "grid_sums",
     "is_grey",
     "load_fid_features",
     "load_lpips",
@@ -73,8 +77,15 @@ __all__ = [
     "uiqi",
 ]
 
-# Order of the columns in tables (Table VI's order, then colourfulness).
-METRIC_NAMES = ("mse", "psnr", "ssim", "lpips", "uiqi", "fid", "cnr", "ccar", "ccar_gt", "tar", "cf", "cf_gt", "delta_cf")
+# Order of the columns in tables (Table VI's order, then colourfulness, then the grid ratio).
+METRIC_NAMES = ("mse", "psnr", "ssim", "lpips", "uiqi", "fid", "cnr", "ccar", "ccar_gt", "tar", "cf", "cf_gt", "delta_cf",
+                "grid")
+
+# Cells of the 1/4-resolution output per cell of a stride-32 encoder (32 / 4): Table IV's
+# decoder paints each encoder cell as a GRID_PERIOD x GRID_PERIOD block.
+GRID_PERIOD = 8
+# a*b* units added to both means of the grid ratio: a flat map (no change anywhere) gives 1.
+GRID_EPS = 1e-3
 
 
 GREY_TOLERANCE = 3  # uint8 levels: training's rule for grey photos (training/data.py)
@@ -196,6 +207,54 @@ def metric_classes(classes: ColorClasses | None = None) -> tuple[ColorClasses, s
     except (OSError, ValueError, KeyError, TypeError) as e:
         return ColorClasses(6), f"class maps (TAR, CNR, CCAR) use all 1296 bins (s = 6): the default model's config could not be read ({e})"
     return default, f"class maps (TAR, CNR, CCAR) use the embedded default model's classes (K = {default.K})"
+
+
+def grid_sums(ab: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
+    """a*b* ``(B, 2, h, w)`` -> ``(B, 4)``: the sum and the number of the neighbour changes
+    |d a*b*| (Euclidean, horizontal and vertical) that cross a line of the ``period``-cell
+    grid (between cells ``i - 1`` and ``i`` with ``i % period == 0``), then the same for
+    all other neighbour pairs. Float64 sums, for streaming over a set."""
+    if ab.dim() != 4 or ab.shape[1] != 2:
+        raise ValueError(f"ab must have shape (B, 2, h, w), got {tuple(ab.shape)}")
+    h, w = ab.shape[-2:]
+    if max(h, w) <= period:
+        raise ValueError(f"an a*b* map of {h}x{w} cells crosses no line of a {period}-cell grid")
+    x = ab.double()
+    out = torch.zeros(ab.shape[0], 4, dtype=torch.float64, device=ab.device)
+    for d, n, shape in ((x[..., :, 1:] - x[..., :, :-1], w, (1, 1, -1)), (x[..., 1:, :] - x[..., :-1, :], h, (1, -1, 1))):
+        mag = d.pow(2).sum(dim=1).sqrt()  # (B, h', w')
+        on = (torch.arange(1, n, device=ab.device) % period == 0).view(shape).expand_as(mag)  # pair (i - 1, i), i on a line
+        out[:, 0] += (mag * on).flatten(1).sum(1)
+        out[:, 1] += on[0].sum()
+        out[:, 2] += (mag * ~on).flatten(1).sum(1)
+        out[:, 3] += (~on[0]).sum()
+    return out
+
+
+def _ratio(sums: torch.Tensor) -> torch.Tensor:
+    on, n_on, off, n_off = sums.unbind(-1)
+    return ((on / n_on + GRID_EPS) / (off / n_off + GRID_EPS)).float()
+
+
+def grid_ratio(ab: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
+    """Blockiness of a*b* maps at model resolution ``(B, 2, h, w)`` -> ``(B,)``.
+
+    The mean |d a*b*| across the lines of a ``period``-cell grid over the mean elsewhere.
+    Table IV's decoder paints every cell of the stride-32 encoder as an 8x8 block of its
+    1/4 output, so its colour changes sit on that grid (ratio well above 1); a natural
+    image, or a decoder that follows edges, gives about 1. ``GRID_EPS`` is added to both
+    means, so a flat map gives 1.
+    """
+    return _ratio(grid_sums(ab, period))
+
+
+def _grid_ab(rgb: torch.Tensor, scale: int, cells: int | None) -> torch.Tensor:
+    """The a*b* of sRGB images at model resolution: area-averaged by ``scale``, or
+    resized to ``cells`` x ``cells`` (the network's square output) when given."""
+    ab = rgb_to_lab(rgb)[:, 1:]
+    if cells is not None:
+        return F.interpolate(ab, size=(cells, cells), mode="bilinear", antialias=True, align_corners=False)
+    return F.avg_pool2d(ab, scale) if scale > 1 else ab
 
 
 def class_map(rgb: torch.Tensor, classes: ColorClasses, scale: int = 4) -> torch.Tensor:
@@ -418,8 +477,8 @@ def load_fid_features(
 
 # ------------------------------------------------------------------ streaming set metrics
 class ColorMetrics:
-    """Streaming MSE, PSNR, SSIM, UIQI, CF, delta-CF, TAR, CNR, CCAR (and LPIPS, FID when
-    their networks are given) over a set of images, in constant memory.
+    """Streaming MSE, PSNR, SSIM, UIQI, CF, delta-CF, TAR, CNR, CCAR, the grid ratio (and
+    LPIPS, FID when their networks are given) over a set of images, in constant memory.
 
     Arguments:
       classes: the colour classes class maps are taken with (normally the model's).
@@ -427,12 +486,19 @@ class ColorMetrics:
       lpips: an :class:`LPIPS` (e.g. :func:`load_lpips`), or None to leave LPIPS out.
       fid: a feature network ``(B, 3, H, W) -> (B, D)`` (e.g. :func:`load_fid_features`),
         or None to leave FID out.
+      model_size: the square input size of the network that made the predictions, when
+        it differs from the images' (``ccc evaluate`` scores 256 px crops of a 224 px
+        network): the grid ratio is taken on a*b* resized to ``model_size / scale``
+        cells, where the network's grid lies. None: the images are the network's input.
     """
 
     _MEANS = ("mse", "psnr", "ssim", "uiqi", "cf", "cf_gt", "delta_cf", "tar", "cnr")
 
-    def __init__(self, classes: ColorClasses, scale: int = 4, lpips: nn.Module | None = None, fid: nn.Module | None = None):
+    def __init__(self, classes: ColorClasses, scale: int = 4, lpips: nn.Module | None = None, fid: nn.Module | None = None,
+                 model_size: int | None = None):
         self.classes, self.scale, self.lpips, self.fid = classes, scale, lpips, fid
+        self.grid_cells = None if model_size is None else model_size // scale
+        self.grid = {"grid": torch.zeros(4, dtype=torch.float64), "grid_gt": torch.zeros(4, dtype=torch.float64)}
         self.n = 0
         self.sums = {k: 0.0 for k in self._MEANS + (("lpips",) if lpips is not None else ())}
         self.used_pred = torch.zeros(classes.K, dtype=torch.bool)
@@ -464,6 +530,10 @@ class ColorMetrics:
         self.sums["cf_gt"] += cf_gt.sum().item()
         self.sums["delta_cf"] += (cf - cf_gt).abs().sum().item()
         self.sums["tar"] += (cp == cg).float().flatten(1).mean(dim=1).sum().item()  # Eq. 21
+        cells = self.grid_cells or max(pred.shape[-2:]) // self.scale
+        if cells > GRID_PERIOD:  # smaller images cross no grid line: the ratio stays n/a
+            for key, rgb in (("grid", pred), ("grid_gt", gt)):
+                self.grid[key] += grid_sums(_grid_ab(rgb, self.scale, self.grid_cells)).sum(0).cpu()
         if self.lpips is not None:
             dev = self.lpips.shift.device
             self.sums["lpips"] += self.lpips(pred.to(dev), gt.to(dev)).sum().item()
@@ -475,7 +545,9 @@ class ColorMetrics:
 
     def compute(self) -> dict[str, float]:
         """Means over all images seen; TAR in %, CCAR in % of K (Eq. 20, reconstructed);
-        FID over the whole set (NaN with fewer than 2 images)."""
+        FID over the whole set (NaN with fewer than 2 images); the grid ratio of the
+        prediction (``grid``) and of the ground truth (``grid_gt``) over the whole set: the
+        mean change on grid lines of all images over the mean change elsewhere."""
         if self.n == 0:
             out = {k: math.nan for k in self.sums}
             out.update(ccar=math.nan, ccar_gt=math.nan, images=0)
@@ -485,6 +557,8 @@ class ColorMetrics:
             out["ccar"] = 100.0 * self.used_pred.sum().item() / self.classes.K
             out["ccar_gt"] = 100.0 * self.used_gt.sum().item() / self.classes.K
             out["images"] = self.n
+        for key, sums in self.grid.items():
+            out[key] = _ratio(sums).item() if sums[1] > 0 else math.nan
         if self.fid is not None:
             out["fid"] = frechet_distance(*self.fid_pred.mean_cov(), *self.fid_gt.mean_cov()) if self.n >= 2 else math.nan
         return out
@@ -501,10 +575,11 @@ def compare(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: 
 
 
 _HEADS = {"mse": "MSE", "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "uiqi": "UIQI", "fid": "FID", "cnr": "CNR",
-          "ccar": "CCAR", "ccar_gt": "CCAR (GT)", "tar": "TAR", "cf": "CF", "cf_gt": "CF (GT)", "delta_cf": "ΔCF"}
+          "ccar": "CCAR", "ccar_gt": "CCAR (GT)", "tar": "TAR", "cf": "CF", "cf_gt": "CF (GT)", "delta_cf": "ΔCF",
+          "grid": "grid", "grid_gt": "grid (GT)"}
 _FORMATS = {"mse": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "uiqi": "{:.4f}", "fid": "{:.2f}",
             "cnr": "{:.4f}", "ccar": "{:.2f}", "ccar_gt": "{:.2f}", "tar": "{:.2f}", "cf": "{:.2f}", "cf_gt": "{:.2f}",
-            "delta_cf": "{:.2f}"}
+            "delta_cf": "{:.2f}", "grid": "{:.2f}", "grid_gt": "{:.2f}"}
 
 
 def markdown_table(rows: dict[str, dict[str, float]], names: Sequence[str] = METRIC_NAMES) -> str:

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from ccc_nodes.classes import PAPER_MIN_FRACTION, ColorClasses
+from ccc_nodes.classes import PAPER_MIN_COUNT, PAPER_MIN_FRACTION, PAPER_SAMPLES, ColorClasses, min_count
 
 
 def _ab(a, b):
@@ -70,6 +70,24 @@ def test_from_histogram_keeps_by_fraction_and_scales_with_data():
     assert torch.equal(codec10.kept, codec.kept)
     assert codec.K == 2 and codec.lut[10].item() == 0  # bin 10 folds into 20, the nearer kept bin
     assert pytest.approx(4.55e-6, rel=1e-3) == PAPER_MIN_FRACTION
+
+
+def test_kept_means_at_least_the_papers_500_of_109885440():
+    # The paper keeps classes with at least 500 of its 109,885,440 samples; in floating
+    # point 500 / 109,885,440 x 109,885,440 is 500.00000000000006, so a float comparison
+    # dropped a bin of exactly 500.
+    assert PAPER_MIN_FRACTION * PAPER_SAMPLES > PAPER_MIN_COUNT
+    assert min_count(PAPER_MIN_FRACTION, PAPER_SAMPLES) == 500
+    counts = torch.zeros(1296, dtype=torch.long)
+    counts[[100, 200, 300]] = torch.tensor([499, 500, 501])
+    counts[666] = PAPER_SAMPLES - counts.sum()
+    assert counts.sum().item() == 109_885_440
+    codec = ColorClasses.from_histogram(counts, 6)
+    assert codec.kept.tolist() == [200, 300, 666]
+    # float counts (e.g. a histogram summed in float64) follow the same integer rule
+    assert ColorClasses.from_histogram(counts.double(), 6).kept.tolist() == [200, 300, 666]
+    with pytest.raises(ValueError, match="whole numbers"):
+        ColorClasses.from_histogram(counts.double() + 0.5, 6)
 
 
 def test_histogram_counts_every_sample():

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ccc_nodes import ColorClasses
@@ -20,6 +21,8 @@ from ccc_nodes.metrics import (
     colorfulness,
     compare,
     frechet_distance,
+    grid_ratio,
+    grid_sums,
     load_fid_features,
     load_lpips,
     markdown_table,
@@ -250,3 +253,68 @@ def test_markdown_table_writes_na():
     lines = table.splitlines()
     assert lines[0] == "| | MSE | PSNR | LPIPS |"
     assert lines[2] == "| model | 0.0123 | 20.00 | n/a |"
+
+
+# ------------------------------------------------------------------ grid ratio
+def _blocks(g, n=4, cells=7, period=8):
+    """a*b* maps painted as Table IV paints them: one value per encoder cell, nearest x8."""
+    return F.interpolate(torch.randn(n, 2, cells, cells, generator=g) * 20, scale_factor=period, mode="nearest")
+
+
+def _smooth(g, n=4, size=56):
+    """Smooth a*b* fields with no preferred grid: bicubic through 9x9 random values."""
+    return F.interpolate(torch.randn(n, 2, 9, 9, generator=g) * 20, size=(size, size), mode="bicubic", align_corners=True)
+
+
+def test_grid_ratio_tells_blocks_from_smooth_maps():
+    g = torch.Generator().manual_seed(0)
+    blocks = _blocks(g)
+    assert (grid_ratio(blocks) > 100).all()  # all change sits on the grid lines
+    noisy = blocks + torch.randn(blocks.shape, generator=g) * 3
+    assert (grid_ratio(noisy) > 1.5).all()
+    blurred = F.avg_pool2d(F.pad(blocks, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert (grid_ratio(blurred) > 1.5).all()
+    assert grid_ratio(_smooth(g)).sub(1).abs().max() < 0.1
+    assert grid_ratio(torch.randn(4, 2, 56, 56, generator=g)).sub(1).abs().max() < 0.1  # white noise
+    assert grid_ratio(torch.zeros(2, 2, 56, 56)).tolist() == [1.0, 1.0]  # flat: no change anywhere
+    # the same blocks shifted off the grid by half a cell are no longer on its lines
+    assert (grid_ratio(blocks[..., 4:52, 4:52]) < 0.5).all()
+
+
+def test_grid_sums_count_every_neighbour_pair_once():
+    ab = torch.zeros(1, 2, 10, 17)
+    s = grid_sums(ab)
+    # horizontal: 10 rows x 16 pairs, of which the pairs (7, 8) and (15, 16) are on lines;
+    # vertical: 17 columns x 9 pairs, of which (7, 8) is on a line
+    assert s[0, 1].item() == 10 * 2 + 17 * 1 and s[0, 1] + s[0, 3] == 10 * 16 + 17 * 9
+    ab[:, 0, :, 8:] = 5.0  # one step of 5 across the line between columns 7 and 8
+    s = grid_sums(ab)
+    assert s[0, 0].item() == pytest.approx(5.0 * 10) and s[0, 2].item() == 0
+    with pytest.raises(ValueError, match="crosses no line"):
+        grid_sums(torch.zeros(1, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"\(B, 2, h, w\)"):
+        grid_sums(torch.zeros(2, 8, 8))
+
+
+def test_color_metrics_report_the_grid_ratio_at_model_resolution():
+    g = torch.Generator().manual_seed(1)
+    L = torch.full((4, 1, 224, 224), 60.0)
+    ab_blocks = F.interpolate(_blocks(g), scale_factor=4, mode="bilinear", align_corners=False)  # as decode_ab upsamples
+    ab_smooth = F.interpolate(_smooth(g), scale_factor=4, mode="bilinear", align_corners=False)
+    blocky = lab_to_rgb(torch.cat((L, ab_blocks), 1)).clamp(0, 1)
+    smooth = lab_to_rgb(torch.cat((L, ab_smooth), 1)).clamp(0, 1)
+    m = ColorMetrics(ColorClasses(6))
+    m.update(blocky, smooth)
+    r = m.compute()
+    assert r["grid"] > 1.5 and abs(r["grid_gt"] - 1) < 0.15
+    # a 224 px network's prediction scored at 256 px: the grid is found again at 56 cells
+    up = F.interpolate(blocky, size=(256, 256), mode="bilinear", align_corners=False)
+    m256 = ColorMetrics(ColorClasses(6), model_size=224)
+    m256.update(up, up)
+    assert m256.compute()["grid"] > 1.5
+    misplaced = ColorMetrics(ColorClasses(6))  # taken at 64 cells, the 8-cell grid is missed
+    misplaced.update(up, up)
+    assert misplaced.compute()["grid"] < m256.compute()["grid"] - 0.5
+    tiny = ColorMetrics(ColorClasses(6))
+    tiny.update(blocky[:, :, :32, :32], smooth[:, :, :32, :32])  # 8x8 cells: no grid line inside
+    assert math.isnan(tiny.compute()["grid"])

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from ccc_nodes.modeling import CCCNet
+from ccc_nodes.modeling import CCCNet, Decoder, SkipDecoder
 from tests.conftest import make_model
 
 
@@ -56,3 +56,50 @@ def test_half_precision_weights_load_into_float32(tmp_path):
     x = torch.rand(1, 1, 64, 64) * 100
     with torch.no_grad():
         assert (loaded.eval()(x) - model(x)).abs().max() < 0.05
+
+
+def test_skip_decoder_reads_strides_16_8_4_from_feature_info():
+    model = make_model(kept=list(range(40)))  # Table IV
+    skip = CCCNet(encoder="mobilenetv3_small_050", decoder_channels=(32, 16, 16), kept=list(range(40)),
+                  decoder="skip").eval()
+    reductions = skip.encoder.feature_info.reduction()
+    assert [reductions[i] for i in skip.levels] == [4, 8, 16, 32]
+    x = torch.rand(2, 1, 128, 192) * 100
+    with torch.no_grad():
+        assert skip(x).shape == model(x).shape == (2, 40, 32, 48)
+    # a change of the input inside one stride-32 cell reaches the output only there:
+    # the skips carry it at 1/4, not as a painted 8x8 block
+    with torch.no_grad():
+        a = skip(x[:1])
+        y = x[:1].clone()
+        y[..., 64:68, 64:68] = 100 - y[..., 64:68, 64:68]
+        d = (skip(y) - a).abs().amax(1)[0]
+    assert d[16, 16] > 0 and d[16, 16] > 3 * d[8, 8]
+
+
+def test_config_says_which_decoder_and_old_configs_load_as_table4(tmp_path):
+    skip = CCCNet(encoder="mobilenetv3_small_050", decoder_channels=(16, 16, 16), kept=[1, 2, 3], decoder="skip")
+    skip.save_pretrained(tmp_path / "skip")
+    assert json.loads((tmp_path / "skip" / "config.json").read_text())["decoder"] == "skip"
+    loaded = CCCNet.from_pretrained(str(tmp_path / "skip")).eval()
+    assert loaded.decoder_name == "skip"
+    x = torch.rand(1, 1, 64, 64) * 100
+    with torch.no_grad():
+        assert torch.equal(loaded(x), skip.eval()(x))
+    old = make_model(kept=[1, 2, 3])
+    old.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert config.pop("decoder") == "table4"
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))  # as written before the key existed
+    assert CCCNet.from_pretrained(str(tmp_path / "old")).decoder_name == "table4"
+    with pytest.raises(ValueError, match="decoder must be one of table4, skip"):
+        CCCNet(encoder="mobilenetv3_small_050", decoder="unet")
+
+
+def test_embedded_default_model_loads_unchanged():
+    from ccc_nodes.hub import DEFAULT_MODEL_DIR, load_model
+
+    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    model = load_model("default")
+    assert model.decoder_name == config.get("decoder", "table4")
+    assert isinstance(model.decoder, Decoder if model.decoder_name == "table4" else SkipDecoder)

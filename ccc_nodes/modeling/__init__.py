@@ -1,5 +1,5 @@
 """Neural network modules only: no file, network or framework I/O lives here."""
 
-from .ccc import CCCNet, Decoder, build_encoder
+from .ccc import DECODERS, CCCNet, Decoder, SkipDecoder, build_encoder
 
-__all__ = ["CCCNet", "Decoder", "build_encoder"]
+__all__ = ["DECODERS", "CCCNet", "Decoder", "SkipDecoder", "build_encoder"]
