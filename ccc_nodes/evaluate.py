@@ -217,6 +217,7 @@ def evaluate_folder(
     limit: int | None = None,
     progress: bool = True,
     max_pixels: int = MAX_PIXELS,
+    model_size: int = 224,
 ) -> EvalResult:
     """Score a folder of ground-truth images against predictions or a model.
 
@@ -237,6 +238,9 @@ def evaluate_folder(
       limit: score only the first ``limit`` images.
       progress: show a progress bar.
       max_pixels: refuse larger images.
+      model_size: the input size of the network behind ``pred_dir`` (with ``colorizer``:
+        its own size): the grid ratio looks for that network's 8-cell grid at
+        ``model_size / 4`` cells (:class:`ccc_nodes.metrics.ColorMetrics`).
     """
     from tqdm.auto import tqdm
 
@@ -264,7 +268,8 @@ def evaluate_folder(
     # One rule with the Metrics node: the model's classes, else the embedded default model's.
     classes, notes["classes"] = metric_classes(colorizer.classes if colorizer is not None else None)
     label = "prediction" if colorizer is None else "CCC++"
-    metrics = {label: ColorMetrics(classes, lpips=lp, fid=fd)}
+    grid_at = colorizer.size if colorizer is not None else model_size
+    metrics = {label: ColorMetrics(classes, lpips=lp, fid=fd, model_size=grid_at)}
     hlabel = None
     mask_params = dict(mask_params or {})
     hparams = {**HARMONIZE_DEFAULTS, **(harmonize_params or {})}
@@ -273,7 +278,7 @@ def evaluate_folder(
         if harmonize == "sam" and sam is None:
             notes["masks"] = "SAM was asked for but no SAM checkpoint was given: classical masks were used"
         hlabel = f"CCC++ + harmonisation ({source})"
-        metrics[hlabel] = ColorMetrics(classes, lpips=lp, fid=fd)
+        metrics[hlabel] = ColorMetrics(classes, lpips=lp, fid=fd, model_size=grid_at)
     n_gal = min(gallery, len(pairs))
     gal_at = {round(i * (len(pairs) - 1) / max(n_gal - 1, 1)) for i in range(n_gal)} if n_gal else set()
     samples: list[list[torch.Tensor]] = []
@@ -384,7 +389,9 @@ def write_report(result: EvalResult, out: str | Path, command: str | None = None
     n = max((int(r.get("images", 0)) for r in result.rows.values()), default=0)
     lines += [markdown_table(result.rows), "",
               f"{n} images, shorter side {result.settings.get('size')} + centre crop; TAR and CCAR in %, "
-              "CCAR (GT) is the ground truth's own class coverage."]
+              "CCAR (GT) is the ground truth's own class coverage; grid: the a*b* change across the lines of "
+              "the network's 8-cell grid at 1/4 of its input over the change elsewhere (blocks give well over 1, "
+              "natural images about 1; grid_gt in metrics.json is the ground truth's)."]
     lines += [f"- {k}: {v}" for k, v in result.notes.items()]
     if result.skipped:
         lines += ["", f"Skipped {len(result.skipped)}:"] + [f"- {f}: {w}" for f, w in result.skipped]
@@ -405,7 +412,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: --size: {e}", file=sys.stderr)
         return 2
-    if args.model is not None and (args.model_size < 32 or args.model_size % 32):
+    if args.model_size < 32 or args.model_size % 32:
         print(f"error: --model-size must be a positive multiple of 32, got {args.model_size}", file=sys.stderr)
         return 2
     colorizer = sam = None
@@ -422,7 +429,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                               "sigma": args.sigma},
             mask_params=mask_params, lpips=args.lpips_weights or not args.no_perceptual,
             fid=args.fid_weights or not args.no_perceptual, gallery=args.gallery, limit=args.limit,
-            progress=not args.quiet,
+            progress=not args.quiet, model_size=args.model_size,
         )
     except (ModelLoadError, SamLoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -464,7 +471,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=float, default=HARMONIZE_DEFAULTS[v], help=f"{what} (default {HARMONIZE_DEFAULTS[v]})")
     p.add_argument("--size", type=int, default=256,
                    help="evaluation size: shorter side, then centre crop; a multiple of 4, at least 32 (default 256)")
-    p.add_argument("--model-size", type=int, default=224, help="network input size, a multiple of 32 (default 224)")
+    p.add_argument("--model-size", type=int, default=224, help="network input size, a multiple of 32 (default 224); "
+                   "with --pred, that of the network that made them: the grid ratio looks for its 8-cell grid")
     p.add_argument("--decode", default="argmax", choices=("argmax", "annealed-mean"))
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N, mps")

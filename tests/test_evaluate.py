@@ -269,3 +269,30 @@ def test_fid_network_loads_without_the_torchscript_deprecation_warning(gt_dir, t
         assert any("elsewhere" in str(w.message) for w in seen)
     assert warnings.filters == before
     assert res.rows["prediction"]["fid"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_blocky_predictions_show_in_the_grid_ratio(gt_dir, tmp_path):
+    import torch.nn.functional as F
+
+    from ccc_nodes.color import lab_to_rgb, rgb_to_lab
+
+    blocky, same = tmp_path / "blocky", tmp_path / "same"
+    for d in (blocky, same, blocky / "sub", same / "sub"):
+        d.mkdir(exist_ok=True)
+    for rel in ("cat.png", "sub/coffee.png", "astronaut.png"):
+        gt = eval_crop(gt_dir / rel)[None]  # 256 px, as ccc evaluate crops it
+        lab = rgb_to_lab(gt)
+        small = F.interpolate(lab[:, 1:], size=(7, 7), mode="area")  # a 224 px network's stride-32 cells
+        ab = F.interpolate(F.interpolate(small, scale_factor=8, mode="nearest"), size=(256, 256), mode="bilinear")
+        for folder, rgb in ((blocky, lab_to_rgb(torch.cat((lab[:, :1], ab), 1))), (same, gt)):
+            arr = (rgb[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(arr).save(folder / rel)
+    rows = {}
+    for folder in (blocky, same):
+        res = evaluate_folder(gt_dir, folder, lpips=False, fid=False, progress=False, model_size=224)
+        rows[folder.name] = res.rows["prediction"]
+    assert rows["blocky"]["images"] == 3
+    assert rows["blocky"]["grid"] > 1.5 and abs(rows["same"]["grid"] - 1) < 0.3
+    assert rows["same"]["grid"] == pytest.approx(rows["same"]["grid_gt"], rel=0.02)
+    paths = E.write_report(res, tmp_path / "report")
+    assert paths["md"].read_text().splitlines()[0].endswith("| grid |")  # the last column of the table
