@@ -34,6 +34,7 @@ __all__ = [
     "OpenCVMissing",
     "TemporalSettings",
     "TemporalState",
+    "WarpingError",
     "colorize_sequence",
     "flow_pair",
     "optical_flow",
@@ -190,16 +191,16 @@ class TemporalState:
         index, self._frames = self._frames, self._frames + 1
         prev, self._grey = self._grey, grey
         if self._q is None or self._q.shape != p.shape or prev is None or prev.shape != grey.shape:
-            return self._reset(index, p, 1.0)
+            return self._reset(index, pred, p, 1.0)
         if s.carry == 0.0:
-            return self._reset(index, p, 1.0, cut=False)
+            return self._reset(index, pred, p, 1.0, cut=False)
         if 0.5 * np.abs(_histogram(grey) - _histogram(prev)).sum() > s.cut_histogram:
-            return self._reset(index, p, 0.0)
+            return self._reset(index, pred, p, 0.0)
         backward, forward = flow_pair(prev, grey, s.flow)
         ok = reliable(backward, forward, s.fb_alpha, s.fb_beta)
         share = float(ok.mean())
         if share < s.cut_reliable:
-            return self._reset(index, p, share)
+            return self._reset(index, pred, p, share)
         scale = np.array([cells[1] / grey.shape[1], cells[0] / grey.shape[0]], dtype=np.float32)
         flow = _to_cells(backward * scale, cells)
         m = _to_cells(ok[..., None], cells)
@@ -208,12 +209,13 @@ class TemporalState:
         self.reliable_share.append(share)
         return self._q.clamp_min(1e-12).log()
 
-    def _reset(self, index: int, p: torch.Tensor, share: float, cut: bool = True) -> torch.Tensor:
+    def _reset(self, index: int, pred: Prediction, p: torch.Tensor, share: float, cut: bool = True) -> torch.Tensor:
+        """Start again from this frame alone: its own logits, exactly as frame by frame."""
         self._q = p
         self.reliable_share.append(share)
         if cut:
             self.cuts.append(index)
-        return p.clamp_min(1e-12).log()
+        return pred.logits
 
 
 def _batches(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -246,3 +248,39 @@ def colorize_sequence(
         for pred in preds:
             logits = state.step(pred) if temporal else pred.logits
             yield join_lab(pred.L, decode_ab(logits, colorizer.classes, colorizer.decode, colorizer.temperature))
+
+
+class WarpingError:
+    """Temporal warping error of a colorized sequence (METHOD.md s. 13): the mean over
+    frames t >= 1 and the pixels whose flow is reliable of ``|ab_t(p) - ab_{t-1}(p + b(p))|``
+    (Euclidean in a*b*), with the flow ``b`` from frame t into t-1 computed on the *ground
+    truth's* grey frames (so the method under test does not choose its own motion).
+
+    ``update(rgb, grey)`` per frame, in order: rgb ``(H, W, 3)`` float in [0, 1], grey
+    uint8 ``(H, W)``; ``reset()`` between clips; ``compute()`` -> the mean.
+    """
+
+    def __init__(self, method: str = "dis", alpha: float = 0.01, beta: float = 0.5):
+        self.method, self.alpha, self.beta = method, alpha, beta
+        self.total, self.count = 0.0, 0
+        self.reset()
+
+    def reset(self) -> None:
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+
+    def update(self, rgb: np.ndarray, grey: np.ndarray) -> None:
+        from .color import rgb_to_lab
+
+        ab = rgb_to_lab(torch.as_tensor(rgb, dtype=torch.float32).permute(2, 0, 1)[None])[0, 1:]
+        ab = ab.permute(1, 2, 0).numpy()
+        if self._prev is not None:
+            prev_ab, prev_grey = self._prev
+            backward, forward = flow_pair(prev_grey, grey, self.method)
+            ok = reliable(backward, forward, self.alpha, self.beta)
+            diff = np.sqrt(((ab - warp(prev_ab, backward)) ** 2).sum(-1))
+            self.total += float(diff[ok].sum())
+            self.count += int(ok.sum())
+        self._prev = (ab, grey)
+
+    def compute(self) -> float:
+        return self.total / max(self.count, 1)

@@ -1,0 +1,281 @@
+"""Video and temporal mode on real files made here with PyAV (H.264 + AAC, a few frames):
+the codec round trip keeps size, rate, frame count and the audio packets; the temporal
+mode resets at scene cuts, holds one batch however long the sequence, and flickers less
+than frame by frame; bad inputs are one-line errors that leave nothing behind."""
+
+from __future__ import annotations
+
+import sys
+import tracemalloc
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+pytest.importorskip("cv2")
+
+from ccc_nodes.cli import main
+from ccc_nodes.color import rgb_to_L
+from ccc_nodes.pipeline import Colorizer
+from ccc_nodes.temporal import TemporalSettings, TemporalState, WarpingError, colorize_sequence
+from ccc_nodes.video import VideoError, colorize_video, frame_order, probe, require_av
+
+
+def pan(image: np.ndarray, n: int, size=(64, 48), step=2, y=40, x=80) -> list[np.ndarray]:
+    """n crops of ``image`` moving ``step`` pixels right per frame (a synthetic pan)."""
+    w, h = size
+    return [np.ascontiguousarray(image[y : y + h, x + step * i : x + step * i + w]) for i in range(n)]
+
+
+def make_clip(path: Path, frames: list[np.ndarray], fps=12, audio=True, codec="libx264") -> Path:
+    """A real video file: frames encoded with ``codec``, plus a mono AAC tone if ``audio``."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        v = out.add_stream(codec, rate=fps)
+        v.width, v.height, v.pix_fmt = w, h, "yuv444p" if w % 2 or h % 2 else "yuv420p"
+        a = None
+        if audio:
+            a = out.add_stream("aac", rate=8000)
+            a.layout = "mono"
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(v.encode(frame))
+        out.mux(v.encode(None))
+        if a is not None:
+            t = np.arange(int(8000 * len(frames) / fps)) / 8000
+            tone = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
+                                              format="fltp", layout="mono")
+            tone.sample_rate, tone.pts = 8000, 0
+            out.mux(a.encode(tone))
+            out.mux(a.encode(None))
+    return path
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.dts is not None]
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def chelsea():
+    from skimage import data
+
+    return data.chelsea()
+
+
+@pytest.fixture(scope="module")
+def colorizer(small_model):
+    """For the file handling: a small random model (fast)."""
+    return Colorizer(small_model, device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """For the temporal behaviour: the embedded default model (a random one predicts nearly
+    the same distribution whatever the frame, so there would be nothing to stabilise)."""
+    return Colorizer(None, device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, chelsea):
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", pan(chelsea, 10))
+
+
+# ------------------------------------------------------------------ codec round trip
+@pytest.mark.parametrize("temporal", [True, False])
+def test_round_trip_keeps_size_rate_frames_and_audio(colorizer, clip, tmp_path, temporal):
+    dst = tmp_path / "out" / "clip.mp4"
+    done = []
+    info = colorize_video(colorizer, clip, dst, temporal=temporal, progress=lambda i, n: done.append((i, n)))
+    src, out = probe(clip), probe(dst)
+    assert (out.width, out.height, out.fps, out.frames) == (64, 48, Fraction(12), 10) == \
+           (src.width, src.height, src.fps, src.frames)
+    assert info.frames == 10 and done == [(i, 10) for i in range(1, 11)]
+    assert out.audio == ("aac",) and audio_packets(dst) == audio_packets(clip)  # copied, not re-encoded
+    frames = decoded(dst)
+    assert len(frames) == 10
+    # the lightness is the input's (up to the codec), and the colour is the model's
+    def L(f):
+        return rgb_to_L(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255)
+
+    assert max(float((L(a) - L(b)).abs().mean()) for a, b in zip(decoded(clip), frames, strict=True)) < 2.0
+    assert np.mean([f.astype(np.float32).std(-1).mean() for f in frames]) > 1.0
+    assert [p.name for p in dst.parent.iterdir()] == ["clip.mp4"]
+
+
+def test_odd_sizes_and_other_containers(colorizer, tmp_path, chelsea):
+    src = make_clip(tmp_path / "odd.mkv", pan(chelsea, 4, size=(63, 47)), fps=25, audio=False)
+    for suffix in (".mkv", ".webm", ".avi", ".mov"):
+        dst = tmp_path / f"out{suffix}"
+        colorize_video(colorizer, src, dst, temporal=False)
+        out = decoded(dst)
+        assert len(out) == 4 and out[0].shape == (47, 63, 3), suffix
+        assert probe(dst).fps == 25
+
+
+def test_cli_video_and_numbered_frames(small_model, clip, tmp_path, chelsea, capsys):
+    from PIL import Image
+
+    model = tmp_path / "model"
+    small_model.save_pretrained(model)
+    out = tmp_path / "out"
+    assert main(["colorize", str(clip), "-o", str(out), "--model", str(model), "-q"]) == 0
+    assert probe(out / "clip.mp4").frames == 10 and audio_packets(out / "clip.mp4") == audio_packets(clip)
+    assert "colorized 1 video" in capsys.readouterr().err
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, im in enumerate(pan(chelsea, 11)):
+        Image.fromarray(im).convert("L").save(frames / f"f{i}.png")
+    args = ["-q"]  # the embedded default model
+    assert main(["colorize", str(frames), "-o", str(out / "seq"), "--temporal", "on", *args]) == 0
+    written = sorted(p.name for p in (out / "seq").iterdir())
+    assert written == sorted(f"f{i}.png" for i in range(11))
+    # frame by frame on the same folder gives the same first frame, and other later ones
+    assert main(["colorize", str(frames), "-o", str(out / "single"), *args]) == 0
+    first = [np.asarray(Image.open(out / d / "f0.png")) for d in ("seq", "single")]
+    last = [np.asarray(Image.open(out / d / "f10.png")).astype(int) for d in ("seq", "single")]
+    assert np.array_equal(*first) and np.abs(last[0] - last[1]).max() > 0
+
+
+def test_frame_order_is_natural():
+    names = [Path(f"f{i}.png") for i in (10, 2, 1, 0, 11)]
+    assert [p.name for p in frame_order(names)] == ["f0.png", "f1.png", "f2.png", "f10.png", "f11.png"]
+
+
+# ------------------------------------------------------------------ temporal mode
+def test_scene_cut_resets_the_carry(trained, chelsea):
+    from skimage import data
+
+    a = pan(chelsea, 5)
+    b = pan(data.astronaut(), 5, x=150, y=100)
+    state = TemporalState()
+    temporal = list(colorize_sequence(trained, a + b, state=state))
+    single = list(colorize_sequence(trained, a + b, temporal=False))
+    assert state.cuts == [0, 5]  # the first frame, then the cut
+    same = [torch.equal(t, s) for t, s in zip(temporal, single, strict=True)]
+    assert same == [True, False, False, False, False, True, False, False, False, False]
+
+
+def test_carry_zero_is_frame_by_frame(trained, chelsea):
+    frames = pan(chelsea, 4)
+    zero = colorize_sequence(trained, frames, settings=TemporalSettings(carry=0.0))
+    single = colorize_sequence(trained, frames, temporal=False)
+    assert all(torch.equal(a, b) for a, b in zip(zero, single, strict=True))
+
+
+def test_temporal_flickers_less(trained, chelsea):
+    frames = pan(chelsea, 12, size=(128, 96), step=1)
+    greys = [np.round(f.astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8) for f in frames]
+    errors = {}
+    for temporal in (False, True):
+        metric = WarpingError()
+        for rgb, grey in zip(colorize_sequence(trained, frames, temporal=temporal), greys, strict=True):
+            metric.update(rgb[0].permute(1, 2, 0).numpy(), grey)
+        errors[temporal] = metric.compute()
+    assert errors[True] < 0.8 * errors[False], errors
+
+
+def test_memory_is_bounded_over_a_long_sequence(colorizer, chelsea):
+    """However long the sequence, frames are read one batch ahead of the output, and the
+    memory held does not grow with the length."""
+    frames = pan(chelsea, 2, size=(96, 64))
+    pulled = 0
+
+    def endless(n):
+        nonlocal pulled
+        for i in range(n):
+            pulled += 1
+            yield frames[i % 2].copy()
+
+    def peak(n):
+        nonlocal pulled
+        pulled, ahead = 0, 0
+        tracemalloc.start()
+        for i, _ in enumerate(colorize_sequence(colorizer, endless(n))):
+            ahead = max(ahead, pulled - (i + 1))
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top, ahead
+
+    short, ahead_short = peak(8)
+    long, ahead_long = peak(200)
+    assert ahead_short < colorizer.batch_size and ahead_long < colorizer.batch_size
+    assert long < 1.5 * short + 1_000_000, (short, long)
+
+
+# ------------------------------------------------------------------ bad input
+def test_corrupt_and_unsupported_inputs_are_clear_errors(colorizer, clip, tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(VideoError, match=r"junk\.mp4: not a video PyAV can read"):
+        colorize_video(colorizer, junk, tmp_path / "out" / "junk.mp4")
+    sound = tmp_path / "sound.mp4"
+    with av.open(str(sound), "w") as out:
+        a = out.add_stream("aac", rate=8000)
+        a.layout = "mono"
+        tone = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
+        tone.sample_rate, tone.pts = 8000, 0
+        out.mux(a.encode(tone))
+        out.mux(a.encode(None))
+    with pytest.raises(VideoError, match="holds no video stream"):
+        colorize_video(colorizer, sound, tmp_path / "out" / "sound.mp4")
+    with pytest.raises(VideoError, match="no such file"):
+        colorize_video(colorizer, tmp_path / "absent.mp4", tmp_path / "out" / "absent.mp4")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_truncated_video_leaves_nothing_half_written(colorizer, clip, tmp_path):
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # the moov atom (at the end) is gone
+    out = tmp_path / "out"
+    with pytest.raises(VideoError, match=r"cut\.mp4"):
+        colorize_video(colorizer, cut, out / "cut.mp4")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_interrupted_write_leaves_nothing(colorizer, clip, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clip.mp4").write_bytes(b"an older output")
+
+    def stop(done, total):
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        colorize_video(colorizer, clip, out / "clip.mp4", progress=stop)
+    assert [p.name for p in out.iterdir()] == ["clip.mp4"]
+    assert (out / "clip.mp4").read_bytes() == b"an older output"  # not replaced by half a video
+
+
+def test_cli_bad_video_is_one_line(small_model, tmp_path, capsys):
+    model = tmp_path / "model"
+    small_model.save_pretrained(model)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    out = tmp_path / "out"
+    assert main(["colorize", str(junk), "-o", str(out), "--model", str(model), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {junk}: not a video PyAV can read" in err and err.count("junk.mp4") == 1
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_without_the_video_extra(monkeypatch, clip, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "av", None)  # import av now fails as if not installed
+    with pytest.raises(VideoError, match=r"pip install 'ccc-nodes\[video\]'"):
+        require_av()
+    assert main(["colorize", str(clip), "-o", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: video needs the 'video' extra: pip install 'ccc-nodes[video]'"
+    assert not (tmp_path / "out").exists()
