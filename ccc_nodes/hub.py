@@ -16,7 +16,7 @@ import torch
 
 from .modeling import CCCNet
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_MODEL_DIR", "ModelLoadError", "load_model", "resolve_source"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_MODEL_DIR", "ModelLoadError", "hub_unreachable", "load_model", "resolve_source"]
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -105,7 +105,33 @@ def _check_folder(path: Path) -> None:
         raise ModelLoadError(f"{path / 'config.json'} is not valid JSON: {e}") from e
 
 
-def _explain(e: Exception, target: str, revision: str | None, is_folder: bool) -> ModelLoadError:
+def hub_unreachable(repo_id: str, filename: str, revision: str | None = None, token: str | bool | None = None,
+                    endpoint: str | None = None) -> str | None:
+    """Why the Hub cannot be reached for ``filename`` of ``repo_id``, or None when it answers
+    (whatever it answers: a missing repo is for the download to report) or when
+    ``HF_HUB_OFFLINE`` is set (huggingface_hub then never asks it).
+
+    One request, without huggingface_hub's retries: a download that cannot reach the Hub
+    retries with back-off for about 30 s, printing a line each time, before it looks in the
+    cache. Asked first, this lets a machine without network go straight to the cache and,
+    if the file is not there, to the clear error.
+    """
+    from huggingface_hub import constants, errors, get_hf_file_metadata, hf_hub_url
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint), token=token,
+                             timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except (errors.HfHubHTTPError, errors.OfflineModeIsEnabled):
+        return None  # an HTTP answer, or offline mode: the download itself says what it means
+    except Exception as e:  # noqa: BLE001 - no answer at all: DNS, refused, timeout, TLS (the HTTP client's own types)
+        return (str(e) or type(e).__name__)[:200]
+    return None
+
+
+def _explain(e: Exception, target: str, revision: str | None, is_folder: bool,
+             unreachable: str | None = None) -> ModelLoadError:
     """Turn a loading failure into a message that says what failed and what to do."""
     from huggingface_hub import errors
 
@@ -121,8 +147,10 @@ def _explain(e: Exception, target: str, revision: str | None, is_folder: bool) -
     if isinstance(e, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
         return ModelLoadError(
             f"could not get {', '.join(MODEL_FILES)} of Hub repo {target!r}{at}: it is not in the local "
-            f"Hugging Face cache and was not downloaded (no network, or local files only; "
-            f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). " + _manual_hint(target, revision)
+            f"Hugging Face cache and was not downloaded ("
+            + (f"the Hub cannot be reached: {unreachable}" if unreachable else
+               f"no network, or local files only; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}")
+            + "). " + _manual_hint(target, revision)
         )
     if isinstance(e, errors.EntryNotFoundError):
         return ModelLoadError(
@@ -154,15 +182,19 @@ def load_model(
     from huggingface_hub import errors
 
     resolved = resolve_source(source)
+    unreachable = None
     try:
         if isinstance(resolved, Path):
             model = _load_folder(resolved)
         else:
+            if not local_files_only:  # no network: the cache at once, not a storm of retries first
+                unreachable = hub_unreachable(resolved, MODEL_FILES[0], revision, token)
             model = CCCNet.from_pretrained(
-                resolved, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+                resolved, revision=revision, cache_dir=cache_dir, token=token,
+                local_files_only=local_files_only or unreachable is not None,
             )
     except ModelLoadError:
         raise
     except (OSError, ValueError, TypeError, RuntimeError, KeyError, errors.EntryNotFoundError) as e:
-        raise _explain(e, str(resolved), revision, is_folder=isinstance(resolved, Path)) from e
+        raise _explain(e, str(resolved), revision, is_folder=isinstance(resolved, Path), unreachable=unreachable) from e
     return model.to(device).eval()

@@ -208,14 +208,18 @@ def load_sam(
 def _hub_file(repo_id: str, filename: str, hub: dict) -> Path:
     from huggingface_hub import errors, hf_hub_download
 
+    from .hub import hub_unreachable
+
     revision = hub["revision"]
     at = f" at revision {revision}" if revision else ""
     hint = (
         f"To place it by hand: download {filename} from https://huggingface.co/{repo_id} (or the official SAM "
         f"release) and pass the file's path instead of the repo id."
     )
-    try:
-        return Path(hf_hub_download(repo_id, filename, **hub))
+    unreachable = None if hub["local_files_only"] else hub_unreachable(repo_id, filename, revision, hub["token"])
+    try:  # no network: the cache at once, not a storm of retries first
+        return Path(hf_hub_download(repo_id, filename, **{**hub, "local_files_only": hub["local_files_only"] or
+                                                           unreachable is not None}))
     except errors.RepositoryNotFoundError as e:
         raise SamLoadError(f"Hub repo {repo_id!r} was not found (or is private: pass a token). {hint}") from e
     except errors.RevisionNotFoundError as e:
@@ -223,8 +227,10 @@ def _hub_file(repo_id: str, filename: str, hub: dict) -> Path:
     except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as e:
         raise SamLoadError(
             f"could not get {filename} of Hub repo {repo_id!r}{at}: it is not in the local Hugging Face cache "
-            f"and was not downloaded (no network, or local files only; "
-            f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). {hint}"
+            f"and was not downloaded ("
+            + (f"the Hub cannot be reached: {unreachable}" if unreachable else
+               f"no network, or local files only; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}")
+            + f"). {hint}"
         ) from e
     except errors.EntryNotFoundError as e:
         raise SamLoadError(f"Hub repo {repo_id!r}{at} has no file {filename!r}: pass filename=. {hint}") from e

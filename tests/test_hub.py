@@ -109,3 +109,44 @@ def test_weights_that_do_not_match_the_config(tmp_path, small_model):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="not a valid CCC"):
         load_model(tmp_path)
+
+
+def run_with_unreachable_hub(cache: Path, code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh process whose Hub endpoint is a closed loopback port (no
+    HF_HUB_OFFLINE: huggingface_hub believes it may go online), warnings logged to stderr."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = "import logging, sys; logging.basicConfig(level=logging.WARNING)\n" + code
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_CACHE": str(cache),
+           "HF_HOME": str(cache.parent / "hf_home")}
+    env.pop("HF_HUB_OFFLINE", None)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _unreachable_load(cache: Path, source: str) -> subprocess.CompletedProcess:
+    return run_with_unreachable_hub(cache, (
+        "from ccc_nodes import load_model, ModelLoadError\n"
+        "try:\n"
+        f"    print('K', load_model({source!r}).num_classes)\n"
+        "except ModelLoadError as e:\n"
+        "    print('ERROR', e); sys.exit(3)\n"
+    ))
+
+
+def test_unreachable_hub_fails_at_once_with_the_clear_error(hub_cache):
+    r = _unreachable_load(hub_cache, "ccc-test/not-cached")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "Retrying" not in r.stderr and "Retry" not in r.stdout  # no back-off storm before the message
+    msg = r.stdout
+    assert "'ccc-test/not-cached'" in msg and "config.json" in msg and "model.safetensors" in msg
+    assert "the Hub cannot be reached" in msg and "Connection refused" in msg
+    assert "hf download ccc-test/not-cached" in msg and "pass its path instead of the repo id" in msg
+
+
+def test_unreachable_hub_still_loads_a_cached_repo(hub_cache, small_model):
+    r = _unreachable_load(hub_cache, REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"K {small_model.num_classes}" in r.stdout and "Retrying" not in r.stderr

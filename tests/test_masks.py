@@ -124,6 +124,19 @@ def test_load_sam_from_a_file_and_from_the_hub_cache(sam, tmp_path):
     assert torch.equal(hub.state_dict()[key], sam.state_dict()[key])
 
 
+def test_load_sam_with_an_unreachable_hub_fails_at_once(tmp_path):
+    from test_hub import run_with_unreachable_hub
+
+    r = run_with_unreachable_hub(tmp_path / "hub", (
+        "from ccc_nodes.masks import load_sam, SamLoadError\n"
+        "try:\n    load_sam('ccc-test/absent-sam')\n"
+        "except SamLoadError as e:\n    print('ERROR', e); sys.exit(3)\n"))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "Retrying" not in r.stderr  # no back-off storm before the message
+    assert "sam_vit_b_01ec64.pth of Hub repo 'ccc-test/absent-sam'" in r.stdout
+    assert "the Hub cannot be reached" in r.stdout and "pass the file's path" in r.stdout
+
+
 def test_load_sam_errors_say_what_to_do(sam, tmp_path):
     with pytest.raises(SamLoadError, match="does not exist"):
         load_sam(tmp_path / "missing.pth")
