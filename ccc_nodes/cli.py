@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,10 +145,8 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:  # HintError, ImageError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        print(f"error: cannot create the output folder {outdir}: {e}", file=sys.stderr)
+    if (why := _uncreatable(outdir)) is not None:  # made by the first output written: a run that writes none leaves none
+        print(f"error: cannot create the output folder {outdir}: {why}", file=sys.stderr)
         return 2
     try:
         colorizer = Colorizer(args.model, device=args.device, size=args.size, precision=args.precision,
@@ -254,18 +253,30 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failures += failed
-    print(f"colorized {n_videos} video{'s' if n_videos != 1 else ''} and {n_frames} frame{'s' if n_frames != 1 else ''}"
-          f" into {outdir}; {len(failures)} failed", file=sys.stderr)
-    for name, why in failures:
-        print(f"  skipped {name}: {why}", file=sys.stderr)
+    _report(n_videos + n_frames, failures, outdir,
+            f"{n_videos} video{'s' if n_videos != 1 else ''} and {n_frames} frame{'s' if n_frames != 1 else ''}")
     return 1 if failures or not (n_videos or n_frames) else 0
 
 
-def _report(done: int, failures: list[tuple[str, str]], outdir: Path | None = None) -> None:
+def _report(done: int, failures: list[tuple[str, str]], outdir: Path | None = None, what: str | None = None) -> None:
+    """The summary line, then one line per input left out, in the same words."""
+    what = what or f"{done} image{'s' if done != 1 else ''}"
     where = f" into {outdir}" if outdir is not None and done else ""
-    print(f"colorized {done} image{'s' if done != 1 else ''}{where}; {len(failures)} failed", file=sys.stderr)
+    print(f"colorized {what}{where}; {len(failures)} skipped", file=sys.stderr)
     for name, why in failures:
         print(f"  skipped {name}: {why}", file=sys.stderr)
+
+
+def _uncreatable(folder: Path) -> str | None:
+    """Why ``folder`` could not be made, found without making it; None if it can be."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ def test_folder_recursive_keeps_names_and_reports_bad_files(inputs, model_dir, t
     assert (out / "cat.jpg").is_file() and (out / "sub" / "crop.png").is_file() and (out / "sub" / "alpha.png").is_file()
     assert Image.open(out / "cat.jpg").size == (451, 300)
     assert Image.open(out / "sub" / "alpha.png").mode == "RGBA"
-    assert "colorized 3 images" in err and "1 failed" in err and "broken.jpg" in err
+    assert "colorized 3 images" in err and "1 skipped" in err and "  skipped " in err and "broken.jpg" in err
     assert not (out / "notes.txt").exists() and not (out / "broken.jpg").exists()
     assert not list(out.rglob("*.part"))
 

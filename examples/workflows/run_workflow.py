@@ -48,26 +48,56 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, default=Path("."), help="folder for the output images")
     p.add_argument("--timeout", type=float, default=600)
     args = p.parse_args(argv)
+    try:
+        return run(args)
+    except urllib.error.HTTPError as e:
+        print(f"error: {e.url} refused ({e.code}): {e.read().decode(errors='replace')}", file=sys.stderr)
+    except urllib.error.URLError as e:
+        print(f"error: cannot reach the server {args.server}: {e.reason} (is it running? see --server)", file=sys.stderr)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:  # writing the outputs
+        print(f"error: {e}", file=sys.stderr)
+    return 2
 
-    graph = json.loads(args.workflow.read_text())
+
+class UsageError(Exception):
+    """A wrong path or argument, said in one line."""
+
+
+def _read_graph(path: Path) -> dict:
+    try:
+        graph = json.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read the workflow {path}: {e.strerror or e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"the workflow {path} is not JSON: {e}") from e
+    if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
+        raise UsageError(f"the workflow {path} is not in API format (File -> Export (API) in the editor)")
+    return graph
+
+
+def run(args: argparse.Namespace) -> int:
+    graph = _read_graph(args.workflow)
     if args.image:
+        if not args.image.is_file():
+            raise UsageError(f"--image {args.image}: no such file")
         name = upload(args.server, args.image)
         for node in graph.values():
             if node["class_type"] == "LoadImage":
                 node["inputs"]["image"] = name
     for item in args.set:
-        key, _, value = item.partition("=")
+        key, eq, value = item.partition("=")
         node_id, _, input_name = key.partition(".")
+        if node_id not in graph or not input_name or not eq:
+            raise UsageError(f"--set {item}: use NODE.INPUT=VALUE with a node id of the workflow "
+                             f"({', '.join(graph)})")
         try:
             graph[node_id]["inputs"][input_name] = json.loads(value)
         except json.JSONDecodeError:
             graph[node_id]["inputs"][input_name] = value
-    try:
-        queued = json.loads(_call(args.server, "/prompt", json.dumps({"prompt": graph}).encode(),
-                                  {"Content-Type": "application/json"}))
-    except urllib.error.HTTPError as e:
-        print(f"refused ({e.code}): {e.read().decode()}", file=sys.stderr)
-        return 2
+    queued = json.loads(_call(args.server, "/prompt", json.dumps({"prompt": graph}).encode(),
+                              {"Content-Type": "application/json"}))
     prompt_id = queued["prompt_id"]
     print(f"queued {prompt_id} as number {queued['number']}")
     deadline = time.time() + args.timeout
@@ -92,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             query = urllib.parse.urlencode(image)
             data = _call(args.server, f"/view?{query}")
             (args.output / image["filename"]).write_bytes(data)
-            print(f"node {node_id}: {image['type']}/{image['subfolder']}/{image['filename']} ({len(data)} bytes)"
-                  f" -> {args.output / image['filename']}")
+            where = "/".join(part for part in (image["type"], image["subfolder"], image["filename"]) if part)
+            print(f"node {node_id}: {where} ({len(data)} bytes) -> {args.output / image['filename']}")
     return 0
 
 
