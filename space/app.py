@@ -37,8 +37,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 import gradio as gr
 import numpy as np
+import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -48,8 +49,10 @@ from ccc_figures import bin_table, class_grid, class_map_picture, to_uint8
 
 from ccc_nodes import ColorClasses, Colorizer, ImageError, ModelLoadError, load_model
 from ccc_nodes.cache import ModelCache
+from ccc_nodes.color import lab_to_rgb
 from ccc_nodes.evaluate import eval_crop
 from ccc_nodes.harmonize import HARMONIZE_DEFAULTS, harmonize
+from ccc_nodes.hints import HINT_DEFAULTS, HintError, format_hint, palette_prior, parse_hints, steering
 from ccc_nodes.hub import DEFAULT_MODEL
 from ccc_nodes.images import ImageTooLarge, open_image, to_rgb
 from ccc_nodes.masks import SAM_CHECKPOINTS, SAM_MODEL_TYPES, generate_masks, grey_image, load_sam, overlay
@@ -90,6 +93,8 @@ SLIDERS = {
     "max_dev": (0, 60, 1, "Max deviation"),
     "min_area": (0.0, 0.05, 0.0005, "Min mask area"),
     "points_per_side": (4, 64, 4, "SAM points per side"),
+    "hint_strength": (0.0, 1.0, 0.05, "Hint strength"),
+    "reference_strength": (0.0, 4.0, 0.1, "Reference strength"),
 }
 HARMONIZE = ("off", "SAM", "classical")
 COLOUR_SPREAD = 4 / 255  # a photo is colour if its channels differ by more than this on average
@@ -301,7 +306,8 @@ def masks_name(source: str) -> str:
 @on_gpu
 def colorize_on_device(
     source: str, rgb: np.ndarray, size: int, decode: str, temperature: float, masks_from: str | None,
-    params: dict, sam: tuple | None, shown: tuple[int, int], report=None,
+    params: dict, sam: tuple | None, shown: tuple[int, int], report=None, hints: str = "",
+    reference: np.ndarray | None = None, reference_strength: float = HINT_DEFAULTS["reference_strength"],
 ) -> dict:
     """The network (and harmonisation) on the best device.
 
@@ -318,6 +324,9 @@ def colorize_on_device(
       shown: (H, W) of the display pictures: the grey picture and the class map are drawn
         at that size (not at the photo's, then shrunk).
       report: called with a stage name when harmonisation starts (None on ZeroGPU).
+      hints: point hints, one ``X,Y,#RRGGBB[,S]`` per line (photo pixels).
+      reference: a reference photo ``(h, w, 3)`` whose palette steers the colours, or None.
+      reference_strength: its weight.
 
     Returns plain arrays (ZeroGPU runs this in another process): ``grey`` uint8 at
     ``shown``, ``colour`` uint8 ``(H, W, 3)`` at full size, ``classes`` ``(1, h, w)``,
@@ -325,6 +334,9 @@ def colorize_on_device(
     """
     colorizer = Colorizer(get_model(source), size=size, decode=decode, temperature=temperature)
     pred = colorizer.predict(rgb)[0]
+    if hints.strip() or reference is not None:  # steered before harmonisation (METHOD.md s. 11)
+        prior = None if reference is None else palette_prior(reference, colorizer.classes, reference_strength)
+        pred = steering(colorizer.classes, prior)(pred, parse_hints(hints))
     L = pred.L.float()
     if tuple(L.shape[-2:]) != tuple(shown) and shown[0] <= L.shape[-2]:  # shrink; enlarging is _fit's
         L = F.interpolate(L, size=tuple(shown), mode="bilinear", antialias=True, align_corners=False)
@@ -435,14 +447,15 @@ def reveal(table, download):
 
 
 def run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area, sam_checkpoint, sam_type,
-        points_per_side, temperature=TEMPERATURE, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+        points_per_side, temperature=TEMPERATURE, hints="", reference=None,
+        reference_strength=HINT_DEFAULTS["reference_strength"], progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
     """The page's one action: photo and controls -> before/after, class map, masks
     overlay, metrics (no rows without a reference), full-resolution download, notes
     (also the API, ``/colorize``). Errors about the request are :class:`gr.Error` without a traceback
     in the log; anything else is logged once and reported in one line."""
     try:
         return _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area, sam_checkpoint,
-                    sam_type, points_per_side, temperature, progress)
+                    sam_type, points_per_side, temperature, progress, hints, reference, reference_strength)
     except gr.Error:
         raise
     except Exception as e:
@@ -452,10 +465,17 @@ def run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area
 
 
 def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area, sam_checkpoint, sam_type,
-         points_per_side, temperature, progress):
+         points_per_side, temperature, progress, hints="", palette=None,
+         palette_strength=HINT_DEFAULTS["reference_strength"]):
     is_locked = locked()
     progress(0.0, desc="Reading the photo")
     rgb, reference, alpha, name = read_photo(photo)
+    try:
+        n_hints = len(parse_hints(hints))
+    except HintError as e:
+        raise user_error(f"{e}.") from e
+    palette_rgb = read_photo(palette)[0] if palette else None
+    palette_strength = slider_number("reference_strength", palette_strength)
     h, w = rgb.shape[:2]
     source = default_model() if is_locked else ((model or "").strip() or default_model())
     shown_source = public_name(source) if is_locked else source
@@ -491,7 +511,7 @@ def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_are
     progress(0.2, desc="Colorizing" + (" and harmonising" if masks_from and not REPORT_FROM_DEVICE else ""))
     try:
         out = colorize_on_device(source, rgb, net_size, decode, temperature, masks_from, params, sam, shown,
-                                 report if REPORT_FROM_DEVICE else None)
+                                 report if REPORT_FROM_DEVICE else None, hints or "", palette_rgb, palette_strength)
     except (ValueError, ImageError) as e:  # bad thresholds or modes: the core says which
         log.warning("colorization refused the request: %s", e)
         raise user_error(str(e)) from e
@@ -504,6 +524,10 @@ def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_are
         notes.append(f"Input size {float(size):g} was rounded to {net_size}: the network takes multiples of "
                      f"{SIZE_STEP} from {SIZES[0]} to {SIZES[1]}.")
     notes += [n for n in (sam_note, out["note"]) if n]
+    if n_hints or palette_rgb is not None:
+        steer = [f"{n_hints} colour hint{'s' if n_hints != 1 else ''}"] if n_hints else []
+        steer += [f"the reference palette (strength {palette_strength:g})"] if palette_rgb is not None else []
+        notes.append(f"Steered by {' and '.join(steer)}.")
     if reference is not None:
         progress(0.75, desc="Measuring against the reference")
         table, metrics_note = metrics_table(colour, reference, net.classes)
@@ -525,6 +549,65 @@ def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_are
         download,
         "\n\n".join(notes),
     )
+
+
+# ----------------------------------------------------------------------------- hints
+
+HINT_COLOR = "#c0392b"  # the colour picker's start
+HINT_SIDE = 640  # longer side of the picture hints are placed on
+
+
+def _picker_scale(path: str) -> tuple[float, tuple[int, int]]:
+    """Photo pixels per picker pixel, and the photo's (H, W)."""
+    with open_image(path, MAX_PIXELS) as im:
+        w, h = im.size
+    return max(1.0, max(h, w) / HINT_SIDE), (h, w)
+
+
+def hint_view(photo, hints):
+    """The photo in grey, at most HINT_SIDE px, with each hint drawn as a ring in its colour."""
+    if not photo:
+        return None
+    try:
+        rgb = read_photo(photo)[0]
+    except gr.Error:
+        return None
+    try:
+        marks = parse_hints(hints)
+    except HintError:  # a line being typed: draw nothing until it reads; the run says what is wrong
+        marks = []
+    scale = max(1.0, max(rgb.shape[:2]) / HINT_SIDE)
+    grey = grey_image(Image.fromarray(to_uint8(rgb)), HINT_SIDE)
+    im = Image.fromarray(grey)
+    draw = ImageDraw.Draw(im)
+    for m in marks:
+        x, y = m.point[0] / scale, m.point[1] / scale
+        colour = tuple(int(v * 255) for v in lab_to_rgb(torch.tensor([60.0, *m.ab]).view(3, 1, 1))[:, 0, 0])
+        draw.ellipse((x - 7, y - 7, x + 7, y + 7), outline="white", width=3)
+        draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour)
+    return np.asarray(im)
+
+
+def add_hint(photo, hints, colour, strength, evt: gr.SelectData):
+    """A click on the picker -> one more line ``X,Y,#RRGGBB,S`` in photo pixels."""
+    if not photo or evt.index is None:
+        return hints
+    scale, (h, w) = _picker_scale(photo)
+    x, y = min(round(evt.index[0] * scale), w - 1), min(round(evt.index[1] * scale), h - 1)
+    try:
+        line = format_hint(x, y, _hex(colour), slider_number("hint_strength", strength))
+    except HintError as e:
+        raise user_error(f"{e}.") from e
+    return "\n".join([*(hints or "").strip().splitlines(), line]).strip()
+
+
+def _hex(colour: str) -> str:
+    """Gradio's colour picker gives #rrggbb, or rgba(r, g, b, a) in some versions."""
+    c = (colour or "").strip()
+    if c.startswith("rgb"):
+        vals = [float(v) for v in c[c.index("(") + 1 : c.index(")")].split(",")[:3]]
+        return "#" + "".join(f"{round(v):02x}" for v in vals)
+    return c
 
 
 # ----------------------------------------------------------------------------- the page
@@ -657,6 +740,23 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 harmonize = gr.Radio(value="off", label="Harmonisation", elem_id="harmonize",
                                      **harmonize_control(bool(sam_start), is_locked))
                 button = gr.Button("Colorize", variant="primary", elem_id="colorize")
+                with gr.Accordion("Colour hints", open=True, elem_id="hint-settings"):
+                    hint_picker = gr.Image(label="Click the photo to place a hint", interactive=False,
+                                           elem_id="hint-picker", height=230, type="numpy")
+                    with gr.Row():
+                        hint_color = gr.ColorPicker(value=HINT_COLOR, label="Hint colour", elem_id="hint-color")
+                        hint_strength = slider("hint_strength", HINT_DEFAULTS["strength"], label="Hint strength",
+                                               elem_id="hint-strength")
+                    hints_box = gr.Textbox(label="Hints (x, y, colour, strength; one per line, edit or delete "
+                                                 "freely)", lines=3, elem_id="hints",
+                                           placeholder="click the photo above, or type 120,80,#c0392b,1")
+                    with gr.Row():
+                        undo_hint = gr.Button("Remove last", size="sm", elem_id="hint-undo")
+                        clear_hints = gr.Button("Clear hints", size="sm", elem_id="hint-clear")
+                    palette = gr.Image(label="Reference image: its palette steers the colours", type="filepath",
+                                       sources=["upload", "clipboard"], elem_id="reference", height=140)
+                    palette_strength = slider("reference_strength", HINT_DEFAULTS["reference_strength"],
+                                              label="Reference strength", elem_id="reference-strength")
                 with gr.Accordion("Harmonisation settings", open=False, elem_id="harmonize-settings"):
                     dominance = slider("dominance", HARMONIZE_DEFAULTS["dominance"],
                                        info="share of a mask its most frequent class must hold")
@@ -694,7 +794,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                                        interactive=False, wrap=True, column_widths=["25%", "88px", "48%"], type="array",
                                        max_height=2400, visible=False, elem_id="metrics")
         inputs = [photo, model_box, size, decode, harmonize, dominance, max_dev, min_area,
-                  sam_checkpoint, sam_type, points, temperature]
+                  sam_checkpoint, sam_type, points, temperature, hints_box, palette, palette_strength]
         outputs = [before_after, class_pic, masks_pic, metrics, download, notes]
         hidden = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
         shows = ([metrics, download], [metrics, download])
@@ -705,6 +805,12 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 clear_outputs, None, outputs, **hidden).then(
                 run, inputs, outputs, api_visibility="undocumented").then(reveal, *shows, **hidden)
         decode.change(lambda d: gr.update(visible=d == "annealed-mean"), decode, temperature, **hidden)
+        photo.change(hint_view, [photo, hints_box], hint_picker, **hidden)
+        hints_box.change(hint_view, [photo, hints_box], hint_picker, **hidden)
+        hint_picker.select(add_hint, [photo, hints_box, hint_color, hint_strength], hints_box, **hidden)
+        undo_hint.click(lambda text: "\n".join((text or "").strip().splitlines()[:-1]), hints_box, hints_box,
+                        **hidden)
+        clear_hints.click(lambda: "", None, hints_box, **hidden)
         if not is_locked:
             sam_checkpoint.change(lambda c: gr.update(**harmonize_control(bool((c or "").strip()), False)),
                                   sam_checkpoint, harmonize, **hidden)

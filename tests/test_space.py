@@ -543,3 +543,43 @@ def test_python_space_app_py_starts_the_page(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- colour hints
+
+
+def _ab_near(rgb: np.ndarray, y0: int, y1: int, x0: int, x1: int, colour: str) -> float:
+    """Mean a*b* distance of a patch of an sRGB uint8 picture to ``colour``'s a*b*."""
+    import torch
+
+    from ccc_nodes.color import rgb_to_lab
+    from ccc_nodes.hints import parse_color
+
+    lab = rgb_to_lab(torch.from_numpy(rgb[y0:y1, x0:x1] / 255.0).permute(2, 0, 1).float())
+    return float((lab[1:] - torch.tensor(parse_color(colour)).view(2, 1, 1)).norm(dim=0).mean())
+
+
+def test_hints_and_a_reference_steer_the_result(app, model):
+    photo = str(EXAMPLES / "grey" / "chelsea.jpg")
+    (_, plain), *_ = run(app, photo)
+    (_, hinted), _, _, _, download, notes = run(app, photo, hints="225,150,#2e86c1,1")
+    assert _ab_near(hinted, 140, 160, 215, 235, "#2e86c1") < 12 < _ab_near(plain, 140, 160, 215, 235, "#2e86c1")
+    assert "Steered by 1 colour hint." in notes
+    assert np.array_equal(np.asarray(Image.open(download)), hinted)
+    (_, steered), *_, notes = run(app, photo, reference=str(EXAMPLES / "reference" / "coffee.jpg"))
+    assert not np.array_equal(steered, plain) and "reference palette (strength 1)" in notes
+    with pytest.raises(app.gr.Error, match="hint line 2"):
+        run(app, photo, hints="1,1,#000000\n1,1,purple")
+    with pytest.raises(app.gr.Error, match="outside the 451x300"):
+        run(app, photo, hints="900,10,#000000")
+
+
+def test_a_click_on_the_picker_adds_a_hint_in_photo_pixels(app, tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("L", (1280, 640), 128).save(big)  # shown at half size on the picker
+    event = app.gr.SelectData(None, {"index": [100, 50], "value": None})
+    text = app.add_hint(str(big), "10,10,#000000,1", "#2e86c1", 0.5, event)
+    assert text == "10,10,#000000,1\n200,100,#2e86c1,0.5"
+    picture = app.hint_view(str(big), text)
+    assert picture.shape == (320, 640, 3) and tuple(picture[50, 100]) != (128, 128, 128)  # the ring is drawn
+    assert app._hex("rgba(46, 134, 193, 1)") == "#2e86c1"

@@ -217,3 +217,42 @@ def test_locked_page_fixes_the_model_and_sam(browser, tmp_path, monkeypatch):
     finally:
         page.close()
         demo.close()
+
+
+PATCH_JS = """([sel, x0, y0, w, h]) => {
+  const img = document.querySelectorAll(sel)[1];  // the slider's 'after' side
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const d = g.getImageData(x0, y0, w, h).data; const m = [0, 0, 0];
+  for (let i = 0; i < d.length; i += 4) { m[0] += d[i]; m[1] += d[i + 1]; m[2] += d[i + 2]; }
+  return m.map(v => v / (d.length / 4));
+}"""
+
+
+def test_a_clicked_hint_colours_its_region(page):
+    from test_space import EXAMPLES
+
+    from ccc_nodes.hints import parse_color
+
+    page.set_input_files("#photo input[type=file]", str(EXAMPLES / "grey" / "chelsea.jpg"))
+    picker = page.locator("#hint-picker img")
+    picker.wait_for()
+    page.wait_for_function("() => { const i = document.querySelector('#hint-picker img'); "
+                           "return i && i.complete && i.naturalWidth === 451; }")
+    picker.scroll_into_view_if_needed()
+    b = picker.bounding_box()  # click the cat's cheek: (225, 150) of the 451x300 photo
+    page.mouse.click(b["x"] + b["width"] * 225 / 451, b["y"] + b["height"] * 150 / 300)
+    page.wait_for_function("() => document.querySelector('#hints textarea').value.trim() !== ''")
+    x, y, colour, strength = page.locator("#hints textarea").input_value().strip().split(",")
+    assert abs(int(x) - 225) <= 3 and abs(int(y) - 150) <= 3 and colour.lower() == "#c0392b" and strength == "1"
+    page.click("#colorize")
+    page.wait_for_selector("#notes :text('Steered by 1 colour hint.')")
+    mean = page.evaluate(PATCH_JS, ["#before-after img", int(x) - 8, int(y) - 8, 16, 16])
+    import torch
+
+    from ccc_nodes.color import rgb_to_lab
+
+    lab = rgb_to_lab(torch.tensor(mean).view(3, 1, 1) / 255.0)[:, 0, 0]
+    assert float((lab[1:] - torch.tensor(parse_color("#c0392b"))).norm()) < 15  # the hinted red, on the cat's L
+    assert "Traceback" not in page.content()
