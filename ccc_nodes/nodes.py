@@ -587,3 +587,46 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "CCCColorHint": "CCC++ Colour Hint",
     "CCCReferencePalette": "CCC++ Reference Palette",
 }
+
+
+class CCCColorizeSequence:
+    """IMAGE batch of consecutive frames -> colorized IMAGE batch with stable colour: class
+    probabilities carried along the optical flow, reset at scene cuts (METHOD.md s. 13)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        from .temporal import TEMPORAL_DEFAULTS
+
+        return {"required": {
+            "ccc_model": ("CCC_MODEL",),
+            "image": ("IMAGE", {"tooltip": "Consecutive frames of one clip, in order (e.g. Load Video's IMAGE)."}),
+            "temporal": ("BOOLEAN", {"default": True, "tooltip": "Off: every frame on its own (as CCC++ Colorize)."}),
+            "carry": ("FLOAT", {"default": TEMPORAL_DEFAULTS.carry, "min": 0.0, "max": 0.95, "step": 0.05,
+                                "tooltip": "Weight of the previous frames' classes where the motion is reliable "
+                                           "(0: frame by frame; higher: steadier colour, slower to change)."}),
+            "decode": _DECODE, "temperature": _TEMPERATURE, "size": _SIZE}}
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    FUNCTION = "colorize"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Colorizes a batch as a video: each frame's colour classes are blended with the previous "
+                   "frames' warped by optical flow where the flow is reliable, and reset at scene cuts, so "
+                   "colours do not flicker. Needs the 'video' extra (OpenCV).")
+
+    def colorize(self, ccc_model, image, temporal=True, carry=None, decode="argmax", temperature=0.38, size=224):
+        from .temporal import TEMPORAL_DEFAULTS, TemporalSettings, colorize_sequence
+
+        colorizer = copy.copy(_with_size(ccc_model, size))
+        colorizer.decode, colorizer.temperature = decode, temperature
+        settings = TEMPORAL_DEFAULTS if carry is None else TemporalSettings(carry=carry)
+        frames = _images(image)
+        progress, out = _Progress(len(frames)), []
+        for rgb in colorize_sequence(colorizer, frames, temporal, settings):
+            out.append(rgb)
+            progress(len(out))
+        return (_to_image(out),)
+
+
+NODE_CLASS_MAPPINGS["CCCColorizeSequence"] = CCCColorizeSequence
+NODE_DISPLAY_NAME_MAPPINGS["CCCColorizeSequence"] = "CCC++ Colorize Sequence (video)"

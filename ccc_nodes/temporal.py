@@ -66,7 +66,7 @@ class TemporalSettings:
       cut_reliable: ... or when less than this share of the pixels has a reliable flow.
     """
 
-    carry: float = 0.6
+    carry: float = 0.7
     flow: str = "dis"
     fb_alpha: float = 0.01
     fb_beta: float = 0.5
@@ -268,15 +268,20 @@ class WarpingError:
     def reset(self) -> None:
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
 
-    def update(self, rgb: np.ndarray, grey: np.ndarray) -> None:
+    def motion(self, prev_grey: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(backward flow, reliable mask) between two grey frames; ``update`` takes it to
+        score several colorizations of one clip with one flow."""
+        backward, forward = flow_pair(prev_grey, grey, self.method)
+        return backward, reliable(backward, forward, self.alpha, self.beta)
+
+    def update(self, rgb: np.ndarray, grey: np.ndarray, motion: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         from .color import rgb_to_lab
 
         ab = rgb_to_lab(torch.as_tensor(rgb, dtype=torch.float32).permute(2, 0, 1)[None])[0, 1:]
         ab = ab.permute(1, 2, 0).numpy()
         if self._prev is not None:
             prev_ab, prev_grey = self._prev
-            backward, forward = flow_pair(prev_grey, grey, self.method)
-            ok = reliable(backward, forward, self.alpha, self.beta)
+            backward, ok = motion if motion is not None else self.motion(prev_grey, grey)
             diff = np.sqrt(((ab - warp(prev_ab, backward)) ** 2).sum(-1))
             self.total += float(diff[ok].sum())
             self.count += int(ok.sum())
