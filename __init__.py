@@ -6,10 +6,23 @@ as ``custom_nodes/ccc-nodes`` this file is that module and hands ComfyUI the map
 nothing imports ``comfy``. See docs/COMFYUI.md.
 """
 
-if __package__:  # imported by ComfyUI as the pack's package
-    from .ccc_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-else:  # imported as a plain module, e.g. by pytest collecting a checkout whose folder name is no identifier
-    from ccc_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+import importlib.util
+import os
+import sys
+
+if "ccc_nodes" not in sys.modules:
+    # The core is loaded as the top-level package ``ccc_nodes``, as when installed, not as a
+    # sub-package of this module (which ComfyUI names after its path): error dialogs then say
+    # ``ccc_nodes.hub.ModelLoadError``, not ``/path/to/custom_nodes/ccc-nodes.ccc_nodes.hub...``.
+    # Only that one name is added; the checkout's other folders stay off sys.path.
+    _core = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ccc_nodes")
+    _spec = importlib.util.spec_from_file_location("ccc_nodes", os.path.join(_core, "__init__.py"),
+                                                   submodule_search_locations=[_core])
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules["ccc_nodes"] = _module
+    _spec.loader.exec_module(_module)
+
+from ccc_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
 WEB_DIRECTORY = "./ccc_nodes/web"
 

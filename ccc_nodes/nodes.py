@@ -42,7 +42,7 @@ from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior
 from .hub import DEFAULT_MODEL, ModelLoadError
 from .masks import SAM_MODEL_TYPES, MaskSet, generate_masks, given_masks, overlay
 from .metrics import METRIC_NAMES, ColorMetrics, is_grey, markdown_table, metric_classes
-from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, class_map_rgb, pick_device
+from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, check_size, class_map_rgb, pick_device
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
@@ -63,8 +63,11 @@ except ImportError:
     folder_paths = None
 else:
     for _kind in ("ccc", "sams"):
-        if _kind not in folder_paths.folder_names_and_paths:
-            folder_paths.add_model_folder_path(_kind, os.path.join(folder_paths.models_dir, _kind))
+        # Always ComfyUI/models/<kind> too: an extra_model_paths.yaml entry of that name adds its folders, it
+        # does not hide this one; made now so users find where to put files.
+        _default = os.path.join(folder_paths.models_dir, _kind)
+        folder_paths.add_model_folder_path(_kind, _default)
+        os.makedirs(_default, exist_ok=True)
 
 
 # ------------------------------------------------------------------ helpers
@@ -135,12 +138,47 @@ def _device(name: str) -> torch.device:
     return pick_device(name)
 
 
-def _images(image: torch.Tensor, name: str = "image") -> list[np.ndarray]:
-    """IMAGE ``(B, H, W, C)`` -> B arrays ``(H, W, C)`` for the core's ``to_rgb``."""
+def _image_tensor(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """An IMAGE ``(B, H, W, C)`` checked and clamped to 0..1 (float32, CPU). Core nodes give
+    values slightly outside (ImageScale bicubic: -0.07..1.12); ComfyUI's own nodes clamp them."""
     if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"{name}: expected an IMAGE tensor (B, H, W, 3), got {shape}")
-    return [im.detach().float().cpu().numpy() for im in image]
+    return image.detach().float().cpu().clamp(0.0, 1.0)
+
+
+def _images(image: torch.Tensor, name: str = "image") -> list[np.ndarray]:
+    """IMAGE ``(B, H, W, C)`` -> B arrays ``(H, W, C)`` for the core's ``to_rgb``."""
+    return [im.numpy() for im in _image_tensor(image, name)]
+
+
+def validate_inputs(cls: type, **values) -> bool | str:
+    """``VALIDATE_INPUTS`` for inputs that can only fail at run time: True, or the message
+    the run would fail with, so the prompt is refused at once. A node names such inputs in
+    its ``VALIDATE_INPUTS(cls, ...)`` and returns ``validate_inputs(cls, ...)``. ComfyUI
+    then skips its own min/max/list checks of them, so they are done here first; then the
+    core's own check of each input in ``RUNTIME_CHECKS``."""
+    spec = {**cls.INPUT_TYPES().get("required", {}), **cls.INPUT_TYPES().get("optional", {})}
+    for name, value in values.items():
+        wanted, extra = spec[name][0], (spec[name][1] if len(spec[name]) > 1 else {})
+        if isinstance(wanted, list) and value not in wanted:
+            return f"{name}: {value!r} is not one of {wanted}"
+        if ("min" in extra and value < extra["min"]) or ("max" in extra and value > extra["max"]):
+            return f"{name}: {value} is outside {extra.get('min')}..{extra.get('max')}"
+        try:
+            RUNTIME_CHECKS[name](value)
+        except ValueError as e:
+            return str(e)
+    return True
+
+
+def _check_device(name: str) -> None:
+    if name != "auto":
+        pick_device(name)  # ValueError naming what this machine lacks (no CUDA, no MPS)
+
+
+# input name -> the core's check (ValueError with the message a run would give)
+RUNTIME_CHECKS: dict[str, Callable[[object], object]] = {"size": check_size, "device": _check_device}
 
 
 def _to_image(rgb: list[torch.Tensor]) -> torch.Tensor:
@@ -198,8 +236,7 @@ def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
     """The same network and device at another input size (a shallow copy, no reload)."""
     if colorizer.size == size:
         return colorizer
-    if size < 32 or size % 32:
-        raise ValueError(f"size must be a positive multiple of 32, got {size}")
+    check_size(size)
     other = copy.copy(colorizer)
     other.size = size
     return other
@@ -207,7 +244,7 @@ def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
 
 def _predict(colorizer: Colorizer, image: torch.Tensor) -> ClassBatch:
     items = _images(image)
-    step = colorizer.batch_size
+    step = colorizer.batch_size if colorizer.device.type != "cpu" else 1  # CPU: batching does not pay (README)
     progress = _Progress(len(items))
     preds: list[Prediction] = []
     for start in range(0, len(items), step):
@@ -253,6 +290,10 @@ class CCCModelLoader:
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads a CCC++ colour-classification model once and keeps it in memory."
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, device):  # noqa: N802 - ComfyUI's name
+        return validate_inputs(cls, device=device)
+
     def load(self, model, device, precision, repo_or_path="", revision=""):
         source = repo_or_path.strip() or model
         if source != DEFAULT_MODEL and not repo_or_path.strip():
@@ -276,6 +317,10 @@ class CCCGrayscaleToClasses:
     CATEGORY = CATEGORY
     DESCRIPTION = ("Predicts colour-class logits at model resolution (1/4 of the input size) and keeps each "
                    "image's full-resolution lightness. Colour inputs are read as grey (their L).")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, size):  # noqa: N802
+        return validate_inputs(cls, size=size)
 
     def predict(self, ccc_model, image, size=224):
         return (_predict(_with_size(ccc_model, size), image),)
@@ -315,6 +360,10 @@ class CCCColorize:
     CATEGORY = CATEGORY
     DESCRIPTION = "Colorizes images with CCC++: classes at model resolution, a*b* upsampled, original L kept."
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, size):  # noqa: N802
+        return validate_inputs(cls, size=size)
+
     def colorize(self, ccc_model, image, decode="argmax", temperature=0.38, size=224):
         batch = _predict(_with_size(ccc_model, size), image)
         return (_to_image([p.rgb(decode, temperature) for p in batch.predictions]),)
@@ -327,11 +376,13 @@ class CCCSAMLoader:
     def INPUT_TYPES(cls):  # noqa: N802
         return {
             "required": {
-                "checkpoint": (list(sam_checkpoints()), {"tooltip": "A SAM checkpoint (.pth) under models/sams."}),
                 "model_type": (list(SAM_MODEL_TYPES), {"default": "vit_b", "tooltip": "The architecture of the checkpoint."}),
                 "device": (list(DEVICES), {"default": "auto"}),
             },
             "optional": {
+                # optional: with models/sams empty its list is empty, and the editor leaves an empty list out of
+                # the prompt (a required one would then fail validation even with repo_or_path given)
+                "checkpoint": (list(cls.checkpoints()), {"tooltip": "A SAM checkpoint (.pth) under models/sams."}),
                 "repo_or_path": ("STRING", {"default": "", "tooltip": "Overrides 'checkpoint': a .pth path or a Hugging "
                                             "Face Hub repo id holding the official checkpoint file."}),
             },
@@ -343,17 +394,32 @@ class CCCSAMLoader:
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads a Segment Anything model once and keeps it in memory, for SAM Harmonize."
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, checkpoint, repo_or_path=""):  # noqa: N802 - an empty models/sams is fine with a path
-        if (repo_or_path or "").strip() or checkpoint in sam_checkpoints():
-            return True
-        return (f"no SAM checkpoint {checkpoint!r} under {', '.join(map(str, model_folders('sams')))}: place a "
-                f".pth there or give repo_or_path")
+    @staticmethod
+    def checkpoints() -> dict[str, Path]:
+        """Name -> file of the checkpoints it lists (a host with other folders overrides this)."""
+        return sam_checkpoints()
 
-    def load(self, checkpoint, model_type, device, repo_or_path=""):
+    @staticmethod
+    def folders() -> list[Path]:
+        return model_folders("sams")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, device, checkpoint=None, repo_or_path=""):  # noqa: N802 - an empty models/sams is fine with a path
+        if (ok := validate_inputs(cls, device=device)) is not True:
+            return ok
+        if (repo_or_path or "").strip() or checkpoint in cls.checkpoints():
+            return True
+        what = f"no SAM checkpoint {checkpoint!r}" if checkpoint else "no SAM checkpoint chosen"
+        return f"{what} under {', '.join(map(str, cls.folders()))}: place a .pth there or give repo_or_path"
+
+    def load(self, model_type, device, checkpoint=None, repo_or_path=""):
         from .masks import load_sam
 
-        source = (repo_or_path or "").strip() or str(sam_checkpoints()[checkpoint])
+        if not (source := (repo_or_path or "").strip()):
+            found = self.checkpoints()
+            if checkpoint not in found:
+                raise ModelLoadError(f"no SAM checkpoint {checkpoint!r} under {', '.join(map(str, self.folders()))}")
+            source = str(found[checkpoint])
         dev = _device(device)
         return (_MODELS.get(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev)),)
 
@@ -426,7 +492,25 @@ class CCCSAMHarmonize:
         shown = [torch.from_numpy(np.asarray(overlay(p, m), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
                  for p, m in zip(preds, masks, strict=True)]
         shown = [torch.nn.functional.interpolate(x, size=classes.size, mode="bilinear") for x in shown]
-        return (ClassBatch(out), _to_image(shown))
+        result = (ClassBatch(out), _to_image(shown))
+        note = _empty_mask_note(mask, len(preds)) if mask is not None else None
+        return {"ui": {"text": [note]}, "result": result} if note else result
+
+
+def _empty_mask_note(mask: torch.Tensor, n_images: int) -> str | None:
+    """What to tell when the MASK input holds nothing (all zeros) for some images: nothing
+    was harmonised there. Core LoadImage gives such a mask (64x64) for a photo without alpha."""
+    planes = mask[None] if mask.dim() == 2 else mask
+    if n_images == 1 or planes.shape[0] == 1:
+        empty = list(range(1, n_images + 1)) if not bool((planes > 0).any()) else []
+    else:
+        empty = [i + 1 for i in range(planes.shape[0]) if not bool((planes[i] > 0).any())]
+    if not empty:
+        return None
+    which = "The mask is" if len(empty) == n_images else f"The mask of image{'s' if len(empty) > 1 else ''} " \
+        f"{', '.join(map(str, empty))} is"
+    return (f"{which} empty (all zeros), so nothing was harmonised there. LoadImage gives a blank mask for a "
+            "photo without alpha: paint the region in the mask editor, or connect a SAM model instead.")
 
 
 GREY_REFERENCE_NA = ("cnr", "tar")  # the metrics that compare with the reference's classes
@@ -455,8 +539,8 @@ class CCCMetrics:
                    "(the same rule as `ccc evaluate`). PSNR of identical images is 100 dB.")
 
     def measure(self, image, reference, ccc_model=None):
-        pred = image[..., :3].permute(0, 3, 1, 2).float().cpu()
-        gt = reference[..., :3].permute(0, 3, 1, 2).float().cpu()
+        pred = _image_tensor(image)[..., :3].permute(0, 3, 1, 2)
+        gt = _image_tensor(reference, "reference")[..., :3].permute(0, 3, 1, 2)
         if gt.shape[0] not in (1, pred.shape[0]):
             raise ValueError(f"reference: {gt.shape[0]} images for {pred.shape[0]}; give one each, or one for all")
         if gt.shape[-2:] != pred.shape[-2:]:

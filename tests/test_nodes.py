@@ -150,7 +150,7 @@ def test_class_map_picture_is_the_cores(colorizer, batch):
     assert torch.equal(shown[0].permute(2, 0, 1)[None], class_map_rgb(p.class_map, p.classes, p.size))
 
 
-def test_progress_is_reported_per_chunk(colorizer, batch):
+def test_progress_is_reported_per_image_on_the_cpu(colorizer, batch):  # batches of 2 asked for: no jumps
     seen = []
     colorizer.batch_size = 2
     token = N.progress_hook.set(lambda done, total: seen.append((done, total)))
@@ -159,7 +159,7 @@ def test_progress_is_reported_per_chunk(colorizer, batch):
     finally:
         N.progress_hook.reset(token)
         colorizer.batch_size = 8
-    assert seen == [(2, 3), (3, 3)]
+    assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
 def _two_class_batch(colorizer, batch):
@@ -183,8 +183,10 @@ def test_harmonize_with_given_masks_per_image(colorizer, batch):
     mask = torch.zeros(3, 48, 64)
     mask[0] = 1.0  # image 0: the whole image is one object
     mask[1, :24] = 1.0  # image 1: its top half
-    # image 2: an empty mask: nothing changes
-    out, shown = N.CCCSAMHarmonize().harmonize(classes, 0.0, 0.3, 12.0, 0.0, mask=mask)
+    # image 2: an empty mask: nothing changes, and the node says so
+    answer = N.CCCSAMHarmonize().harmonize(classes, 0.0, 0.3, 12.0, 0.0, mask=mask)
+    assert answer["ui"]["text"][0].startswith("The mask of image 3 is empty (all zeros)")
+    out, shown = answer["result"]
     assert isinstance(out, N.ClassBatch) and len(out) == 3 and shown.shape == (3, 48, 64, 3)
     changed = [p.changed for p in out.predictions]
     assert changed[0] > 0.03 and 0 < changed[1] < changed[0] and changed[2] == 0
@@ -236,14 +238,14 @@ def test_sam_loader_validation_and_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("CCC_MODELS_DIR", str(tmp_path))
     (tmp_path / "sams").mkdir()
     torch.save({"image_encoder.unknown": torch.zeros(1)}, tmp_path / "sams" / "mine.pth")
-    assert N.CCCSAMLoader.INPUT_TYPES()["required"]["checkpoint"][0] == ["mine.pth"]
-    assert N.CCCSAMLoader.VALIDATE_INPUTS("mine.pth") is True
-    assert N.CCCSAMLoader.VALIDATE_INPUTS("other.pth", repo_or_path="owner/sam") is True
-    assert "place a .pth there" in N.CCCSAMLoader.VALIDATE_INPUTS("other.pth")
+    assert N.CCCSAMLoader.INPUT_TYPES()["optional"]["checkpoint"][0] == ["mine.pth"]
+    assert N.CCCSAMLoader.VALIDATE_INPUTS("cpu", checkpoint="mine.pth") is True
+    assert N.CCCSAMLoader.VALIDATE_INPUTS("cpu", checkpoint="other.pth", repo_or_path="owner/sam") is True
+    assert "place a .pth there" in N.CCCSAMLoader.VALIDATE_INPUTS("cpu", checkpoint="other.pth")
     from ccc_nodes.masks import SamLoadError
 
     with pytest.raises(SamLoadError, match="not a SAM vit_b checkpoint"):
-        N.CCCSAMLoader().load("mine.pth", "vit_b", "cpu")
+        N.CCCSAMLoader().load("vit_b", "cpu", checkpoint="mine.pth")
 
 
 def test_metrics_table(colorizer, batch):

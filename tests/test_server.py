@@ -448,7 +448,7 @@ def test_models_come_from_the_servers_folder_not_the_environment(server, client,
     def listed(c):
         info = c.get("/object_info").json()
         return (info["CCCModelLoader"]["input"]["required"]["model"][0], c.get("/models/ccc").json(),
-                info["CCCSAMLoader"]["input"]["required"]["checkpoint"][0], c.get("/models/sams").json())
+                info["CCCSAMLoader"]["input"]["optional"]["checkpoint"][0], c.get("/models/sams").json())
 
     assert listed(client) == (["default", "small"], ["small"], ["mine.pth"], ["mine.pth"])
     folders = {e["name"]: e["folders"] for e in client.get("/experiment/models").json()}

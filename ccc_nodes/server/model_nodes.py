@@ -66,24 +66,12 @@ def model_nodes(models: ModelFolders) -> dict[str, type]:
             return super().load(model, device, precision, repo_or_path, revision)
 
     class CCCSAMLoader(ccc_nodes.CCCSAMLoader):
-        @classmethod
-        def INPUT_TYPES(cls):  # noqa: N802
-            spec = super().INPUT_TYPES()
-            spec["required"]["checkpoint"] = (list(models.sam_checkpoints()), spec["required"]["checkpoint"][1])
-            return spec
+        @staticmethod
+        def checkpoints() -> dict[str, Path]:
+            return models.sam_checkpoints()
 
-        @classmethod
-        def VALIDATE_INPUTS(cls, checkpoint, repo_or_path=""):  # noqa: N802
-            if (repo_or_path or "").strip() or checkpoint in models.sam_checkpoints():
-                return True
-            return f"no SAM checkpoint {checkpoint!r} under {models.where('sams')}: place a .pth there or give repo_or_path"
-
-        def load(self, checkpoint, model_type, device, repo_or_path=""):
-            if not (repo_or_path or "").strip():
-                found = models.sam_checkpoints()
-                if checkpoint not in found:
-                    raise ModelLoadError(f"no SAM checkpoint {checkpoint!r} under {models.where('sams')}")
-                repo_or_path = str(found[checkpoint])
-            return super().load(checkpoint, model_type, device, repo_or_path)
+        @staticmethod
+        def folders() -> list[Path]:
+            return models.folders("sams")
 
     return {"CCCModelLoader": CCCModelLoader, "CCCSAMLoader": CCCSAMLoader}
