@@ -300,7 +300,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="a colour hint: the object under pixel (X, Y) takes the colour, with strength S in 0..1 "
                         "(default 1); repeat for more")
     c.add_argument("--hints", metavar="FILE.json", help="hints for batch work: a list for every input, or an object "
-                                                        "of file name -> list (docs/HINTS.md)")
+                                                        "of file name -> list (README, Colour hints)")
     c.add_argument("--reference", metavar="IMAGE|#RGB,...", help="a reference image or palette whose colours "
                                                                 "steer every input")
     c.add_argument("--reference-strength", type=float, default=None, metavar="S",

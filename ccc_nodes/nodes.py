@@ -594,7 +594,8 @@ class CCCColorHint:
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "The region (painted in the mask editor, from SAM, ...); one per "
-                                  "image or one for all. Without it, the point x, y is grown into its object."}),
+                                  "image or one for all. Without it, the point x, y is grown into its object: "
+                                  "the smallest SAM Harmonize mask holding it, else by lightness."}),
                 "x": ("INT", {"default": -1, "min": -1, "max": 1 << 16, "tooltip": "Point hint: pixel column (-1: none)."}),
                 "y": ("INT", {"default": -1, "min": -1, "max": 1 << 16, "tooltip": "Point hint: pixel row (-1: none)."}),
             },
@@ -611,10 +612,14 @@ class CCCColorHint:
         preds = classes.predictions
         if mask is None and (x < 0 or y < 0):
             raise ValueError("Colour Hint needs a mask or a point (x, y >= 0)")
+        if mask is not None and not bool((mask > 0).any()):
+            raise ValueError("Colour Hint: the mask is empty (all zeros; LoadImage gives one for a photo without "
+                             "alpha): paint the region in the mask editor, or leave the mask out and give x, y")
         masks = _per_image(None if mask is None else (mask[None] if mask.dim() == 2 else mask), len(preds), "mask")
         hints = [Hint.on(m, color, strength) if m is not None else Hint.at(x, y, color, strength) for m in masks]
-        out = [apply_hints(p, [h]) for p, h in zip(preds, hints, strict=True)]
-        regions = [hint_regions(p, [h])[0] for p, h in zip(preds, hints, strict=True)]
+        # After SAM Harmonize, a point grows into the smallest of its masks holding it.
+        regions = [hint_regions(p, [h], masks=getattr(p, "masks", None))[0] for p, h in zip(preds, hints, strict=True)]
+        out = [apply_hints(p, [h], regions=[r]) for p, h, r in zip(preds, hints, regions, strict=True)]
         regions = [F.interpolate(r[None, None].float(), size=classes.size, mode="bilinear")[0] for r in regions]
         return (ClassBatch(out), torch.cat(regions).cpu())
 

@@ -260,7 +260,78 @@ def test_colour_hint_and_reference_palette_nodes_chain_over_a_batch(colorizer, t
     # Image 1: the mask's red on the right, the point's blue on the disc, through the palette.
     assert ab_error(lab[0], ideal(classes.predictions[0], RED))[:, 120:].mean() < 5
     assert ab_error(lab[0], ideal(classes.predictions[0], "#2e86c1"))[50:70, 40:60].mean() < 5
+    # After SAM Harmonize (here with given masks), a point grows into the smallest mask holding it.
+    masks = torch.zeros(2, 120, 160)
+    masks[0, :, :80], masks[1, 40:80, 30:70] = 1, 1
+    one = N["CCCGrayscaleToClasses"]().predict(colorizer, image[:1], 224)[0]  # one image takes all the masks
+    harmonized, _ = N["CCCSAMHarmonize"]().harmonize(one, 0.0, 0.3, 12.0, 1.0, mask=masks)
+    _, region = N["CCCColorHint"]().hint(harmonized, RED, 1.0, x=50, y=60)
+    assert torch.equal(region[0] > 0.5, masks[1] > 0.5)
     with pytest.raises(ValueError, match="mask or a point"):
         N["CCCColorHint"]().hint(classes, RED, 1.0)
     with pytest.raises(ValueError, match="3 given for 2 images"):
         N["CCCColorHint"]().hint(classes, RED, 1.0, mask=torch.ones(3, 120, 160))
+
+
+def test_hint_nodes_run_in_the_server_with_a_painted_mask_and_a_batch(tmp_path_factory, small_model):
+    import io
+
+    import httpx
+    from test_server import grey_png, run, upload
+
+    from ccc_nodes.server import ServerConfig, ServerThread
+
+    base = tmp_path_factory.mktemp("hint_server")
+    small_model.save_pretrained(base / "models" / "ccc" / "small")
+    with ServerThread(ServerConfig(base_dir=base / "work", models_dir=base / "models")) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60) as c:
+        # An RGBA photo whose transparent right half is the painted region (MASK = 1 - alpha).
+        grey = Image.open(io.BytesIO(grey_png(h=48, w=64))).convert("L")
+        alpha = np.full((48, 64), 255, np.uint8)
+        alpha[:, 32:] = 0
+        rgba = Image.merge("RGBA", (grey, grey, grey, Image.fromarray(alpha)))
+        buf = io.BytesIO()
+        rgba.save(buf, format="PNG")
+        name = upload(c, buf.getvalue(), "painted.png", overwrite="true").json()["name"]
+        batch = upload(c, grey_png(frames=3, fmt="TIFF"), "three.tif", overwrite="true").json()["name"]
+        g = {
+            "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+            "2": {"class_type": "CCCModelLoader", "inputs": {"model": "small", "device": "cpu", "precision": "fp32"}},
+            "3": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "size": 64}},
+            "4": {"class_type": "CCCColorHint", "inputs": {"classes": ["3", 0], "color": RED, "strength": 1.0,
+                                                           "mask": ["1", 1]}},
+            "5": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["4", 0], "decode": "argmax", "temperature": 0.38}},
+            "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "hinted"}},
+            "7": {"class_type": "LoadImage", "inputs": {"image": batch}},
+            "8": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["7", 0], "size": 64}},
+            "9": {"class_type": "CCCColorHint", "inputs": {"classes": ["8", 0], "color": "#2e86c1", "strength": 1.0,
+                                                           "x": 10, "y": 10}},
+            "10": {"class_type": "CCCReferencePalette", "inputs": {"classes": ["9", 0], "reference": ["1", 0],
+                                                                   "strength": 1.0}},
+            "11": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["10", 0], "decode": "argmax",
+                                                               "temperature": 0.38}},
+            "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "batch"}},
+        }
+        _, _, entry = run(srv, c, g)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        out = np.asarray(Image.open(io.BytesIO(c.get("/view", params=entry["outputs"]["6"]["images"][0]).content)))
+        lab = lab_of(torch.from_numpy(out / 255.0).permute(2, 0, 1)[None].float())
+        from ccc_nodes.pipeline import lightness
+
+        L = lightness(np.asarray(grey.convert("RGB")) / 255.0)
+        want = lab_of(join_lab(L, torch.tensor(parse_color(RED)).view(1, 2, 1, 1).expand(1, 2, 48, 64)))
+        nearest = small_model.classes.centers[torch.cdist(torch.tensor([parse_color(RED)]),
+                                                          small_model.classes.centers).argmin()]
+        assert ab_error(lab, want)[:, 44:].mean() < float((nearest - torch.tensor(parse_color(RED))).norm()) + 3
+        assert ab_error(lab, want)[:, :20].mean() > 15  # the opaque half keeps the model's colours
+        assert len(entry["outputs"]["12"]["images"]) == 3
+        # A blank mask (a photo without alpha) is refused in words, not ignored.
+        g4 = {k: g[k] for k in ("2", "7", "8")} | {
+            "4": {"class_type": "CCCColorHint", "inputs": {"classes": ["8", 0], "color": RED, "strength": 1.0,
+                                                           "mask": ["7", 1]}},
+            "5": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["4", 0], "decode": "argmax", "temperature": 0.38}},
+            "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "blank"}},
+        }
+        _, _, entry = run(srv, c, g4)
+        assert entry["status"]["status_str"] == "error"
+        assert "the mask is empty" in json.dumps(entry["status"]["messages"])
