@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from .cache import ModelCache
 from .harmonize import HARMONIZE_DEFAULTS, harmonize
-from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior
+from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior, parse_color
 from .hub import DEFAULT_MODEL, ModelLoadError
 from .masks import SAM_MODEL_TYPES, MaskSet, generate_masks, given_masks, overlay
 from .metrics import METRIC_NAMES, ColorMetrics, is_grey, markdown_table, metric_classes
@@ -178,7 +178,8 @@ def _check_device(name: str) -> None:
 
 
 # input name -> the core's check (ValueError with the message a run would give)
-RUNTIME_CHECKS: dict[str, Callable[[object], object]] = {"size": check_size, "device": _check_device}
+RUNTIME_CHECKS: dict[str, Callable[[object], object]] = {"size": check_size, "device": _check_device,
+                                                          "color": parse_color}
 
 
 def _to_image(rgb: list[torch.Tensor]) -> torch.Tensor:
@@ -607,6 +608,10 @@ class CCCColorHint:
     CATEGORY = CATEGORY
     DESCRIPTION = ("Steers the colour classes of a region toward a colour before decoding, so shading and "
                    "texture stay the model's. Chain several before Classes -> Lab. 'region' shows the weights used.")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, color):  # noqa: N802
+        return validate_inputs(cls, color=color)
 
     def hint(self, classes, color, strength, mask=None, x=-1, y=-1):
         preds = classes.predictions

@@ -267,6 +267,8 @@ def test_colour_hint_and_reference_palette_nodes_chain_over_a_batch(colorizer, t
     harmonized, _ = N["CCCSAMHarmonize"]().harmonize(one, 0.0, 0.3, 12.0, 1.0, mask=masks)
     _, region = N["CCCColorHint"]().hint(harmonized, RED, 1.0, x=50, y=60)
     assert torch.equal(region[0] > 0.5, masks[1] > 0.5)
+    assert N["CCCColorHint"].VALIDATE_INPUTS(color="#c0392b") is True  # a typo is refused before the run
+    assert "give #RRGGBB" in N["CCCColorHint"].VALIDATE_INPUTS(color="red")
     with pytest.raises(ValueError, match="mask or a point"):
         N["CCCColorHint"]().hint(classes, RED, 1.0)
     with pytest.raises(ValueError, match="3 given for 2 images"):
