@@ -64,6 +64,7 @@ __all__ = [
     "colorfulness",
     "compare",
     "frechet_distance",
+    "grid_profile",
     "grid_ratio",
     "grid_sums",
     "is_grey",
@@ -229,6 +230,22 @@ def grid_sums(ab: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
         out[:, 2] += (mag * ~on).flatten(1).sum(1)
         out[:, 3] += (~on[0]).sum()
     return out
+
+
+def grid_profile(ab: torch.Tensor, period: int = GRID_PERIOD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the colour changes of a*b* maps ``(B, 2, h, w)`` sit in the grid period: the
+    sums and counts ``(period,)`` of |d a*b*| over the neighbour pairs ``(i - 1, i)``
+    (horizontal and vertical) by ``i % period``. Entry 0 is the grid lines of
+    :func:`grid_sums`; a decoder ending in a nearest x2 upsampling leaves the odd entries 0."""
+    x = ab.double()
+    sums = torch.zeros(period, dtype=torch.float64)
+    counts = torch.zeros(period, dtype=torch.float64)
+    for d in (x[..., :, 1:] - x[..., :, :-1], (x[..., 1:, :] - x[..., :-1, :]).transpose(-1, -2)):
+        mag = d.pow(2).sum(dim=1).sqrt().cpu()  # (B, rows, pairs): pair (i - 1, i) at index i - 1
+        pos = torch.arange(1, mag.shape[-1] + 1) % period
+        sums.index_add_(0, pos, mag.sum(dim=(0, 1)))
+        counts.index_add_(0, pos, torch.full((mag.shape[-1],), float(mag.shape[0] * mag.shape[1]), dtype=torch.float64))
+    return sums, counts
 
 
 def _ratio(sums: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from ccc_nodes.metrics import (
     colorfulness,
     compare,
     frechet_distance,
+    grid_profile,
     grid_ratio,
     grid_sums,
     load_fid_features,
@@ -318,3 +319,14 @@ def test_color_metrics_report_the_grid_ratio_at_model_resolution():
     tiny = ColorMetrics(ColorClasses(6))
     tiny.update(blocky[:, :, :32, :32], smooth[:, :, :32, :32])  # 8x8 cells: no grid line inside
     assert math.isnan(tiny.compute()["grid"])
+
+
+def test_grid_profile_shows_where_changes_sit():
+    g = torch.Generator().manual_seed(2)
+    two = F.interpolate(torch.randn(2, 2, 28, 28, generator=g), scale_factor=2, mode="nearest")  # nearest x2 last
+    sums, counts = grid_profile(two)
+    p = sums / counts
+    assert (p[1::2] == 0).all() and (p[0::2] > 0.5).all()
+    s_all = grid_sums(two).sum(0)  # entry 0 is the grid lines, the rest is everything else
+    assert sums[0].item() == pytest.approx(s_all[0].item()) and counts[0].item() == s_all[1].item()
+    assert sums[1:].sum().item() == pytest.approx(s_all[2].item()) and counts[1:].sum().item() == s_all[3].item()

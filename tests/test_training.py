@@ -240,6 +240,26 @@ def test_learning_rate_schedules():
     assert lr_at(99, 1.0, 1e-3, 10, "constant") == pytest.approx(1e-3)
 
 
+def test_weight_average_is_on_by_default_and_warms_up():
+    from training.train import EMA_DECAY, build_parser, weight_average
+
+    assert build_parser().parse_args(["--data", "x", "--out", "y"]).ema == EMA_DECAY == 0.999
+    assert weight_average(torch.nn.Linear(2, 2), 0) is None
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = weight_average(net, EMA_DECAY)
+    assert ema.get_decay(1) == 0.0  # the first update copies the weights
+    assert ema.get_decay(201) == pytest.approx(1 - 201 ** -0.75)  # 0.981: a 200-step run averages its end
+    assert ema.get_decay(10**6) == EMA_DECAY
+    before = ema.module[0].weight.clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net.train()(torch.randn(8, 2))  # BatchNorm running statistics move too
+    ema.update(net, step=201)
+    d = ema.get_decay(201)
+    assert torch.allclose(ema.module[0].weight, d * before + (1 - d) * net[0].weight)
+    assert torch.allclose(ema.module[1].running_mean, (1 - d) * net[1].running_mean)
+
+
 def test_reference_check_rule():
     # The bar: at least the reference's CF, CNR and CCAR; PSNR within 1 dB; TAR free.
     from training.recipes.reference_check import REFERENCE, verdict
@@ -270,7 +290,8 @@ def _train_cli(args, capsys):
     (["--batch", "0"], "--batch must be at least 1"),
     (["--size", "0"], "--size must be a positive multiple of 32"),
     (["--decoder-channels", "256,128"], "--decoder-channels takes three widths"),
-    (["--init", "imagenet", "--encoder", "densenet121"], "efficientnet_lite0 only"),
+    (["--init", "imagenet", "--encoder", "densenet121"], "efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 only"),
+    (["--ema", "1"], "--ema must be in [0, 1)"),
     (["--classes", "clases.json"], "--classes 'clases.json'"),
     (["--encoder", "densenet12"], "not a timm model name"),
     (["--bin-size", "3"], "--bin-size"),

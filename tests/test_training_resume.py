@@ -56,6 +56,11 @@ def test_killed_run_resumes_on_the_same_trajectory(tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     # the losses moved: the comparison is not between two untrained models
     assert a["loss_curve"][-1][1] < a["loss_curve"][0][1]
+    # the saved model is the weight average (on by default), resumed exactly with the rest
+    state = load_checkpoint(ref / "checkpoint.pt")
+    ema = {k.removeprefix("module."): v for k, v in state["ema"].items()}
+    assert all(torch.equal(wa[k], ema[k]) for k in wa)
+    assert not all(torch.equal(wa[k], state["model"][k]) for k in wa)
 
 
 def test_ctrl_c_checkpoints_and_the_run_resumes(tmp_path):

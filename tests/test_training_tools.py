@@ -22,7 +22,7 @@ from conftest import make_model
 from PIL import Image
 from training_helpers import REPO, crops, env, image_tree, jpeg, python
 
-from training.data import list_sources
+from training.data import list_sources, load_images
 
 
 def one_error_line(err: str) -> str:
@@ -119,6 +119,26 @@ def test_pack_keeps_folder_paths_and_real_suffixes(tmp_path, capsys):
         assert tar.extractfile("b/beach/00000002.png").read() == (src / "b/beach/00000002.png").read_bytes()
         assert sorted(tar.getnames())[-1] == "b/beach/00000002.png"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.tar", "p.tar", "places"]  # no temporaries
+    capsys.readouterr()
+
+
+def test_pack_webp_stays_within_max_mb_exactly(tmp_path, capsys):
+    from training.pack import main
+
+    tree = image_tree(tmp_path / "tree", n=20)
+    sizes = {}
+    for fmt in ("jpeg", "webp"):
+        out = tmp_path / f"{fmt}.tar"
+        assert main([str(tree), str(out), "--size", "64", "--quality", "80", "--format", fmt]) == 0
+        sizes[fmt] = out.stat().st_size
+    assert sizes["webp"] < sizes["jpeg"]
+    with tarfile.open(tmp_path / "webp.tar") as tar:
+        assert all(n.endswith(".webp") for n in tar.getnames())
+    x, _, _ = load_images(list_sources(tmp_path / "webp.tar"), size=64, workers=0, progress=False)
+    assert x.shape[0] == 20  # all 20 photos decode; the corrupt file was never packed, the grey one is skipped
+    limited = tmp_path / "limited.tar"
+    assert main([str(tree), str(limited), "--size", "64", "--format", "webp", "--max-mb", "0.03"]) == 0
+    assert limited.stat().st_size <= 30_000  # the tar's real size, record padding included
     capsys.readouterr()
 
 

@@ -57,6 +57,20 @@ def limits(r: dict) -> list[str]:
     return lines
 
 
+def _decoder(a: dict) -> str:
+    if a.get("decoder", "table4") == "skip":
+        return "skip connections from the encoder's stride-16, -8 and -4 features, bilinear upsampling"
+    return "Table IV of the paper (nearest upsampling, no skip connections)"
+
+
+def _grid(val: dict) -> str:
+    """The grid ratio cell: prediction (ground truth); n/a for runs from before it was measured."""
+    g, gt = val.get("grid"), val.get("grid_gt")
+    if not isinstance(g, (int, float)) or g != g:
+        return "n/a"
+    return f"{g:.2f}" + (f" ({gt:.2f})" if isinstance(gt, (int, float)) and gt == gt else "")
+
+
 def write_model_card(folder: Path, r: dict) -> None:
     a = r["args"]
     val = r.get("val")
@@ -69,7 +83,7 @@ def write_model_card(folder: Path, r: dict) -> None:
         "",
         "## Architecture",
         f"- Encoder: `{a['encoder']}` (timm, one input channel), start: {r['init']}.",
-        f"- Decoder: Table IV of the paper, widths {a['decoder_channels']}; {r['parameters'] / 1e6:.2f}M parameters.",
+        f"- Decoder: {_decoder(a)}, widths {a['decoder_channels']}; {r['parameters'] / 1e6:.2f}M parameters.",
         "- Classes: " + (f"kept from the training data's histogram at a minimum-count fraction of {a['min_fraction']:.3g}"
                          if a.get("classes", "data") == "data" else "all G^2 bins" if a["classes"] == "all"
                          else f"the kept set of `{a['classes']}`") + f" (K = {r['K']} of {r.get('num_bins', r['K'])}).",
@@ -79,6 +93,8 @@ def write_model_card(folder: Path, r: dict) -> None:
         f"- Rebalancing `{a['rebalance']}`" + (f", p = {a['p']:g} %" if a["rebalance"] == "ccc" else "") +
         f"; Adam ({a.get('betas', '0.5,0.999')}), lr {a['lr']:g} with warm-up and {a.get('schedule', 'cosine')} schedule, batch {a['batch']}, "
         f"random resized {a['size']} px crops and flips.",
+        "- Saved weights: " + (f"the exponential moving average of the training weights (decay {a['ema']:g}, warmed up)."
+                               if a.get("ema") else "the last training weights (no moving average)."),
         f"- {r['steps']} steps, {r['samples']} samples ({_speed(r)}) on {r['machine']}"
         + (f" x {r['world_size']} processes (DDP)" if r.get("world_size", 1) > 1 else "")
         + (f", {r['precision']}" if "precision" in r else "") + ".",
@@ -94,13 +110,14 @@ def write_model_card(folder: Path, r: dict) -> None:
             "",
             f"## Validation ({val['images']} images of `{a['val']}`, {a['size']} px, argmax decoding)",
             "",
-            "| CF (GT) | CF | delta-CF | TAR % | CNR | CCAR % (GT) | PSNR dB | MSE |",
-            "|---|---|---|---|---|---|---|---|",
+            "| CF (GT) | CF | delta-CF | TAR % | CNR | CCAR % (GT) | PSNR dB | MSE | grid (GT) |",
+            "|---|---|---|---|---|---|---|---|---|",
             f"| {val['cf_gt']:.1f} | {val['cf']:.1f} | {val['delta_cf']:.1f} | {val['tar']:.1f} | {val['cnr']:.2f} | "
-            f"{val['ccar']:.1f} ({val['ccar_gt']:.1f}) | {val['psnr']:.2f} | {val['mse']:.4f} |",
+            f"{val['ccar']:.1f} ({val['ccar_gt']:.1f}) | {val['psnr']:.2f} | {val['mse']:.4f} | {_grid(val)} |",
             "",
             "CF: Hasler-Suesstrunk colourfulness (0..255 RGB); TAR, CNR, CCAR on class maps at 1/4 size "
-            "(METHOD.md section 10); PSNR on RGB.",
+            "(METHOD.md section 10); PSNR on RGB; grid: the change of a*b* across the lines of the 8-cell grid "
+            "of the 1/4 output over the change elsewhere (blocks give well over 1, a natural image about 1).",
         ]
     lines += ["", "## Limits", *limits(r), ""]
     (Path(folder) / "README.md").write_text("\n".join(lines))

@@ -5,7 +5,10 @@
 Each val image (shorter side to ``--store-size``, centre square) is resized to
 ``--size``, its L colorized (argmax decoding, Eq. 17-18) and compared with the original
 colours by :class:`ccc_nodes.metrics.ColorMetrics` (METHOD.md section 10). Also reports
-the quantisation deviation of the model's classes on the same pixels (Table II).
+the quantisation deviation of the model's classes on the same pixels (Table II), and with
+``--grid-profile`` where the a*b* changes of the decoded class map (model resolution,
+before any upsampling) sit in the 8-cell period of a stride-32 encoder
+(:func:`ccc_nodes.metrics.grid_profile`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ccc_nodes.color import rgb_to_lab
-from ccc_nodes.metrics import ColorMetrics
+from ccc_nodes.metrics import ColorMetrics, grid_profile
 from ccc_nodes.modeling import CCCNet
 from ccc_nodes.pipeline import decode_ab, join_lab, pick_device
 from training.data import lab_targets, list_sources, make_loader
@@ -54,20 +57,29 @@ def colorize(model: CCCNet, rgb: torch.Tensor, precision: str = "auto") -> torch
 
 
 @torch.no_grad()
-def evaluate(model: CCCNet, batches: Iterable[torch.Tensor], size: int = 224, precision: str = "auto") -> dict:
+def evaluate(model: CCCNet, batches: Iterable[torch.Tensor], size: int = 224, precision: str = "auto",
+             profile: bool = False) -> dict:
     """Val figures over uint8 batches ``(B, 3, S, S)``: ColorMetrics' keys plus
     ``dev_mean`` / ``dev_max``, the a*b* deviation (per channel) of the ground truth from
-    its own class centre - Table II's deviation, with dropped bins folded."""
+    its own class centre - Table II's deviation, with dropped bins folded. With
+    ``profile``: ``grid_profile``, the mean |d a*b*| of the decoded class maps by position
+    in the 8-cell period (entry 0: the grid lines)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     metrics = ColorMetrics(model.classes)
     dev_sum, dev_n, dev_max = 0.0, 0, 0.0
+    prof = None
     for images in batches:
         if images.shape[0] == 0:
             continue
         gt = _resize(images, size, device)
         metrics.update(colorize(model, gt, precision), gt)
+        if profile:
+            with autocast(device, precision):
+                logits = model(rgb_to_lab(gt)[:, :1]).float()
+            sums = grid_profile(model.classes.decode(logits.argmax(1)))
+            prof = sums if prof is None else (prof[0] + sums[0], prof[1] + sums[1])
         _, target = lab_targets(gt, model.classes)
         ab = F.avg_pool2d(rgb_to_lab(gt)[:, 1:], 4)
         d = (ab - model.classes.decode(target)).abs()
@@ -75,6 +87,8 @@ def evaluate(model: CCCNet, batches: Iterable[torch.Tensor], size: int = 224, pr
     model.train(was_training)
     out = metrics.compute()
     out.update(dev_mean=dev_sum / max(dev_n, 1), dev_max=dev_max)
+    if prof is not None:
+        out["grid_profile"] = [round(v, 3) for v in (prof[0] / prof[1]).tolist()]
     return out
 
 
@@ -123,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="decoding processes (0: in this process)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--grid-profile", action="store_true",
+                   help="also give the mean a*b* change of the decoded class maps by position in the 8-cell grid period")
     a = p.parse_args(argv)
     if a.size < 32 or a.size % 32:
         return _error(f"--size must be a positive multiple of 32 (the network's stride), got {a.size}")
@@ -152,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped["grey"] += len(grey)
             yield x
 
-    result = evaluate(model, batches(), a.size) if sources else {"images": 0}
+    result = evaluate(model, batches(), a.size, profile=a.grid_profile) if sources else {"images": 0}
     if not result.get("images"):
         why = f"{len(sources)} files: {skipped['corrupt']} unreadable, {skipped['grey']} grey" if sources else "no image files"
         return _error(f"no usable val images in {a.val} ({why})", 1)

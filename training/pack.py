@@ -3,7 +3,8 @@
     python -m training.pack ../shared/data/train train.tar --size 224 --quality 72 --max-mb 48
     python -m training.pack places365/train places.tar --shard-size 10000   # places-000.tar, places-001.tar, ...
 
-Images are resized (shorter side), centre-cropped to a square and re-encoded; with
+Images are resized (shorter side), centre-cropped to a square and re-encoded (JPEG, or
+WebP with ``--format webp``: about a third smaller at the same quality setting); with
 ``--max-mb`` a seeded random sample is taken until the archives would pass that size.
 Member names keep each image's path relative to the source (``class/00000001.jpg``),
 so files of the same name in different folders stay apart. Archives are written to
@@ -33,7 +34,19 @@ from training.data import Source, list_sources
 
 __all__ = ["member_names", "pack"]
 
-TAR_OVERHEAD = 1024  # header and padding per member, roughly
+
+
+def _member_bytes(info: tarfile.TarInfo) -> int:
+    """Bytes a member takes in a tar: its header blocks (a PAX header too for long names)
+    and its data padded to whole blocks."""
+    header = len(info.tobuf(tarfile.DEFAULT_FORMAT, tarfile.ENCODING, "surrogateescape"))
+    return header + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def _archive_bytes(members: int) -> int:
+    """Size of a tar file whose members take ``members`` bytes: two zero blocks at its end,
+    then padding to whole records (what ``TarFile.close`` writes)."""
+    return -(-(members + 2 * tarfile.BLOCKSIZE) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
 def _parts(src: Source) -> tuple[str, ...]:
@@ -48,10 +61,11 @@ def _clean(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9_+-]", "_", part) or "_"
 
 
-def member_names(sources: Sequence[Source], keep_suffix: bool = False, root: str | Path | None = None) -> list[str]:
+def member_names(sources: Sequence[Source], keep_suffix: bool = False, root: str | Path | None = None,
+                 suffix: str = ".jpg") -> list[str]:
     """Unique tar member names: each image's path relative to ``root`` (default: the
     sources' common folder), every part reduced to ``[A-Za-z0-9_+-]`` (dots too, so a
-    WebDataset key is the whole path), suffix ``.jpg`` or with ``keep_suffix`` the
+    WebDataset key is the whole path), suffix ``suffix`` or with ``keep_suffix`` the
     file's own (lower case)."""
     parts = [_parts(s) for s in sources]
     common = os.path.commonpath([os.path.join(*p[:-1]) for p in parts]) if parts else ""
@@ -61,24 +75,28 @@ def member_names(sources: Sequence[Source], keep_suffix: bool = False, root: str
     names, used = [], set()
     for p in parts:
         last = PurePosixPath(p[-1])
-        suffix = last.suffix.lower() if keep_suffix else ".jpg"
+        ext = last.suffix.lower() if keep_suffix else suffix
         stem = "/".join([*(_clean(x) for x in p[depth:-1]), _clean(last.stem)])
-        name, n = stem + suffix, 1
+        name, n = stem + ext, 1
         while name in used:  # parts that differed only in characters replaced above
-            name, n = f"{stem}-{n}{suffix}", n + 1
+            name, n = f"{stem}-{n}{ext}", n + 1
         used.add(name)
         names.append(name)
     return names
 
 
-def _encode(src: Source, size: int, quality: int, keep: bool) -> bytes:
+FORMATS = {"jpeg": ("JPEG", ".jpg", {}), "webp": ("WEBP", ".webp", {"method": 6})}  # --format: PIL name, suffix, options
+
+
+def _encode(src: Source, size: int, quality: int, keep: bool, fmt: str = "jpeg") -> bytes:
     data = src.read()
     if keep:
         return data
     with Image.open(io.BytesIO(data)) as im:
         im = ImageOps.fit(ImageOps.exif_transpose(im).convert("RGB"), (size, size), Image.BICUBIC)
         buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=quality)
+        name, _, options = FORMATS[fmt]
+        im.save(buf, name, quality=quality, **options)
         return buf.getvalue()
 
 
@@ -93,15 +111,16 @@ def shard_paths(out: Path, count: int) -> tuple[list[Path], str]:
 
 def pack(sources: Sequence[Source], out: Path, size: int = 256, quality: int = 85, max_mb: float = 0,
          shard_size: int = 0, keep: bool = False, progress: bool = True,
-         root: str | Path | None = None) -> tuple[list[Path], int, int, int]:
+         root: str | Path | None = None, fmt: str = "jpeg") -> tuple[list[Path], int, int, int]:
     """Write ``sources`` (in the given order) to ``out`` or, with ``shard_size``, to shards
     of that many images; member names from :func:`member_names` (relative to ``root``).
-    Returns (archives written, images, bytes, unreadable). Nothing is left behind when
-    no image could be written or on any error or interruption."""
+    Returns (archives written, images, bytes, unreadable). With ``max_mb`` the archives'
+    exact sizes stay within it. Nothing is left behind when no image could be written or
+    on any error or interruption."""
     budget = max_mb * 1e6 if max_mb else float("inf")
-    names = member_names(sources, keep_suffix=keep, root=root)
+    names = member_names(sources, keep_suffix=keep, root=root, suffix=FORMATS[fmt][1])
     temps: list[tuple[tarfile.TarFile, str]] = []
-    total, n, bad = 0, 0, 0
+    closed, current, n, bad = 0, 0, 0, 0  # bytes of finished archives, of the current one's members
 
     def new_archive() -> tarfile.TarFile:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -113,18 +132,21 @@ def pack(sources: Sequence[Source], out: Path, size: int = 256, quality: int = 8
         tar = None
         for src, name in tqdm(list(zip(sources, names, strict=True)), desc="pack", unit="img", disable=not progress):
             try:
-                data = _encode(src, size, quality, keep)
+                data = _encode(src, size, quality, keep, fmt)
             except Exception:  # noqa: BLE001 - unreadable files are counted, not fatal
                 bad += 1
                 continue
-            if total + len(data) + TAR_OVERHEAD > budget:
-                break
-            if tar is None or (shard_size and n % shard_size == 0):
-                tar = new_archive()
             info = tarfile.TarInfo(name)
             info.size = len(data)
+            starts = tar is None or bool(shard_size and n % shard_size == 0)
+            before = closed + (_archive_bytes(current) if starts and tar is not None else 0)
+            if before + _archive_bytes((0 if starts else current) + _member_bytes(info)) > budget:
+                break
+            if starts:
+                closed, current = before, 0
+                tar = new_archive()
             tar.addfile(info, io.BytesIO(data))
-            total += len(data) + TAR_OVERHEAD
+            current += _member_bytes(info)
             n += 1
         for t, _ in temps:
             t.close()  # writes the end-of-archive blocks; the file object stays open
@@ -139,7 +161,7 @@ def pack(sources: Sequence[Source], out: Path, size: int = 256, quality: int = 8
             os.chmod(tmp, mode)
             os.replace(tmp, final)
         temps.clear()
-        return finals, n, total, bad
+        return finals, n, closed + _archive_bytes(current), bad
     finally:
         for t, tmp in temps:
             t.fileobj.close()
@@ -162,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", help="images: folder (searched recursively), .tar, .txt file list, or glob / brace range")
     p.add_argument("out", help="archive to write, NAME.tar (with --shard-size: NAME-000.tar, NAME-001.tar, ...)")
     p.add_argument("--size", type=int, default=256, help="side of the square each image is resized and cropped to (px)")
-    p.add_argument("--quality", type=int, default=85, help="JPEG quality of the re-encoded images, 1..100")
+    p.add_argument("--quality", type=int, default=85, help="quality of the re-encoded images, 1..100")
+    p.add_argument("--format", choices=sorted(FORMATS), default="jpeg", help="format of the re-encoded images")
     p.add_argument("--max-mb", type=float, default=0,
                    help="stop before the archives pass this many MB (0: no limit); the images are a seeded sample")
     p.add_argument("--shard-size", type=int, default=0, metavar="N",
@@ -188,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         written, n, total, bad = pack(sources, out, a.size, a.quality, a.max_mb, a.shard_size, a.keep,
-                                      root=a.src if Path(a.src).is_dir() else None)
+                                      root=a.src if Path(a.src).is_dir() else None, fmt=a.format)
     except OSError as e:
         return _error(f"could not write {a.out}: {e}", 1)
     if not written:

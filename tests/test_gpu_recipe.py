@@ -1,0 +1,49 @@
+"""The prepared GPU run (training/recipes/gpu_default.py + gpu_default.sh) end to end on
+CPU at tiny size: pack within a byte budget, train with the written config, return the
+model folder and the table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+
+from training_helpers import REPO, env, image_tree, python
+
+
+def test_recipe_packs_within_its_room_and_the_device_command_returns_model_and_table(tmp_path):
+    from ccc_nodes.hub import load_model
+    from training.recipes.gpu_default import TARGETS, prepare
+
+    train = image_tree(tmp_path / "train", n=24)
+    val = image_tree(tmp_path / "val", n=6, bad=False)
+    pack_dir = tmp_path / "pack"
+    room = 30_000  # bytes: room for only some of the 24 training photos
+    m = prepare(str(train), str(val), pack_dir, encoder="mobilenetv3_small_050", init="scratch",
+                decoder_channels="16,16,16", room=room, val_images=4, size=64, progress=False)
+    assert m["pack_bytes"] <= room and m["val_images"] == 4
+    assert 0 < m["train_images"] < 24 and m["train_available"] == 26  # 24 photos, a grey and a corrupt file
+    with tarfile.open(pack_dir / "train.tar") as tar:
+        names = tar.getnames()
+    assert len(names) == m["train_images"] and all(n.endswith(".webp") for n in names)
+    config = json.loads((pack_dir / "config.json").read_text())
+    assert config["decoder"] == "skip" and config["data"].endswith("train.tar") and config["eval_images"] == 4
+    assert m["working_tree_bytes"] > 1_000_000  # the checkout's own files were counted
+
+    out = tmp_path / "out"
+    tiny = ["--steps", "2", "--batch", "4", "--workers", "1", "--device", "cpu", "--threads", "1",
+            "--min-fraction", "0.001", "--log-every", "1"]
+    res = subprocess.run(["bash", "training/recipes/gpu_default.sh", str(pack_dir), str(out), "60", *tiny], cwd=REPO,
+                         env={**env(), "PYTHON": python(), "RUN_DIR": str(tmp_path / "run")},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                                  "training.json"]
+    model = load_model(out / "model")
+    assert model.decoder_name == "skip" and model.encoder_name == "mobilenetv3_small_050"
+    r = json.loads((out / "model" / "training.json").read_text())
+    assert r["steps"] == 2 and r["val"]["images"] == 4 and "grid" in r["val"]
+    table = (out / "table.md").read_text()
+    assert "| target |" in table and f"<= {TARGETS['grid'][1]:g}" in table
+    assert "current default" in table and "mobilenetv3_small_050 + skip, 2 steps" in table
+    assert "trained 2 steps" in (out / "train.log").read_text()

