@@ -699,6 +699,63 @@ def slider(name: str, value: float, **kwargs) -> gr.Slider:
     return lenient(gr.Slider(lo, hi, value=value, step=step, **{"label": label, **kwargs}))
 
 
+# ----------------------------------------------------------------------------- video
+VIDEO_MAX_SECONDS = 10  # longer clips are refused (each is colorized twice: frame by frame and temporal)
+VIDEO_MAX_FRAMES = 300
+VIDEO_MAX_PIXELS = 1280 * 720  # per frame
+VIDEO_LIMITS = (f"Clips up to {VIDEO_MAX_SECONDS} s and {VIDEO_MAX_FRAMES} frames, frames up to 1280x720; "
+                "the sound is kept.")
+
+
+@on_gpu
+def colorize_clip_on_device(source: str, clip: str, size: int, decode: str, progress=None) -> tuple[str, str]:
+    """The clip colorized frame by frame and in temporal mode (METHOD.md s. 13) -> two MP4 paths."""
+    from ccc_nodes.video import colorize_video
+
+    colorizer = Colorizer(get_model(source), size=size, decode=decode)
+    stem = uuid.uuid4().hex[:8]
+    paths = []
+    for n, temporal in enumerate((False, True)):
+        dst = OUT_DIR / f"{stem}-{'temporal' if temporal else 'frame-by-frame'}.mp4"
+        colorize_video(colorizer, clip, dst, temporal=temporal, max_pixels=VIDEO_MAX_PIXELS,
+                       max_frames=VIDEO_MAX_FRAMES,
+                       progress=None if progress is None else lambda i, total, n=n: progress(n, i, total))
+        paths.append(str(dst))
+    return paths[0], paths[1]
+
+
+def run_video(clip, model, size, decode, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+    """The video section's handler: limits checked first, then the core's colorize_video twice."""
+    from ccc_nodes.video import VideoError, probe
+
+    if not clip:
+        raise user_error("Upload a short video clip first.")
+    try:
+        info = probe(clip)
+    except VideoError as e:
+        raise user_error(f"That file is not a video this page can read: {str(e).split(': ', 1)[-1]}") from None
+    seconds = info.frames / float(info.fps) if info.frames else 0.0
+    if seconds > VIDEO_MAX_SECONDS or info.frames > VIDEO_MAX_FRAMES:
+        raise user_error(f"The clip is {seconds:.1f} s ({info.frames} frames): {VIDEO_LIMITS}")
+    if info.width * info.height > VIDEO_MAX_PIXELS:
+        raise user_error(f"The clip's frames are {info.width}x{info.height}: {VIDEO_LIMITS}")
+    source = model if not locked() else default_model()
+    try:
+        get_model(source)
+    except ModelLoadError as e:
+        raise user_error(str(e)) from None
+
+    def report(n: int, done: int, total: int) -> None:
+        progress((n + done / max(total, 1)) / 2, desc=("frame by frame" if n == 0 else "temporal") +
+                 f": frame {done}" + (f" of {total}" if total else ""))
+
+    try:
+        return colorize_clip_on_device(source, clip, snap_size(size), decode,
+                                       report if REPORT_FROM_DEVICE else None)
+    except VideoError as e:
+        raise user_error(f"The clip could not be colorized: {str(e).split(': ', 1)[-1]}") from None
+
+
 def build_demo(model: str | None = None) -> gr.Blocks:
     """The page. ``model`` overrides ``$CCC_SPACE_MODEL`` / the embedded default;
     ``$CCC_SPACE_LOCKED`` fixes the model and SAM boxes to the configured ones."""
@@ -814,6 +871,18 @@ def build_demo(model: str | None = None) -> gr.Blocks:
         if not is_locked:
             sam_checkpoint.change(lambda c: gr.update(**harmonize_control(bool((c or "").strip()), False)),
                                   sam_checkpoint, harmonize, **hidden)
+        with gr.Accordion("Video: frame by frame and temporal, side by side", open=False, elem_id="video-section"):
+            gr.Markdown("A short clip in: it is colorized twice with the model, size and decoding chosen above, "
+                        "frame by frame and in temporal mode (each frame's colour classes blended with the "
+                        "previous frames' carried along the optical flow, reset at scene cuts), so you can see "
+                        f"the flicker go. {VIDEO_LIMITS}", elem_id="video-limits")
+            with gr.Row():
+                clip_in = gr.Video(label="Clip (grey or colour)", sources=["upload"], elem_id="clip")
+                clip_single = gr.Video(label="Frame by frame", interactive=False, elem_id="clip-frame-by-frame")
+                clip_temporal = gr.Video(label="Temporal", interactive=False, elem_id="clip-temporal")
+            clip_button = gr.Button("Colorize the clip", variant="primary", elem_id="colorize-clip")
+            clip_button.click(run_video, [clip_in, model_box, size, decode], [clip_single, clip_temporal],
+                              api_name="colorize_video")
         classes, which = _classes_of(start)
         with gr.Accordion("How it works", open=True):
             gr.Markdown(METHOD)
