@@ -7,7 +7,7 @@
 192x192 whose window pans 48 x 32 px across the 256x256 photo while zooming in by 15 %
 (bilinear resampling of the colour photo; the ground truth of every frame is known, and
 static content moves). Each clip is colorized frame by frame and in temporal mode (from its
-grey frames; one network pass feeds both modes), and scored with the warping error of METHOD.md s. 13 (flow from the ground
+grey frames; one network pass feeds both modes), and scored with the warping error of METHOD.md s. 14 (flow from the ground
 truth's grey frames, reliable pixels only), per-frame PSNR against the ground truth and
 per-frame colourfulness (CF); the ground truth's own warping error is the floor (flow and
 resampling error). ``--video`` adds a real colour video (its first ``--video-frames``),

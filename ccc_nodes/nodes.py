@@ -685,7 +685,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
 
 class CCCColorizeSequence:
     """IMAGE batch of consecutive frames -> colorized IMAGE batch with stable colour: class
-    probabilities carried along the optical flow, reset at scene cuts (METHOD.md s. 13)."""
+    probabilities carried along the optical flow, reset at scene cuts (METHOD.md s. 14)."""
 
     @classmethod
     def INPUT_TYPES(cls):  # noqa: N802

@@ -1,4 +1,4 @@
-"""Temporal mode: colorize a sequence of frames with stable colour (METHOD.md s. 13).
+"""Temporal mode: colorize a sequence of frames with stable colour (METHOD.md s. 14).
 
 Frame by frame, the argmax of each pixel's class distribution jumps between neighbouring
 classes from one frame to the next. Here the class probabilities of the previous frames
@@ -251,7 +251,7 @@ def colorize_sequence(
 
 
 class WarpingError:
-    """Temporal warping error of a colorized sequence (METHOD.md s. 13): the mean over
+    """Temporal warping error of a colorized sequence (METHOD.md s. 14): the mean over
     frames t >= 1 and the pixels whose flow is reliable of ``|ab_t(p) - ab_{t-1}(p + b(p))|``
     (Euclidean in a*b*), with the flow ``b`` from frame t into t-1 computed on the *ground
     truth's* grey frames (so the method under test does not choose its own motion).

@@ -130,7 +130,7 @@ def colorize_video(
 
     Arguments:
       colorizer: a :class:`~ccc_nodes.pipeline.Colorizer`.
-      temporal: carry colour classes along the motion (METHOD.md s. 13), else frame by frame.
+      temporal: carry colour classes along the motion (METHOD.md s. 14), else frame by frame.
       settings: :class:`~ccc_nodes.temporal.TemporalSettings` (default: its defaults).
       progress: called with (frames done, frame count or 0) after each frame.
       max_pixels: refuse frames larger than this.

@@ -709,7 +709,7 @@ VIDEO_LIMITS = (f"Clips up to {VIDEO_MAX_SECONDS} s and {VIDEO_MAX_FRAMES} frame
 
 @on_gpu
 def colorize_clip_on_device(source: str, clip: str, size: int, decode: str, progress=None) -> tuple[str, str]:
-    """The clip colorized frame by frame and in temporal mode (METHOD.md s. 13) -> two MP4 paths."""
+    """The clip colorized frame by frame and in temporal mode (METHOD.md s. 14) -> two MP4 paths."""
     from ccc_nodes.video import colorize_video
 
     colorizer = Colorizer(get_model(source), size=size, decode=decode)
