@@ -56,6 +56,10 @@ log = logging.getLogger("ccc_nodes.server")
 COMFYUI_API_VERSION = "0.3.64"  # the ComfyUI release whose API and frontend (1.27.10) this server follows
 PACK_MODULE = "custom_nodes.ccc_nodes"
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# The pack's template workflows (ComfyUI lists a pack's example_workflows/ in its template
+# browser): in the checkout, beside the package; an installed wheel has none.
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "example_workflows"
+TEMPLATE_PACK = "ccc-nodes"  # the custom_nodes folder name ComfyUI lists them under
 MB = 1024 * 1024
 
 
@@ -571,7 +575,16 @@ def _router(server: PromptServer) -> APIRouter:
 
     @r.get("/workflow_templates")
     def workflow_templates():
-        return {}
+        names = sorted(p.stem for p in TEMPLATES_DIR.glob("*.json")) if TEMPLATES_DIR.is_dir() else []
+        return {TEMPLATE_PACK: names} if names else {}
+
+    @r.get("/workflow_templates/{pack}/{filename}")
+    def workflow_template(pack: str, filename: str):
+        stem, _, suffix = filename.rpartition(".")
+        path = TEMPLATES_DIR / filename
+        if pack != TEMPLATE_PACK or suffix not in ("json", "jpg") or stem not in workflow_templates().get(pack, []):
+            return JSONResponse(_error("not_found", f"no template {pack}/{filename}"), 404)
+        return FileResponse(path, media_type="application/json" if suffix == "json" else "image/jpeg")
 
     r.include_router(userdata_router(server.folders))
     return r
@@ -625,6 +638,10 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     router = _router(server)
     app.include_router(router, prefix="/api")
     app.include_router(router)
+
+    @app.get("/templates/index.json")
+    def core_templates():
+        return []  # ComfyUI's own templates (the comfyui-workflow-templates package) are not served here
 
     @app.get("/")
     def index():
