@@ -77,3 +77,20 @@ def test_unknown_encoder_says_which_have_imagenet_weights():
 
     with pytest.raises(ValueError, match="efficientnet_lite0, efficientnet_lite1, efficientnet_lite2"):
         imagenet_state_dict("densenet121")
+
+
+def test_init_from_a_whole_ccc_model_takes_its_encoder(tmp_path):
+    from ccc_nodes.hub import DEFAULT_MODEL_DIR
+    from training.pretrained import load_encoder_weights
+
+    trained = CCCNet("mobilenetv3_small_050", (16, 16, 16), kept=[1, 2, 3]).half()  # Table IV, fp16 as saved
+    trained.save_pretrained(tmp_path / "m")
+    skip = CCCNet("mobilenetv3_small_050", (8, 8, 8), kept=[5, 6], decoder="skip")
+    desc = load_encoder_weights(skip, str(tmp_path / "m" / "model.safetensors"))
+    assert desc.startswith("encoder weights of the CCC++ model")
+    src = trained.encoder.state_dict()
+    for k, v in skip.encoder.state_dict().items():  # the features_only encoder: a subset, in its own dtypes
+        assert torch.equal(v, src[k].to(v.dtype)) and (v.dtype == torch.float32 or not v.is_floating_point()), k
+    # the embedded default's encoder (efficientnet_lite0) starts a skip-decoder model
+    lite0 = CCCNet("efficientnet_lite0", (16, 16, 16), kept=[1, 2], decoder="skip")
+    assert "CCC++ model" in load_encoder_weights(lite0, str(DEFAULT_MODEL_DIR / "model.safetensors"))

@@ -74,7 +74,10 @@ def imagenet_encoder(encoder_name: str, features: bool = False) -> nn.Module:
 def load_encoder_weights(model: nn.Module, init: str) -> str:
     """Initialise ``model.encoder`` of a :class:`~ccc_nodes.modeling.CCCNet` in place:
     ``scratch``, ``imagenet`` or a path to a ``.safetensors``/``.pt`` state dict of this
-    encoder. Returns a description."""
+    encoder - or of a whole CCC++ model (its ``encoder.*`` tensors are taken, e.g. the
+    embedded default's ``model.safetensors``, which costs a machine nothing to carry).
+    Tensors the encoder does not have (a Table IV encoder's head, for the skip decoder's
+    ``features_only`` one) are left out. Returns a description."""
     encoder = model.encoder
     if init == "scratch":
         return "random initialisation"
@@ -90,6 +93,9 @@ def load_encoder_weights(model: nn.Module, init: str) -> str:
         sd = load_file(str(path))
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True)
+    whole_model = any(k.startswith("encoder.") for k in sd)
+    if whole_model:
+        sd = {k.removeprefix("encoder."): v for k, v in sd.items() if k.startswith("encoder.")}
     ref = encoder.state_dict()
     missing = sorted(set(ref) - set(sd))
     if missing:
@@ -99,7 +105,7 @@ def load_encoder_weights(model: nn.Module, init: str) -> str:
         encoder.load_state_dict({k: sd[k].to(v.dtype) for k, v in ref.items()})
     except RuntimeError as e:  # shapes of another backbone
         raise ValueError(f"--init {path.name} does not fit {model.encoder_name}: {' '.join(str(e).split())[:300]}") from e
-    return f"weights from {path.name}"
+    return f"encoder weights of the CCC++ model {path}" if whole_model else f"weights from {path.name}"
 
 
 def main(argv: list[str] | None = None) -> int:
