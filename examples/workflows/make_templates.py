@@ -6,7 +6,8 @@ lists for this pack, each with its ``.jpg`` thumbnail, from the API-format graph
 Nodes are laid out in columns by their depth in the graph and stacked in each column with
 a gap, so none overlaps another (tests/test_templates.py checks it). Every widget value is
 the API graph's, or the node's default. The thumbnails are made by the tool itself: the
-grey example photo and what the template's graph gives, run here through the same nodes.
+grey example photo and what the template's graph gives, run here through the same nodes
+(the first is also docs/icon.png, the Registry's icon).
 """
 
 from __future__ import annotations
@@ -223,7 +224,10 @@ def main() -> None:
         workflow["extra"]["ccc_template"] = title
         assert not overlaps(workflow), (name, overlaps(workflow))
         (OUT / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
-        thumbnail(name, graph).save(OUT / f"{name}.jpg", quality=88)
+        picture = thumbnail(name, graph)
+        picture.save(OUT / f"{name}.jpg", quality=88)
+        if name == "ccc_colorize":  # the pack's icon in the Comfy Registry (at most 800 x 400)
+            picture.save(ROOT / "docs" / "icon.png", optimize=True)
         print(f"wrote {OUT / name}.json and .jpg")
 
 
