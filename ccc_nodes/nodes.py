@@ -561,7 +561,8 @@ class CCCMetrics:
                 total.update(pred[i : i + 1], gt[i : i + 1])
         if pred.shape[0] > 1 and len(grey) < pred.shape[0]:
             rows["all" if not grey else "all colour references"] = total.compute()
-        table = markdown_table(rows, [k for k in METRIC_NAMES if k not in ("lpips", "fid")])
+        # grid: the node does not know the network's input size, so its grid cannot be found here
+        table = markdown_table(rows, [k for k in METRIC_NAMES if k not in ("lpips", "fid", "grid")])
         if grey:
             which = f"Reference {grey[0]} is" if len(grey) == 1 else f"References {', '.join(map(str, grey))} are"
             table += (f"\n\n{which} grey: there are no colours to score against, "
