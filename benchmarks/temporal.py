@@ -12,7 +12,7 @@ truth's grey frames, reliable pixels only), per-frame PSNR against the ground tr
 per-frame colourfulness (CF); the ground truth's own warping error is the floor (flow and
 resampling error). ``--video`` adds a real colour video (its first ``--video-frames``),
 scored the same way against itself. Prints a markdown table; ``--strip PNG`` draws frames
-of the first clip (ground truth / frame by frame / temporal).
+of the first clip (ground truth; frame by frame and its flicker map; temporal and its map).
 
 ``speed``: frames per second on 480p frames (854x480, a pan over a scikit-image photo),
 frame by frame and temporal, in the same run, and their ratio.
@@ -109,22 +109,37 @@ def score_clips(colorizer, clips, strip: Path | None = None) -> dict[str, Scores
         for name, temporal in (("frame by frame", False), ("temporal", True)):
             drawn.append(rows[name].clip(colorized(colorizer, preds, temporal), truth, greys, motions))
         if strip is not None and n == 0:
-            draw_strip(drawn, strip)
+            draw_strip(drawn, strip, motions)
         print(f"\r{n + 1} clips", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return rows
 
 
-def draw_strip(rows: list[list[np.ndarray]], path: Path, picks: tuple[int, ...] = (0, 3, 6, 9, 12, 15)) -> None:
+def draw_strip(rows: list[list[np.ndarray]], path: Path, motions: list, picks: tuple[int, ...] = (5, 6, 7, 8, 9, 10),
+               top: float = 20.0) -> None:
+    """Consecutive frames: ground truth, then for each mode its frames and its flicker map
+    |ab(t) - warp(ab(t-1))| (white = ``top`` a*b* units or more; unreliable pixels grey)."""
     from PIL import Image
 
-    picks = tuple(p for p in picks if p < len(rows[0]))
+    from ccc_nodes.color import rgb_to_lab
+    from ccc_nodes.temporal import warp
+
+    def ab(frame):
+        return rgb_to_lab(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255)[0, 1:].permute(1, 2, 0).numpy()
+
+    def flicker(frames, t):
+        backward, ok = motions[t]
+        d = np.sqrt(((ab(frames[t]) - warp(ab(frames[t - 1]), backward)) ** 2).sum(-1))
+        g = np.where(ok, np.clip(d / top, 0, 1) * 255, 96).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+
+    lines = [rows[0]] + [r for frames in rows[1:] for r in (frames, {t: flicker(frames, t) for t in picks})]
     h, w = rows[0][0].shape[:2]
-    sheet = Image.new("RGB", (w * len(picks), h * len(rows)), "white")
-    for r, frames in enumerate(rows):
-        for c, p in enumerate(picks):
-            sheet.paste(Image.fromarray(frames[p]), (c * w, r * h))
-    sheet.save(path)
+    sheet = Image.new("RGB", (w * len(picks), h * len(lines)), "white")
+    for r, frames in enumerate(lines):
+        for c, t in enumerate(picks):
+            sheet.paste(Image.fromarray(frames[t]), (c * w, r * h))
+    sheet.save(path, quality=90)  # (JPEG; PNG ignores it)
 
 
 def read_video(path: str, n: int) -> list[np.ndarray]:
@@ -194,7 +209,7 @@ def main() -> None:
     q.add_argument("--decode", default="argmax", choices=("argmax", "annealed-mean"))
     q.add_argument("--video", default=None, help="a real colour video to score as well")
     q.add_argument("--video-frames", type=int, default=150)
-    q.add_argument("--strip", default=None, help="PNG of the first clip's frames: truth / frame by frame / temporal")
+    q.add_argument("--strip", default=None, help="PNG of the first clip's frames 5-10 and flicker maps")
     s = sub.add_parser("speed")
     s.add_argument("--frames", type=int, default=48)
     s.add_argument("--repeats", type=int, default=3)
