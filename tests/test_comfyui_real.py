@@ -1,0 +1,96 @@
+"""The ComfyUI findings against a real ComfyUI: the pack loaded by ComfyUI's own loader, its
+model folders, core ImageScale's bicubic output, and ComfyUI's own validation and error
+names. Needs a ComfyUI checkout with its own environment, so it runs only when
+``CCC_COMFYUI_DIR`` names one (docs/COMFYUI.md: ComfyUI 0.3.64, its ``.venv``); skipped
+otherwise. ``CCC_COMFYUI_PYTHON`` overrides the interpreter (default ``$CCC_COMFYUI_DIR/.venv/bin/python``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMFYUI = os.environ.get("CCC_COMFYUI_DIR")
+pytestmark = pytest.mark.skipif(not COMFYUI, reason="set CCC_COMFYUI_DIR to a ComfyUI checkout (docs/COMFYUI.md)")
+
+SCRIPT = r"""
+import asyncio, json, os, sys
+comfy, pack, tmp = sys.argv[1:4]
+sys.argv = ["main.py", "--cpu"]  # ComfyUI parses its options at import
+os.chdir(comfy); sys.path.insert(0, comfy)
+import comfy.options
+comfy.options.enable_args_parsing()  # as main.py does
+import folder_paths
+# As an extra_model_paths.yaml entry named ccc does, before custom nodes load:
+folder_paths.add_model_folder_path("ccc", os.path.join(tmp, "elsewhere", "ccc"))
+folder_paths.models_dir = os.path.join(tmp, "models")  # a fresh models/ folder: no models/ccc yet
+folder_paths.set_input_directory(os.path.join(tmp, "input"))
+import nodes, execution, torch
+from PIL import Image
+assert asyncio.run(nodes.load_custom_node(pack)), "the pack did not load"
+N = nodes.NODE_CLASS_MAPPINGS
+out = {"ccc_folders": folder_paths.get_folder_paths("ccc"), "sams_folders": folder_paths.get_folder_paths("sams"),
+       "made": [os.path.isdir(os.path.join(tmp, "models", k)) for k in ("ccc", "sams")]}
+
+# core ImageScale, bicubic, on hard edges: values outside 0..1 into CCC++ Colorize
+grey = Image.open(os.path.join(pack, "examples", "grey", "chelsea.jpg")).convert("RGB")
+x = (torch.from_numpy(__import__("numpy").asarray(grey)).float() > 110).float()[None]
+(big,) = N["ImageScale"]().upscale(x, "bicubic", 640, 426, "disabled")
+out["scaled_range"] = [float(big.min()), float(big.max())]
+(model,) = N["CCCModelLoader"]().load("default", "cpu", "fp32")
+(colour,) = N["CCCColorize"]().colorize(model, big, size=64)
+out["colorized_range"] = [float(colour.min()), float(colour.max())]
+
+# ComfyUI's own validation
+grey.save(os.path.join(tmp, "input", "chelsea.jpg"))
+def validate(prompt, node):
+    return asyncio.run(execution.validate_inputs("p", prompt, node, {}))[:2]
+sam = {"1": {"class_type": "CCCSAMLoader", "inputs": {"model_type": "vit_b", "device": "cpu",
+                                                     "repo_or_path": "owner/sam"}}}  # no checkpoint: empty models/sams
+out["sam_loader"] = validate(sam, "1")
+graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
+         "2": {"class_type": "CCCModelLoader", "inputs": {"model": "default", "device": "cpu", "precision": "fp32"}},
+         "3": {"class_type": "CCCColorize", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "decode": "argmax",
+                                                       "temperature": 0.38, "size": 100}}}
+out["size_100"] = validate(graph, "3")
+graph["2"]["inputs"]["device"] = "cuda"
+graph["3"]["inputs"]["size"] = 224
+out["cuda"] = validate(graph, "2") if not torch.cuda.is_available() else None
+
+# the name ComfyUI's error dialog shows for the pack's exceptions
+try:
+    N["CCCModelLoader"]().load("absent", "cpu", "fp32")
+except Exception as e:
+    out["error_type"] = execution.full_type_name(type(e))
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_the_findings_in_real_comfyui(tmp_path):
+    python = os.environ.get("CCC_COMFYUI_PYTHON") or str(Path(COMFYUI) / ".venv" / "bin" / "python")
+    (tmp_path / "input").mkdir()
+    r = subprocess.run([python, "-c", SCRIPT, COMFYUI, str(ROOT), str(tmp_path)], capture_output=True, text=True,
+                       timeout=600)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert r.returncode == 0 and line, r.stdout[-2000:] + r.stderr[-4000:]
+    out = json.loads(line.removeprefix("RESULT "))
+    # models/ccc registered beside an extra_model_paths entry of the same name, and both folders made
+    assert str(tmp_path / "models" / "ccc") in out["ccc_folders"] and len(out["ccc_folders"]) == 2
+    assert str(tmp_path / "models" / "sams") in out["sams_folders"] and out["made"] == [True, True]
+    # ImageScale bicubic leaves 0..1; the pack clamps instead of refusing
+    lo, hi = out["scaled_range"]
+    assert lo < -0.01 and hi > 1.01 and out["colorized_range"][0] >= 0 and out["colorized_range"][1] <= 1
+    # a SAM Loader with no checkpoint (empty models/sams) and a repo_or_path validates
+    assert out["sam_loader"] == [True, []], out["sam_loader"]
+    # run-time failures refused at validation, with the run's message
+    ok, errors = out["size_100"]
+    assert not ok and "size must be a positive multiple of 32, got 100" in json.dumps(errors)
+    if out["cuda"] is not None:
+        ok, errors = out["cuda"]
+        assert not ok and "torch sees no CUDA GPU" in json.dumps(errors)
+    assert out["error_type"] == "ccc_nodes.hub.ModelLoadError"
