@@ -41,7 +41,8 @@ def synthetic_rate(a, device: torch.device, precision: str) -> float:
     """Images/s of the bare training step on tensors already on the device."""
     torch.manual_seed(0)
     classes = ColorClasses(6)  # all 1296 bins, as the trainer with --classes all
-    model = CCCNet(a.encoder, [int(c) for c in a.decoder_channels.split(",")], kept=classes.kept.tolist()).to(device).train()
+    model = CCCNet(a.encoder, [int(c) for c in a.decoder_channels.split(",")], kept=classes.kept.tolist(),
+                   decoder=a.decoder).to(device).train()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if a.compile else model
@@ -75,7 +76,9 @@ def full_rate(a, data: str, out: Path) -> float:
     ``warmup`` steps (worker start-up, allocator warm-up)."""
     from training import train
 
-    common = ["--data", data, "--encoder", a.encoder, "--decoder-channels", a.decoder_channels, "--size", str(a.size),
+    # --ema 0: the model-only step has no weight average either, so the ratio is the data pipeline's
+    common = ["--data", data, "--encoder", a.encoder, "--decoder", a.decoder, "--decoder-channels", a.decoder_channels,
+              "--ema", "0", "--size", str(a.size),
               "--store-size", str(a.store_size), "--batch", str(a.batch), "--workers", str(a.workers),
               "--data-mode", a.data_mode, "--device", a.device, "--threads", str(a.threads), "--no-progress", "--no-tensorboard",
               "--ckpt-every", "1000000", "--log-every", "1000000", "--classes", "all"]
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="training images (default: generated JPEGs)")
     p.add_argument("--encoder", default="efficientnet_lite0")
+    p.add_argument("--decoder", default="table4", choices=("table4", "skip"))
     p.add_argument("--decoder-channels", default="256,128,128")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--store-size", type=int, default=144)
