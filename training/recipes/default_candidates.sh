@@ -7,7 +7,8 @@
 set -euo pipefail
 pack=$1; out=$2; secs=${3:-130}
 common=(--data "$pack/train.tar" --val "$pack/val.tar" --store-size 224 --size 224 --batch 128
-        --lr 3e-4 --warmup 100 --time-budget "$secs" --workers 16 --save-dtype fp16 --rebalance ccc --p 10)
+        --lr 3e-4 --warmup 100 --time-budget "$secs" --workers 16 --save-dtype fp16 --rebalance ccc --p 10
+        --ema 0)  # trained before the weight average existed
 python -m training.train "${common[@]}" --out "$out/densenet121-scratch" --encoder densenet121 --init scratch
 python -m training.train "${common[@]}" --out "$out/effl0-imagenet" --encoder efficientnet_lite0 \
     --init "$pack/effl0_imagenet_1ch.safetensors"

@@ -15,7 +15,7 @@ mkdir -p "$out"
 common=(--data "$pack/train.tar" --val "$pack/val.tar" --store-size 224 --size 224 --batch 128
         --encoder densenet121 --decoder-channels 1024,512,512 --init scratch --lr 3e-4 --warmup 100
         --schedule constant --time-budget "$secs" --workers 16 --save-dtype fp16 --p 10 --no-progress
-        --resume)  # a rerun (e.g. after a cut-off) continues or re-reads a run instead of starting over
+        --ema 0 --resume)  # the plain network, no weight average; a rerun (e.g. after a cut-off) continues or re-reads a run
 for mode in ccc none; do
     python -m training.train "${common[@]}" --rebalance "$mode" --out "$out/densenet121-$mode" "${extra[@]}"
 done
