@@ -281,8 +281,8 @@ class Colorizer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = pick_device(device)
         if self.device.type == "cpu" and precision == "bf16":
-            warnings.warn("precision bf16 on the CPU runs about 10x slower than fp32 (31-42 s against 1-4 s per image "
-                          "measured); use auto or fp32 there", stacklevel=2)
+            warnings.warn("precision bf16 on the CPU (autocast) runs many times slower than fp32; use auto or fp32 "
+                          "there", stacklevel=2)
         if not isinstance(model, CCCNet):
             model = load_model(model, revision=revision)
         self.model = model.to(self.device).eval()
