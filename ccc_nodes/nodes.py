@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -225,6 +226,27 @@ def class_map_image(pred: Prediction, lightness: float | None = None) -> torch.T
 # ------------------------------------------------------------------ model cache
 # Models are loaded once per key and kept, so re-running a graph never reloads them.
 _MODELS = ModelCache(keep=MODEL_CACHE_SIZE)
+_PATCHERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> its ComfyUI ModelPatcher
+
+
+def _managed(net: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
+    """Inside ComfyUI, call before a node runs ``net``: it is handed to ComfyUI's model
+    management (a ModelPatcher loaded with ``load_models_gpu``, as ComfyUI's CLIP vision
+    models are), which puts it on ``device`` now and moves it back to its offload device
+    when memory is needed, on "Unload models" and on ``POST /free``. ``device``: where it
+    runs (given the first time). Outside ComfyUI nothing happens."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+        import comfy.model_patcher  # type: ignore[import-not-found]
+    except ImportError:
+        return net
+    patcher = _PATCHERS.get(net)
+    if patcher is None:
+        device = device if device is not None else next(net.parameters()).device
+        patcher = _PATCHERS[net] = comfy.model_patcher.ModelPatcher(net, load_device=device,
+                                                                    offload_device=mm.unet_offload_device())
+    mm.load_models_gpu([patcher])
+    return net
 
 
 def _colorizer(source: str, revision: str | None, device: str, precision: str) -> Colorizer:
@@ -244,6 +266,7 @@ def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
 
 
 def _predict(colorizer: Colorizer, image: torch.Tensor) -> ClassBatch:
+    _managed(colorizer.model, colorizer.device)
     items = _images(image)
     step = colorizer.batch_size if colorizer.device.type != "cpu" else 1  # CPU: batching does not pay (README)
     progress = _Progress(len(items))
@@ -422,7 +445,8 @@ class CCCSAMLoader:
                 raise ModelLoadError(f"no SAM checkpoint {checkpoint!r} under {', '.join(map(str, self.folders()))}")
             source = str(found[checkpoint])
         dev = _device(device)
-        return (_MODELS.get(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev)),)
+        net = _MODELS.get(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev))
+        return (_managed(net, dev),)
 
 
 def _image_masks(mask: torch.Tensor, n_images: int, size: tuple[int, int]) -> list[MaskSet]:
@@ -483,7 +507,8 @@ class CCCSAMHarmonize:
             masks = []
             for i, p in enumerate(preds):
                 try:
-                    masks.append(generate_masks(p, "auto", sam=sam_model, **params))
+                    masks.append(generate_masks(p, "auto", sam=None if sam_model is None else _managed(sam_model),
+                                                **params))
                 except ImportError as e:  # the classical fallback needs scikit-image, SAM segment-anything
                     raise ImportError(f"SAM Harmonize needs the 'sam' extra: pip install scikit-image "
                                       f"segment-anything (or 'ccc-nodes[sam]'); {e}") from e

@@ -1,6 +1,6 @@
 """The ComfyUI findings against a real ComfyUI: the pack loaded by ComfyUI's own loader, its
-model folders, core ImageScale's bicubic output, and ComfyUI's own validation and error
-names. Needs a ComfyUI checkout with its own environment, so it runs only when
+model folders, core ImageScale's bicubic output, ComfyUI's own validation and error
+names, and its model management unloading the pack's network. Needs a ComfyUI checkout with its own environment, so it runs only when
 ``CCC_COMFYUI_DIR`` names one (docs/COMFYUI.md: ComfyUI 0.3.64, its ``.venv``); skipped
 otherwise. ``CCC_COMFYUI_PYTHON`` overrides the interpreter (default ``$CCC_COMFYUI_DIR/.venv/bin/python``).
 """
@@ -45,6 +45,15 @@ out["scaled_range"] = [float(big.min()), float(big.max())]
 (model,) = N["CCCModelLoader"]().load("default", "cpu", "fp32")
 (colour,) = N["CCCColorize"]().colorize(model, big, size=64)
 out["colorized_range"] = [float(colour.min()), float(colour.max())]
+
+# ComfyUI's model management holds the network while used, and lets it go on "Unload models" / POST /free
+import comfy.model_management as mm
+held = lambda: any(lm.model is not None and lm.model.model is model.model for lm in mm.current_loaded_models)
+out["held_after_run"] = held()
+mm.unload_all_models()  # what POST /free {"unload_models": true} runs
+out["held_after_unload"] = held()
+(again,) = N["CCCColorize"]().colorize(model, big, size=64)
+out["rerun_equal"] = bool(torch.equal(again, colour)) and held()
 
 # ComfyUI's own validation
 grey.save(os.path.join(tmp, "input", "chelsea.jpg"))
@@ -94,3 +103,5 @@ def test_the_findings_in_real_comfyui(tmp_path):
         ok, errors = out["cuda"]
         assert not ok and "torch sees no CUDA GPU" in json.dumps(errors)
     assert out["error_type"] == "ccc_nodes.hub.ModelLoadError"
+    # the network is ComfyUI's to unload (and to load again)
+    assert out["held_after_run"] and not out["held_after_unload"] and out["rerun_equal"]
