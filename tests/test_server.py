@@ -246,8 +246,8 @@ def _bad(case: str, image: str) -> dict:
         g["3"]["inputs"]["image"] = ["2", 0]
     elif case == "invalid_input_type":
         g["3"]["inputs"]["size"] = "large"
-    elif case == "value_smaller_than_min":
-        g["3"]["inputs"]["size"] = 0
+    elif case == "value_smaller_than_min":  # (not size: its VALIDATE_INPUTS checks it, as ComfyUI then lets it)
+        g["3"]["inputs"]["temperature"] = 0.0
     elif case == "value_bigger_than_max":
         g["3"]["inputs"]["temperature"] = 100
     elif case == "value_not_in_list":
@@ -263,7 +263,7 @@ def _bad(case: str, image: str) -> dict:
     ("required_input_missing", "3", "decode"),
     ("return_type_mismatch", "3", "image, received_type(CCC_MODEL) mismatch input_type(IMAGE)"),
     ("invalid_input_type", "3", "size, large, invalid literal for int() with base 10: 'large'"),
-    ("value_smaller_than_min", "3", "size"),
+    ("value_smaller_than_min", "3", "temperature"),
     ("value_bigger_than_max", "3", "temperature"),
     ("value_not_in_list", "3", "decode: 'median' not in ['argmax', 'annealed-mean']"),
     ("bad_linked_input", "3", "image"),
