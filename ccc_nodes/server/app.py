@@ -7,9 +7,12 @@ Routes (each also under ``/api``, as ComfyUI does): ``POST/GET /prompt``, ``GET
 frontend's user data routes and the ``/ws?clientId=`` websocket. With the
 ``comfyui-frontend-package`` installed, ``/`` serves ComfyUI's node editor.
 
-Safety: a :class:`Guard` in front of everything checks the optional bearer token, refuses
-cross-origin requests (a web page cannot drive a local server) and caps request bodies;
-graph size and queue length are capped; ``/view`` and uploads stay inside their folders.
+Safety: a :class:`Guard` in front of everything checks the optional bearer token, without
+one answers only loopback and listed host names (DNS rebinding), refuses cross-origin
+requests (a web page cannot drive a local server), caps request bodies and adds nosniff
+and a CSP to every response (rules in :mod:`.safety`); graph size and queue length are
+capped; ``/view`` and uploads stay inside their folders; locked, the model loaders load
+only the server's models.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .graph import node_info, validate_prompt
 from .image_nodes import image_nodes
 from .jsonbody import BodyError, json_problem, parse_json
 from .model_nodes import ModelFolders, model_nodes
+from .safety import CSP, host_allowed
 from .userdata import userdata_router
 
 __all__ = ["COMFYUI_API_VERSION", "ServerConfig", "create_app", "frontend_root"]
@@ -81,6 +85,12 @@ class ServerConfig:
       max_queue: most prompts waiting; more are refused with 429.
       max_history: finished prompts kept in ``/history``.
       web_root: the editor's static files; ``None`` finds comfyui-frontend-package.
+      allowed_hosts: without a token, host names served besides the loopback ones (the
+        ``Host`` header of any other request gets 403: DNS rebinding).
+      locked: model loaders load only the folders under ``models_dir`` and
+        ``allowed_repos``; a ``repo_or_path`` naming anything else is refused without
+        saying whether it exists.
+      allowed_repos: Hub repo ids the loaders may load when locked.
     """
 
     base_dir: Path = Path("ccc_server")
@@ -93,6 +103,9 @@ class ServerConfig:
     max_queue: int = 256
     max_history: int = 1000
     web_root: Path | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    locked: bool = False
+    allowed_repos: tuple[str, ...] = ()
     extra_nodes: dict[str, type] = field(default_factory=dict)
 
 
@@ -145,8 +158,9 @@ class Guard:
     """ASGI middleware: bearer token, same-origin check and body size caps, for HTTP and
     websockets alike (placed outside every route, so nothing reaches a handler unchecked)."""
 
-    def __init__(self, app, token: str | None, max_body: int, max_upload: int):
+    def __init__(self, app, token: str | None, max_body: int, max_upload: int, allowed_hosts: tuple[str, ...] = ()):
         self.app, self.token, self.max_body, self.max_upload = app, token, max_body, max_upload
+        self.allowed_hosts = tuple(allowed_hosts)
 
     def _authorized(self, headers: dict[bytes, bytes], query: dict) -> tuple[bool, bool]:
         """(allowed, came through the query string)."""
@@ -170,7 +184,8 @@ class Guard:
             return
         body = json.dumps(_error("refused", message)).encode()
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                *_safety_headers([])]})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
@@ -180,6 +195,9 @@ class Guard:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         origin = headers.get(b"origin", b"").decode("latin-1")
         host = headers.get(b"host", b"").decode("latin-1")
+        if not self.token and not host_allowed(host, self.allowed_hosts):  # DNS rebinding
+            return await self._refuse(scope, send, 403, f"host {host[:100]!r} refused: without a token this server "
+                                      "answers only to loopback names and the names given with --allow-host")
         if origin and urlsplit(origin).netloc != host:
             return await self._refuse(scope, send, 403, f"cross-origin request from {origin} refused")
         ok, by_query = self._authorized(headers, query)
@@ -207,6 +225,7 @@ class Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message = {**message, "headers": _safety_headers(list(message.get("headers", [])))}
                 if by_query:  # let the browser carry the token from now on
                     cookie = f"ccc_token={self.token}; HttpOnly; SameSite=Strict; Path=/".encode()
                     message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
@@ -219,6 +238,16 @@ class Guard:
                 await self._refuse(scope, send, 413, f"request body over the limit of {limit} bytes")
 
 
+def _safety_headers(headers: list) -> list:
+    """``headers`` with nosniff and, unless the route set a stricter one, the server's CSP."""
+    names = {k.lower() for k, _ in headers}
+    if b"x-content-type-options" not in names:
+        headers.append((b"x-content-type-options", b"nosniff"))
+    if b"content-security-policy" not in names:
+        headers.append((b"content-security-policy", CSP.encode()))
+    return headers
+
+
 # ------------------------------------------------------------------ the server object
 class PromptServer:
     """State of one running server: registry, queue, executor, websocket clients."""
@@ -228,7 +257,7 @@ class PromptServer:
         self.folders = Folders(config.base_dir)
         models_dir = Path(config.models_dir).expanduser().resolve() if config.models_dir is not None else None
         self.models = ModelFolders(models_dir)
-        self.registry: dict[str, type] = {**ccc_nodes.NODE_CLASS_MAPPINGS, **model_nodes(self.models),
+        self.registry: dict[str, type] = {**ccc_nodes.NODE_CLASS_MAPPINGS, **model_nodes(self.models, config.locked, config.allowed_repos),
                                           **image_nodes(self.folders, config.max_image_pixels), **config.extra_nodes}
         self.display_names = dict(ccc_nodes.NODE_DISPLAY_NAME_MAPPINGS)
         self.modules = {name: PACK_MODULE for name in ccc_nodes.NODE_CLASS_MAPPINGS}
@@ -655,5 +684,6 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         app.mount("/extensions/ccc_nodes", StaticFiles(directory=WEB_DIR), name="ccc_web")
     if config.web_root is not None:
         app.mount("/", StaticFiles(directory=config.web_root), name="frontend")
-    app.add_middleware(Guard, token=config.token, max_body=config.max_body_bytes, max_upload=config.max_upload_bytes)
+    app.add_middleware(Guard, token=config.token, max_body=config.max_body_bytes, max_upload=config.max_upload_bytes,
+                       allowed_hosts=tuple(config.allowed_hosts))
     return app

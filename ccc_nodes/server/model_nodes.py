@@ -44,11 +44,34 @@ class ModelFolders:
         return ", ".join(map(str, self.folders(kind)))
 
 
-def model_nodes(models: ModelFolders) -> dict[str, type]:
+def locked_source(repo_or_path: str, repos: tuple[str, ...], local: dict[str, Path]) -> str:
+    """What a locked loader loads for ``repo_or_path``: a listed repo id, or the name (or
+    the very folder) of one of the server's models; anything else is refused with a
+    message that says nothing about it (whether it exists, is a file or a folder)."""
+    given = repo_or_path.strip()
+    if given in repos:
+        return given
+    if given in local:
+        return str(local[given])
+    known = {str(p.resolve()): str(p) for p in local.values()}
+    if given.startswith(("/", "~", ".")) or "\\" in given:
+        try:
+            resolved = str(Path(given).expanduser().resolve())
+        except (OSError, RuntimeError, ValueError):
+            resolved = ""
+        if resolved in known:
+            return known[resolved]
+    raise ModelLoadError("this server is locked: repo_or_path must be one of its models or a listed repo id "
+                         f"({', '.join([*local, *repos]) or 'none'})")
+
+
+def model_nodes(models: ModelFolders, locked: bool = False, repos: tuple[str, ...] = ()) -> dict[str, type]:
     """``CCCModelLoader`` and ``CCCSAMLoader`` reading from ``models`` (none when it
-    follows the pack: the pack's own nodes then do the same)."""
-    if models.root is None:
+    follows the pack and is not locked: the pack's own nodes then do the same). Locked,
+    they load only the models in those folders and the repo ids in ``repos``."""
+    if models.root is None and not locked:
         return {}
+    repos = tuple(repos)
 
     class CCCModelLoader(ccc_nodes.CCCModelLoader):
         @classmethod
@@ -58,6 +81,8 @@ def model_nodes(models: ModelFolders) -> dict[str, type]:
             return spec
 
         def load(self, model, device, precision, repo_or_path="", revision=""):
+            if locked and repo_or_path.strip():
+                repo_or_path = locked_source(repo_or_path, repos, models.ccc_models())
             if not repo_or_path.strip() and model != DEFAULT_MODEL:
                 local = models.ccc_models()
                 if model not in local:
@@ -73,5 +98,10 @@ def model_nodes(models: ModelFolders) -> dict[str, type]:
         @staticmethod
         def folders() -> list[Path]:
             return models.folders("sams")
+
+        def load(self, model_type, device, checkpoint=None, repo_or_path=""):
+            if locked and (repo_or_path or "").strip():
+                repo_or_path = locked_source(repo_or_path, repos, models.sam_checkpoints())
+            return super().load(model_type, device, checkpoint, repo_or_path)
 
     return {"CCCModelLoader": CCCModelLoader, "CCCSAMLoader": CCCSAMLoader}

@@ -16,10 +16,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .files import Folders, atomic_write
 from .jsonbody import BodyError, parse_json
+from .safety import USERDATA_CSP
 
 __all__ = ["userdata_router"]
 
 SETTINGS_FILE = "comfy.settings.json"
+# User data the editor reads (workflows, settings, templates as JSON; user.css) is sent as
+# these types, which a browser never runs; the rest is sent as a download.
+INERT_TYPES = {".json": "application/json", ".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
 # Until the user changes them: skip the first-run template gallery (this server ships no
 # templates) and keep the editor from calling out to the internet for release notes.
 DEFAULT_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVersionUpdates": False}
@@ -136,7 +140,13 @@ def userdata_router(folders: Folders) -> APIRouter:
 
     @router.get("/userdata/{file:path}")
     def get_userdata(file: str):
-        return FileResponse(user_path(file, must_exist=True))
+        path = user_path(file, must_exist=True)
+        headers = {"Content-Security-Policy": USERDATA_CSP}
+        kind = INERT_TYPES.get(path.suffix.lower())
+        if kind is None:  # anything else is a download, never rendered from this origin
+            kind = "application/octet-stream"
+            headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{urllib.parse.quote(path.name)}"
+        return FileResponse(path, media_type=kind, headers=headers)
 
     @router.post("/userdata/{file:path}")
     async def post_userdata(file: str, request: Request, overwrite: str = "true", full_info: str = "false"):

@@ -1,0 +1,180 @@
+"""Regression tests of issue 11 against a real server on loopback: the host rule (DNS
+rebinding), the locked model loaders, inert user data and the headers on every response,
+the body caps' routes, FLOAT inputs JSON cannot hold, uploads that clash with the folder
+tree, and multi-frame images bounded by the pixel limit."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from test_server import graph, grey_png, run  # noqa: E402
+
+from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
+from ccc_nodes.server.safety import host_allowed  # noqa: E402
+
+EVIL = "rebind.evil.example"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, small_model):
+    base = tmp_path_factory.mktemp("safety")
+    small_model.save_pretrained(base / "models" / "ccc" / "small")
+    small_model.save_pretrained(base / "elsewhere" / "model")  # a real model outside the server's folders
+    (base / "elsewhere" / ".hidden").write_text("secret")
+    config = ServerConfig(base_dir=base / "work", models_dir=base / "models", allowed_hosts=("studio.lan",),
+                          locked=True, allowed_repos=("owner/listed",), max_upload_bytes=200_000,
+                          max_image_pixels=1_000_000)
+    with ServerThread(config) as srv:
+        srv.base, srv.root = base / "work", base
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def uploaded(client):
+    r = client.post("/upload/image", files={"image": ("grey.png", grey_png(), "image/png")}, data={"overwrite": "true"})
+    assert r.status_code == 200, r.text
+    return r.json()["name"]
+
+
+def ws_status(srv, host: str, origin: str | None = None) -> int:
+    """The HTTP status a websocket upgrade to /ws gets with this Host (and Origin)."""
+    lines = ["GET /ws?clientId=x HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
+    if origin:
+        lines.append(f"Origin: {origin}")
+    with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return int(s.recv(1024).split(b" ", 2)[1])
+
+
+# ------------------------------------------------------------------ 1. host rule
+def test_a_rebound_host_name_is_refused_everywhere(server, client, uploaded):
+    port = server.port
+    evil = {"Host": f"{EVIL}:{port}", "Origin": f"http://{EVIL}:{port}"}  # same-origin for the page
+    assert client.get("/system_stats", headers=evil).status_code == 403
+    assert client.get("/history", headers=evil).status_code == 403
+    assert client.get("/view", params={"filename": uploaded, "type": "input"}, headers=evil).status_code == 403
+    assert client.post("/prompt", json={"prompt": graph(uploaded, model="small")}, headers=evil).status_code == 403
+    assert client.post("/userdata/workflows%2Fx.json", content=b"{}", headers=evil).status_code == 403
+    assert not (server.base / "user" / "default" / "workflows" / "x.json").exists()
+    assert client.get("/queue").json() == {"queue_running": [], "queue_pending": []}
+    assert ws_status(server, f"{EVIL}:{port}", f"http://{EVIL}:{port}") == 403
+    assert ws_status(server, f"{EVIL}:{port}") == 403
+    # Loopback names with any port, and the listed name, are served.
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "127.8.9.10", f"[::1]:{port}", f"studio.lan:{port}",
+                 "LOCALHOST"):
+        assert client.get("/system_stats", headers={"Host": host}).status_code == 200, host
+    assert ws_status(server, f"localhost:{port}", f"http://localhost:{port}") == 101
+    assert ws_status(server, f"studio.lan:{port}") == 101
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("localhost:8188", True), ("127.0.0.1", True), ("127.255.0.1:1", True), ("[::1]:8188", True),
+    ("localhost.", True), ("studio.lan:80", True), ("STUDIO.LAN", True),
+    ("rebind.evil.example:8188", False), ("128.0.0.1", False), ("localhost.evil.example", False),
+    ("127.0.0.1.evil.example", False), ("", False), ("localhost:notaport", False), ("a@localhost", False),
+    ("evil.example/localhost", False), ("[::2]:80", False), ("0.0.0.0:8188", False),
+])
+def test_the_host_rule(host, ok):
+    assert host_allowed(host, ("studio.lan",)) is ok
+
+
+def test_with_a_token_the_host_is_not_restricted(tmp_path):
+    with ServerThread(ServerConfig(base_dir=tmp_path, token="t0k")) as srv, httpx.Client(base_url=srv.url) as c:
+        headers = {"Host": f"{EVIL}:{srv.port}", "Authorization": "Bearer t0k"}
+        assert c.get("/system_stats", headers=headers).status_code == 200
+        assert c.get("/system_stats", headers={"Host": f"{EVIL}:{srv.port}"}).status_code == 401
+
+
+# ------------------------------------------------------------------ 2. locked loaders
+def test_locked_loaders_refuse_every_other_path_alike(server, client, uploaded, tmp_path):
+    messages = set()
+    for given in ("/etc", "/etc/passwd", str(server.root / "elsewhere" / ".hidden"), str(server.root / "elsewhere"),
+                  str(server.root / "elsewhere" / "model"), str(tmp_path / "absent"), "owner/unlisted", "~/.bashrc"):
+        g = graph(uploaded, prefix="locked", model="small", size=64)
+        g["2"]["inputs"]["repo_or_path"] = given
+        _, msgs, entry = run(server, client, g)
+        error = next(m["data"] for m in msgs if m["type"] == "execution_error")
+        assert error["node_type"] == "CCCModelLoader" and entry["status"]["status_str"] == "error"
+        assert "locked" in error["exception_message"] and given not in error["exception_message"]
+        messages.add(error["exception_message"])
+    assert len(messages) == 1  # nothing tells existence, file or folder apart
+    assert not list((server.base / "output").glob("locked*"))
+    # The server's own models load, by name or by their folder.
+    for given in ("small", str(server.root / "models" / "ccc" / "small")):
+        g = graph(uploaded, prefix="mine", model="default", size=64)
+        g["2"]["inputs"]["repo_or_path"] = given
+        _, _, entry = run(server, client, g)
+        assert entry["status"]["status_str"] == "success", given
+
+
+def test_sam_loader_is_locked_too(server):
+    from ccc_nodes.server.model_nodes import locked_source
+
+    with pytest.raises(Exception, match="locked") as refused:
+        locked_source("/etc/passwd", ("owner/listed",), {})
+    assert "/etc" not in str(refused.value)
+    assert locked_source("owner/listed", ("owner/listed",), {}) == "owner/listed"
+    loader = server.app.state.server.registry["CCCSAMLoader"]
+    with pytest.raises(Exception, match="locked"):
+        loader().load("vit_b", "cpu", None, str(server.root / "elsewhere" / "model" / "model.safetensors"))
+
+
+def test_serve_is_locked_by_default_beyond_loopback():
+    import argparse
+
+    from ccc_nodes.server.cli import add_parser, server_config
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+
+    def config(*argv):
+        return server_config(parser.parse_args(["serve", *argv]), None)
+
+    assert config().locked is False
+    assert config("--host", "0.0.0.0").locked is True
+    assert config("--host", "192.168.1.5").locked is True and "192.168.1.5" in config("--host", "192.168.1.5").allowed_hosts
+    assert config("--host", "0.0.0.0", "--no-locked").locked is False
+    assert config("--locked", "--allow-repo", "o/n").allowed_repos == ("o/n",)
+    assert config("--allow-host", "a.lan", "--allow-host", "b.lan").allowed_hosts == ("a.lan", "b.lan", "127.0.0.1")
+
+
+# ------------------------------------------------------------------ 3. inert user data, headers everywhere
+def test_user_data_is_served_inert(client):
+    page = b"<html><script>fetch('/prompt', {method: 'POST'})</script></html>"
+    for name in ("page.html", "page.svg", "page.json.html", "page"):
+        assert client.post(f"/userdata/workflows%2F{name}", content=page).status_code == 200
+        r = client.get(f"/userdata/workflows%2F{name}")
+        assert r.content == page
+        assert r.headers["content-type"] == "application/octet-stream", name
+        assert r.headers["content-disposition"].startswith("attachment"), name
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert "sandbox" in r.headers["content-security-policy"] and "default-src 'none'" in r.headers[
+            "content-security-policy"]
+    assert client.post("/userdata/workflows%2Fw.json", content=b'{"a": 1}').status_code == 200
+    r = client.get("/api/userdata/workflows%2Fw.json")
+    assert r.headers["content-type"] == "application/json" and r.json() == {"a": 1}
+    assert "sandbox" in r.headers["content-security-policy"]
+
+
+def test_every_response_has_nosniff_and_a_csp(server, client):
+    responses = [client.get("/"), client.get("/system_stats"), client.get("/view", params={"filename": "absent.png"}),
+                 client.post("/prompt", content=b"{"), client.get("/nowhere"),
+                 client.get("/system_stats", headers={"Host": EVIL})]
+    for r in responses:
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+        csp = r.headers["content-security-policy"]
+        assert ("frame-ancestors 'none'" in csp and "object-src 'none'" in csp) or "default-src 'none'" in csp, r.url
+        assert "*" not in csp and "http:" not in csp
