@@ -172,12 +172,13 @@ class TemporalState:
     Attributes:
       settings: the :class:`TemporalSettings`.
       cuts: indices of the frames where the carry was reset (0 is the first frame).
-      reliable_share: per frame, the share of pixels whose flow was reliable (1.0 at 0).
+      reliable_share: the share of the last frame's pixels whose flow was reliable (1.0 at
+        the first frame; only the last is kept, so the state does not grow with the clip).
     """
 
     settings: TemporalSettings = TEMPORAL_DEFAULTS
     cuts: list[int] = field(default_factory=list)
-    reliable_share: list[float] = field(default_factory=list)
+    reliable_share: float = 1.0
     _q: torch.Tensor | None = field(default=None, init=False, repr=False)  # q_{t-1}
     _grey: np.ndarray | None = field(default=None, init=False, repr=False)  # the previous flow image
     _frames: int = field(default=0, init=False, repr=False)
@@ -206,13 +207,13 @@ class TemporalState:
         m = _to_cells(ok[..., None], cells)
         q = (1 - s.carry * m) * p + s.carry * m * _warp_cells(self._q, flow)
         self._q = q / q.sum(dim=1, keepdim=True)
-        self.reliable_share.append(share)
+        self.reliable_share = share
         return self._q.clamp_min(1e-12).log()
 
     def _reset(self, index: int, pred: Prediction, p: torch.Tensor, share: float, cut: bool = True) -> torch.Tensor:
         """Start again from this frame alone: its own logits, exactly as frame by frame."""
         self._q = p
-        self.reliable_share.append(share)
+        self.reliable_share = share
         if cut:
             self.cuts.append(index)
         return pred.logits

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 gr = pytest.importorskip("gradio")
 av = pytest.importorskip("av")
@@ -17,6 +18,16 @@ from test_space import load_app, serve, space_model
 from test_video import audio_packets, make_clip, pan
 
 from ccc_nodes.video import probe
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread: on a loaded 2-core machine more threads only make each other wait
+    (10x slower here); put back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
