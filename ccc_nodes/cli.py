@@ -61,37 +61,45 @@ def output_path(dst: Path) -> Path:
     return dst if dst.suffix.lower() in _WRITABLE else dst.with_suffix(dst.suffix + ".png")
 
 
-def collect_jobs(inputs: Sequence[str], outdir: Path) -> tuple[list[Job], list[tuple[str, str]]]:
+def _identities(path: Path) -> set:
+    """What makes a file the same file: its resolved path and, when it exists, its inode
+    (a hard link, a case-insensitive twin or a link on the way are the same file)."""
+    found: set = {path.resolve()}
+    try:
+        st = path.stat()
+        found.add((st.st_dev, st.st_ino))
+    except OSError:
+        pass
+    return found
+
+
+def collect_jobs(inputs: Sequence[str], outdir: Path,
+                 protect: Sequence[Path] = ()) -> tuple[list[Job], list[tuple[str, str]]]:
     """Expand files, folders (recursive) and globs into (source, destination) pairs.
 
     Folder inputs keep their sub-folder layout under ``outdir``; files keep their names.
-    Returns the jobs and a list of (input, problem) for inputs that gave nothing or whose
-    output another input already takes (two ``one.png`` from different folders).
+    Returns the jobs and a list of (input, problem) for inputs that gave nothing, whose
+    output would be written over any input of the run (any of them or of ``protect``,
+    whatever their order), or whose output another input already takes (two ``one.png``
+    from different folders).
     """
-    jobs: list[Job] = []
     problems: list[tuple[str, str]] = []
+    found: list[tuple[Path, Path]] = []  # (source, output relative to outdir), in order
     seen: set[Path] = set()
-    taken: dict[str, Path] = {}  # output path (case-folded: macOS and Windows) -> its source
 
     def add(src: Path, rel: Path) -> None:
         key = src.resolve()
-        if key in seen:
-            return
-        seen.add(key)
-        dst = output_path(outdir / rel)
-        other = taken.setdefault(str(dst).casefold(), src)
-        if other is not src:
-            problems.append((str(src), f"its output {dst} is already taken by {other}; colorize it with another -o"))
-            return
-        jobs.append(Job(src, dst))
+        if key not in seen:
+            seen.add(key)
+            found.append((src, rel))
 
     for spec in inputs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
                 problems.append((spec, "folder holds no images"))
-            for f in found:
+            for f in files:
                 add(f, Path(path.name) / f.relative_to(path) if len(inputs) > 1 else f.relative_to(path))
         elif path.is_file():
             add(path, Path(path.name))
@@ -101,6 +109,19 @@ def collect_jobs(inputs: Sequence[str], outdir: Path) -> tuple[list[Job], list[t
                 problems.append((spec, "no such file, folder or matching glob"))
             for f in matches:
                 add(f, Path(f.name))
+    sources = set().union(*(_identities(src) for src, _ in found), *(_identities(Path(p)) for p in protect))
+    jobs: list[Job] = []
+    taken: dict[str, Path] = {}  # output path (case-folded: macOS and Windows) -> its source
+    for src, rel in found:
+        dst = output_path(outdir / rel)
+        if _identities(dst) & sources:
+            problems.append((str(src), f"output {dst} would overwrite an input; choose another -o"))
+            continue
+        other = taken.setdefault(str(dst).casefold(), src)
+        if other is not src:
+            problems.append((str(src), f"its output {dst} is already taken by {other}; colorize it with another -o"))
+            continue
+        jobs.append(Job(src, dst))
     return jobs, problems
 
 
@@ -128,15 +149,8 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         return 2
     if args.temporal == "on" or any(Path(spec).suffix.lower() in VIDEO_SUFFIXES for spec in args.inputs):
         return cmd_colorize_sequences(args, outdir)
-    jobs, problems = collect_jobs(args.inputs, outdir)
+    safe, problems = collect_jobs(args.inputs, outdir)  # never an output over an input
     failures: list[tuple[str, str]] = list(problems)
-    inputs = {j.src.resolve() for j in jobs}
-    safe = []
-    for job in jobs:
-        if job.dst.resolve() in inputs:
-            failures.append((str(job.src), f"output {job.dst} would overwrite an input; choose another -o"))
-        else:
-            safe.append(job)
     if not safe:
         _report(0, failures)
         return 1
@@ -240,7 +254,7 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
     except (ModelLoadError, ValueError) as e:  # VideoError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    jobs, failures = collect_jobs([s for s in args.inputs if Path(s) not in videos], outdir)
+    jobs, failures = collect_jobs([s for s in args.inputs if Path(s) not in videos], outdir, protect=videos)
     video_jobs = [(v, outdir / v.name) for v in videos]
     failures += [(str(s), f"output {d} would overwrite an input; choose another -o")
                  for s, d in video_jobs if d.resolve() == s.resolve()]
