@@ -13,7 +13,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from test_server import graph, grey_png, run  # noqa: E402
+from test_server import Counted, graph, grey_png, run  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
 from ccc_nodes.server.safety import host_allowed  # noqa: E402
@@ -29,7 +29,7 @@ def server(tmp_path_factory, small_model):
     (base / "elsewhere" / ".hidden").write_text("secret")
     config = ServerConfig(base_dir=base / "work", models_dir=base / "models", allowed_hosts=("studio.lan",),
                           locked=True, allowed_repos=("owner/listed",), max_upload_bytes=200_000,
-                          max_image_pixels=1_000_000)
+                          max_body_bytes=150_000, max_image_pixels=1_000_000, extra_nodes={"Counted": Counted})
     with ServerThread(config) as srv:
         srv.base, srv.root = base / "work", base
         yield srv
@@ -178,3 +178,44 @@ def test_every_response_has_nosniff_and_a_csp(server, client):
         csp = r.headers["content-security-policy"]
         assert ("frame-ancestors 'none'" in csp and "object-src 'none'" in csp) or "default-src 'none'" in csp, r.url
         assert "*" not in csp and "http:" not in csp
+
+
+# ------------------------------------------------------------------ 7, 8, 11
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999", "NaN", "-1e400"])
+def test_float_inputs_json_cannot_hold_get_400_and_the_connection_lives(client, value):
+    g = {"1": {"class_type": "Counted", "inputs": {"a": 1, "b": value, "c": "x"}}}
+    r = client.post("/prompt", json={"prompt": g})
+    assert r.status_code == 400
+    error = r.json()["node_errors"]["1"]["errors"][0]
+    assert error["type"] == "invalid_input_type" and error["extra_info"]["received_value"] == value
+    assert client.get("/prompt").status_code == 200  # the same keep-alive connection
+
+
+def test_raw_json_numbers_out_of_range_are_refused(client):
+    body = b'{"prompt": {"1": {"class_type": "Counted", "inputs": {"a": 1, "b": 1e999, "c": "x"}}}}'
+    r = client.post("/prompt", content=body)
+    assert r.status_code == 400 and r.json()["error"]["type"] in ("invalid_prompt", "prompt_outputs_failed_validation")
+    assert client.get("/prompt").status_code == 200
+
+
+def test_uploads_that_clash_with_the_folder_tree_get_409(server, client):
+    (server.base / "input" / "afile").write_bytes(b"x")
+    (server.base / "input" / "adir.png").mkdir()
+    for fields, name in (({"subfolder": "afile"}, "g.png"), ({"subfolder": "afile/deeper"}, "g.png"),
+                         ({}, "adir.png"), ({"overwrite": "true"}, "adir.png")):
+        r = client.post("/upload/image", files={"image": (name, grey_png(), "image/png")}, data=fields)
+        assert r.status_code == 409, (fields, name, r.text)
+        assert "is a file" in r.json()["error"]["message"] or "is a folder" in r.json()["error"]["message"]
+    assert (server.base / "input" / "afile").read_bytes() == b"x" and (server.base / "input" / "adir.png").is_dir()
+    assert not [p for p in (server.base / "input").iterdir() if p.name.startswith(".part")]
+    assert client.get("/prompt").status_code == 200
+
+
+def test_the_upload_cap_applies_to_the_upload_routes_only(client):
+    body = b"x" * 170_000  # over the body cap (150 kB), under the upload cap (200 kB)
+    for path in ("/userdata/workflows%2Fupload%2Fimage", "/userdata/upload/image", "/prompt/upload/image",
+                 "/api/userdata/upload/image"):
+        assert client.post(path, content=body).status_code == 413, path
+    for path in ("/upload/image", "/api/upload/image"):
+        r = client.post(path, files={"image": ("big.png", body, "image/png")})
+        assert r.status_code == 400 and "big.png" in r.json()["error"]["message"], path  # past the cap: not an image

@@ -65,6 +65,7 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "example_workflows"
 TEMPLATE_PACK = "ccc-nodes"  # the custom_nodes folder name ComfyUI lists them under
 MB = 1024 * 1024
+UPLOAD_ROUTES = frozenset({"/upload/image", "/api/upload/image"})  # the only routes with the upload cap
 
 
 @dataclass
@@ -205,7 +206,7 @@ class Guard:
             return await self._refuse(scope, send, 401, "missing or wrong token: send 'Authorization: Bearer <token>'")
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
-        limit = self.max_upload if scope["path"].rstrip("/").endswith(("/upload/image", "/upload/mask")) else self.max_body
+        limit = self.max_upload if scope["path"] in UPLOAD_ROUTES else self.max_body
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return await self._refuse(scope, send, 413, f"request body over the limit of {limit} bytes")
@@ -403,6 +404,8 @@ async def _upload(server: PromptServer, request: Request) -> Response:
     target = folders.resolve(root, name, subfolder)
     if target.suffix.lower() not in IMAGE_SUFFIXES:
         raise FileError(f"{name!r}: only images ({', '.join(sorted(IMAGE_SUFFIXES))}) are accepted")
+    if (blocked := folders.in_the_way(root, target)) is not None:
+        raise FileError(f"cannot upload {name!r} there: {blocked}", 409)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".part-{uuid.uuid4().hex}{target.suffix}"
     try:
@@ -420,7 +423,7 @@ async def _upload(server: PromptServer, request: Request) -> Response:
         else:
             stem, suffix, i = target.stem, target.suffix, 1
             while True:
-                if final.exists() and sha256_file(final) == sha256_file(tmp):
+                if final.is_file() and sha256_file(final) == sha256_file(tmp):
                     break  # the same image is already there: reuse its name
                 try:
                     os.link(tmp, final)  # atomic and never overwrites

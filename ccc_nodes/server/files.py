@@ -108,6 +108,17 @@ class Folders:
             raise FileError(f"no file {'/'.join(parts)!r} in the {root.name} folder", 404)
         return path
 
+    @staticmethod
+    def in_the_way(root: Path, path: Path) -> str | None:
+        """Why ``path`` (inside ``root``) cannot be written as a file: a folder has its name,
+        or a file has the name of a folder on the way to it; None when nothing is in the way."""
+        if path.is_dir():
+            return f"{path.relative_to(root).as_posix()!r} is a folder"
+        for parent in path.parents:
+            if parent.is_relative_to(root) and parent.exists() and not parent.is_dir():
+                return f"{parent.relative_to(root).as_posix()!r} is a file, not a folder"
+        return None
+
     def list_images(self, kind: str = "input") -> list[str]:
         """Image files in a folder (recursively), as ``/``-separated names, sorted."""
         from ..images import IMAGE_SUFFIXES

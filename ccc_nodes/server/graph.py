@@ -109,13 +109,14 @@ def _validate_node(prompt: dict, node_id: str, registry: Registry, validated: di
             continue
         if isinstance(value, dict) and "__value__" in value:  # a list value, wrapped by the frontend
             value = inputs[name] = value["__value__"]
+        given = value  # what the client sent: always JSON, unlike a converted NaN or infinity
         try:
             if wanted == "INT":
                 value = int(value)
             elif wanted == "FLOAT":
                 value = float(value)
                 if not math.isfinite(value):
-                    raise ValueError("not a finite number")
+                    raise ValueError(f"{given!r} is not a finite number"[:200])
             elif wanted == "STRING":
                 value = str(value)
             elif wanted == "BOOLEAN":
@@ -123,8 +124,8 @@ def _validate_node(prompt: dict, node_id: str, registry: Registry, validated: di
             inputs[name] = value
         except (TypeError, ValueError, OverflowError) as e:
             errors.append(_error("invalid_input_type", f"Failed to convert an input value to a {wanted} value",
-                                 f"{name}, {value}, {e}", input_name=name, input_config=config,
-                                 received_value=value, exception_message=str(e)))
+                                 f"{name}, {given}, {e}"[:500], input_name=name, input_config=config,
+                                 received_value=given, exception_message=str(e)[:500]))
             continue
         if name in custom_args:
             continue  # the node checks this input itself (ComfyUI skips min/max/list too)

@@ -63,7 +63,7 @@ def userdata_router(folders: Folders) -> APIRouter:
 
     def in_the_way(path: Path) -> Response | None:
         """409 when a folder has the file's name, or a file a folder's on the way to it."""
-        blocked = path.is_dir() or any(p.exists() and not p.is_dir() for p in path.parents if p.is_relative_to(root))
+        blocked = folders.in_the_way(root, path)
         return Response("A file or folder of that name is in the way", status_code=409) if blocked else None
 
     @router.get("/users")
