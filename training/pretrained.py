@@ -93,7 +93,7 @@ def load_encoder_weights(model: nn.Module, init: str) -> str:
         sd = load_file(str(path))
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    whole_model = any(k.startswith("encoder.") for k in sd)
+    whole_model = "decoder.head.weight" in sd  # a CCC++ model (either decoder), not an encoder's own file
     if whole_model:
         sd = {k.removeprefix("encoder."): v for k, v in sd.items() if k.startswith("encoder.")}
     ref = encoder.state_dict()
