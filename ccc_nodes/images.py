@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "ImageTooLarge", "open_image", "to_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "ImageTooLarge", "check_frames", "open_image", "to_rgb"]
 
 MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs) unless told otherwise
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".tga"}
@@ -80,6 +80,35 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
             _check_size(im.size, max_pixels, str(path))
             im.load()
             return ImageOps.exif_transpose(im)
+
+
+def check_frames(path: str | os.PathLike, max_pixels: int, max_frames: int) -> int:
+    """The frames a loader would take from ``path`` (at most ``max_frames``), after
+    checking from the header alone that all of them together (canvas size x frames) stay
+    within ``max_pixels`` (0: no limit): the one limit bounds a multi-frame file's whole
+    batch, not each frame. Raises :class:`ImageTooLarge` before anything is decoded."""
+    name = str(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _PIL_GUARD:
+                guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    im = Image.open(path)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = guard
+            with im:
+                frames = min(max(int(getattr(im, "n_frames", 1)), 1), max_frames)
+                w, h = im.size
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: not an image file PIL can read ({e})") from e
+    total = w * h * frames
+    if max_pixels and total > max_pixels and frames > 1:
+        raise ImageTooLarge(
+            f"{name}: refused, {frames} frames of {w}x{h} = {total / 1e6:.0f} MP in all is over the limit of "
+            f"{max_pixels / 1e6:.0f} MP (a multi-frame bomb, or raise the limit)", total)
+    _check_size((w, h), max_pixels, name)
+    return frames
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:

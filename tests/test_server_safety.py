@@ -5,9 +5,11 @@ tree, and multi-frame images bounded by the pixel limit."""
 
 from __future__ import annotations
 
+import io
 import socket
 
 import pytest
+from PIL import Image
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -219,3 +221,34 @@ def test_the_upload_cap_applies_to_the_upload_routes_only(client):
     for path in ("/upload/image", "/api/upload/image"):
         r = client.post(path, files={"image": ("big.png", body, "image/png")})
         assert r.status_code == 400 and "big.png" in r.json()["error"]["message"], path  # past the cap: not an image
+
+
+# ------------------------------------------------------------------ 5. multi-frame bombs
+def gif(frames: int, size: int) -> bytes:
+    buf = io.BytesIO()
+    seq = [Image.new("L", (size, size), 40 * i % 255) for i in range(frames)]
+    seq[0].save(buf, format="GIF", save_all=True, append_images=seq[1:])
+    return buf.getvalue()
+
+
+def test_all_frames_together_are_bounded_by_the_pixel_limit(server, client):
+    bomb = gif(64, 256)  # each frame 65 kP, far under the 1 MP limit; all 64 together 4.2 MP
+    assert len(bomb) < 60_000
+    r = client.post("/upload/image", files={"image": ("bomb.gif", bomb, "image/gif")})
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert "bomb.gif" in message and "64 frames of 256x256" in message and "over the limit of 1 MP" in message
+    assert str(server.base) not in message
+    assert not [p for p in (server.base / "input").iterdir() if p.name.startswith(("bomb", ".part"))]
+    # A file placed in input/ by other means is refused by LoadImage before it is decoded.
+    (server.base / "input" / "placed.gif").write_bytes(bomb)
+    g = {"1": {"class_type": "LoadImage", "inputs": {"image": "placed.gif"}},
+         "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    _, msgs, entry = run(server, client, g)
+    error = next(m["data"] for m in msgs if m["type"] == "execution_error")
+    assert error["node_type"] == "LoadImage" and "64 frames" in error["exception_message"]
+    # Within the limit together, a multi-frame file still loads as a batch.
+    r = client.post("/upload/image", files={"image": ("ok.gif", gif(12, 256), "image/gif")})
+    assert r.status_code == 200, r.text
+    _, _, entry = run(server, client, {**g, "1": {"class_type": "LoadImage", "inputs": {"image": r.json()["name"]}}})
+    assert entry["status"]["status_str"] == "success" and len(entry["outputs"]["2"]["images"]) == 12

@@ -43,11 +43,11 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from .. import nodes as ccc_nodes
-from ..images import IMAGE_SUFFIXES, ImageError, open_image
+from ..images import IMAGE_SUFFIXES, ImageError, check_frames, open_image
 from .executor import Executor, PromptQueue
 from .files import FileError, Folders, sha256_file
 from .graph import node_info, validate_prompt
-from .image_nodes import image_nodes
+from .image_nodes import MAX_FRAMES, image_nodes
 from .jsonbody import BodyError, json_problem, parse_json
 from .model_nodes import ModelFolders, model_nodes
 from .safety import CSP, host_allowed
@@ -413,7 +413,9 @@ async def _upload(server: PromptServer, request: Request) -> Response:
             while chunk := await image.read(1 << 20):
                 f.write(chunk)
         try:
-            open_image(tmp, server.config.max_image_pixels)  # a real, readable image within the pixel cap
+            # a real, readable image whose frames (as LoadImage takes them) are within the pixel cap together
+            check_frames(tmp, server.config.max_image_pixels, MAX_FRAMES)
+            open_image(tmp, server.config.max_image_pixels)
         except ImageError as e:
             raise FileError(f"{name!r}: {str(e).removeprefix(str(tmp) + ': ')}") from e
         overwrite = str(form.get("overwrite", "")).lower() in ("true", "1")

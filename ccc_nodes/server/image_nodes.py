@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
-from ..images import ImageError, open_image, to_rgb
+from ..images import ImageError, check_frames, open_image, to_rgb
 from .files import FileError, Folders, safe_parts, sha256_file
 
 __all__ = ["MAX_FRAMES", "image_nodes"]
@@ -67,6 +67,7 @@ def image_nodes(folders: Folders, max_pixels: int) -> dict[str, type]:
 
         def load_image(self, image):
             path = folders.resolve(folders.input, image, must_exist=True)
+            check_frames(path, max_pixels, MAX_FRAMES)  # all frames together within the limit, before decoding
             open_image(path, max_pixels)  # refuses non-images, decompression bombs, broken files
             frames, masks = [], []
             with Image.open(path) as im:
