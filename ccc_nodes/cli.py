@@ -73,6 +73,35 @@ def _identities(path: Path) -> set:
     return found
 
 
+def _through_link(path: Path) -> bool:
+    """Whether ``path`` or a folder on its way (below the working folder) is a link."""
+    return any(p.is_symlink() for p in (path, *path.parents) if p != Path(p.anchor))
+
+
+def _folder_images(folder: Path, problems: list[tuple[str, str]]) -> list[Path]:
+    """The image files under ``folder`` (recursive, sorted); sub-folders that cannot be
+    read, links to folders (not followed) and dangling links are added to ``problems``."""
+    def unreadable(e: OSError) -> None:
+        problems.append((e.filename or str(folder), f"folder cannot be read: {(e.strerror or str(e)).lower()}"))
+
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
+        here = Path(dirpath)
+        for d in sorted(dirnames):
+            if (here / d).is_symlink():
+                problems.append((str(here / d), f"a link to the folder {os.readlink(here / d)}; links to folders "
+                                                "are not followed (give the folder itself)"))
+        for f in filenames:
+            p = here / f
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if p.is_symlink() and not p.exists():
+                problems.append((str(p), f"a link to {os.readlink(p)}, which does not exist"))
+            elif p.is_file():
+                found.append(p)
+    return sorted(found)
+
+
 def collect_jobs(inputs: Sequence[str], outdir: Path,
                  protect: Sequence[Path] = ()) -> tuple[list[Job], list[tuple[str, str]]]:
     """Expand files, folders (recursive) and globs into (source, destination) pairs.
@@ -84,31 +113,46 @@ def collect_jobs(inputs: Sequence[str], outdir: Path,
     from different folders).
     """
     problems: list[tuple[str, str]] = []
-    found: list[tuple[Path, Path]] = []  # (source, output relative to outdir), in order
-    seen: set[Path] = set()
+    candidates: list[tuple[Path, Path]] = []  # (source, output relative to outdir), in order
 
-    def add(src: Path, rel: Path) -> None:
-        key = src.resolve()
-        if key not in seen:
-            seen.add(key)
-            found.append((src, rel))
+    def dangling(f: Path) -> bool:
+        if f.is_symlink() and not f.exists():
+            problems.append((str(f), f"a link to {os.readlink(f)}, which does not exist"))
+            return True
+        return False
 
     for spec in inputs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
+            reported = len(problems)
+            files = _folder_images(path, problems)
+            if not files and len(problems) == reported:
                 problems.append((spec, "folder holds no images"))
             for f in files:
-                add(f, Path(path.name) / f.relative_to(path) if len(inputs) > 1 else f.relative_to(path))
+                candidates.append((f, Path(path.name) / f.relative_to(path) if len(inputs) > 1 else f.relative_to(path)))
         elif path.is_file():
-            add(path, Path(path.name))
+            candidates.append((path, Path(path.name)))
+        elif dangling(path):
+            continue
         else:
-            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
-            if not matches:
+            reported = len(problems)
+            matches = [m for m in sorted(Path(m) for m in glob.glob(str(path), recursive=True))
+                       if not dangling(m) and m.is_file()]
+            if not matches and len(problems) == reported:
                 problems.append((spec, "no such file, folder or matching glob"))
-            for f in matches:
-                add(f, Path(f.name))
+            candidates += [(f, Path(f.name)) for f in matches]
+    # One job per file: a link and the file it names (or two links to one file) are the
+    # same input, colorized once under the real file's name when it is in the run.
+    by_file: dict[Path, list[tuple[Path, Path]]] = {}
+    for src, rel in candidates:
+        by_file.setdefault(src.resolve(), []).append((src, rel))
+    found: list[tuple[Path, Path]] = []
+    for same in by_file.values():
+        kept = next((c for c in same if not _through_link(c[0])), same[0])
+        found.append(kept)
+        for src, _ in same:
+            if src.absolute() != kept[0].absolute():
+                problems.append((str(src), f"the same file as {kept[0]} (through a link); colorized once, as {kept[0]}"))
     sources = set().union(*(_identities(src) for src, _ in found), *(_identities(Path(p)) for p in protect))
     jobs: list[Job] = []
     taken: dict[str, Path] = {}  # output path (case-folded: macOS and Windows) -> its source

@@ -69,7 +69,11 @@ def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         raise ImageError(f"{path}: refused, too many pixels ({e})") from e
     except UnidentifiedImageError as e:
         raise ImageError(f"{path}: not an image file PIL can read") from e
-    except (OSError, SyntaxError, ValueError) as e:
+    except OSError as e:
+        if e.errno is not None:  # the system's refusal (permission, a folder, an I/O error), not the file's content
+            raise ImageError(f"{path}: cannot be read: {(e.strerror or str(e)).lower()}") from e
+        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
+    except (SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
 
 
@@ -100,7 +104,11 @@ def check_frames(path: str | os.PathLike, max_pixels: int, max_frames: int) -> i
             with im:
                 frames = min(max(int(getattr(im, "n_frames", 1)), 1), max_frames)
                 w, h = im.size
-    except (OSError, SyntaxError, ValueError) as e:
+    except OSError as e:
+        if e.errno is not None:
+            raise ImageError(f"{name}: cannot be read: {(e.strerror or str(e)).lower()}") from e
+        raise ImageError(f"{name}: not an image file PIL can read ({e})") from e
+    except (SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not an image file PIL can read ({e})") from e
     total = w * h * frames
     if max_pixels and total > max_pixels and frames > 1:

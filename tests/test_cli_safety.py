@@ -4,6 +4,10 @@ of the run, whatever the order of the inputs (resolved paths and inodes compared
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -67,3 +71,69 @@ def test_inputs_are_compared_by_inode_too(tmp_path):
     # Protected paths (the run's videos) count as inputs.
     jobs, problems = collect_jobs([str(tmp_path / "a" / "one.png")], tmp_path / "out", protect=[tmp_path / "keep.png"])
     assert jobs == [] and "would overwrite an input" in problems[0][1]
+
+
+# ------------------------------------------------------------------ 12-14: nothing skipped in silence
+SETPRIV = shutil.which("setpriv")
+
+
+def unprivileged(*argv: str) -> subprocess.CompletedProcess:
+    """Run ``ccc`` so that file permissions hold (as root: without the capabilities that
+    override them), with its stderr."""
+    cmd = [sys.executable, "-m", "ccc_nodes.cli", *argv]
+    if os.geteuid() == 0:
+        if SETPRIV is None:
+            pytest.skip("root without setpriv: permissions cannot be made to hold")
+        cmd = [SETPRIV, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
+               *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def tree(grey, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    grey.save(src / "ok.jpg")
+    grey.save(src / "sub" / "c.jpg")
+    (src / "link.jpg").symlink_to(Path("sub") / "c.jpg")
+    (src / "dangling.jpg").symlink_to("gone.jpg")
+    return src
+
+
+def test_links_are_reported_and_the_real_file_is_colorized(tree, tmp_path):
+    jobs, problems = collect_jobs([str(tree)], tmp_path / "out")
+    assert sorted(str(j.dst.relative_to(tmp_path / "out")) for j in jobs) == ["ok.jpg", "sub/c.jpg"]
+    assert sorted(problems) == [
+        (str(tree / "dangling.jpg"), "a link to gone.jpg, which does not exist"),
+        (str(tree / "link.jpg"), f"the same file as {tree / 'sub' / 'c.jpg'} (through a link); colorized once, "
+                                 f"as {tree / 'sub' / 'c.jpg'}")]
+    # Given by name or by glob, a dangling link is named too.
+    for spec in (tree / "dangling.jpg", tree / "dang*.jpg"):
+        assert collect_jobs([str(spec)], tmp_path / "out")[1] == [
+            (str(tree / "dangling.jpg"), "a link to gone.jpg, which does not exist")]
+    # A link to a folder is not followed, and says so.
+    (tree / "more").symlink_to("sub")
+    problems = collect_jobs([str(tree)], tmp_path / "out")[1]
+    assert any(name == str(tree / "more") and "links to folders are not followed" in why for name, why in problems)
+
+
+def test_unreadable_folders_and_files_are_reported_and_fail_the_run(tree, model_dir, tmp_path):  # noqa: F811
+    (tree / "link.jpg").unlink()
+    (tree / "dangling.jpg").unlink()
+    (tree / "locked").mkdir()
+    Image.new("L", (32, 32)).save(tree / "locked" / "hidden.jpg")
+    Image.new("L", (32, 32)).save(tree / "noread.jpg")
+    os.chmod(tree / "locked", 0)
+    os.chmod(tree / "noread.jpg", 0)
+    try:
+        r = unprivileged("colorize", str(tree), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--size", "64",
+                         "--device", "cpu", "-q")
+    finally:
+        os.chmod(tree / "locked", 0o755)
+        os.chmod(tree / "noread.jpg", 0o644)
+    assert r.returncode == 1, r.stderr
+    assert "colorized 2 images" in r.stderr and "2 skipped" in r.stderr
+    assert f"skipped {tree / 'locked'}: folder cannot be read: permission denied" in r.stderr
+    assert f"skipped {tree / 'noread.jpg'}: cannot be read: permission denied" in r.stderr
+    assert "corrupt" not in r.stderr
+    assert (tmp_path / "out" / "ok.jpg").is_file() and (tmp_path / "out" / "sub" / "c.jpg").is_file()
