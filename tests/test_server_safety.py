@@ -6,7 +6,9 @@ tree, and multi-frame images bounded by the pixel limit."""
 from __future__ import annotations
 
 import io
+import os
 import socket
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -252,3 +254,16 @@ def test_all_frames_together_are_bounded_by_the_pixel_limit(server, client):
     assert r.status_code == 200, r.text
     _, _, entry = run(server, client, {**g, "1": {"class_type": "LoadImage", "inputs": {"image": r.json()["name"]}}})
     assert entry["status"]["status_str"] == "success" and len(entry["outputs"]["2"]["images"]) == 12
+
+
+# ------------------------------------------------------------------ 15
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="Linux's /proc/meminfo is the figure compared with")
+def test_system_stats_reports_real_free_memory(client):
+    meminfo = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        meminfo[key] = int(rest.split()[0]) * 1024
+    stats = client.get("/system_stats").json()["system"]
+    assert stats["ram_total"] == meminfo["MemTotal"]
+    assert 0 < stats["ram_free"] < stats["ram_total"]
+    assert abs(stats["ram_free"] - meminfo["MemAvailable"]) < 0.2 * meminfo["MemTotal"]  # the system's figure, moving

@@ -438,17 +438,38 @@ async def _upload(server: PromptServer, request: Request) -> Response:
     return JSONResponse({"name": final.name, "subfolder": subfolder, "type": kind})
 
 
-def _system_stats() -> dict:
-    import torch
-
+def _memory() -> tuple[int, int]:
+    """(total, available) RAM in bytes: psutil's figures, else /proc/meminfo's (Linux),
+    else the physical pages with the available ones where the system tells them."""
     try:
         import psutil
 
         vm = psutil.virtual_memory()
-        ram_total, ram_free = vm.total, vm.available
+        return vm.total, vm.available
     except ImportError:
-        pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-        ram_total = ram_free = pages * (os.sysconf("SC_PAGE_SIZE") if pages else 0)
+        pass
+    try:
+        fields = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                fields[key] = int(rest.split()[0]) * 1024
+        return fields["MemTotal"], fields.get("MemAvailable", fields.get("MemFree", 0))
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
+    total = os.sysconf("SC_PHYS_PAGES") * page if page else 0
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * page
+    except (ValueError, OSError):
+        free = 0  # unknown: never reported as all of it
+    return total, free
+
+
+def _system_stats() -> dict:
+    import torch
+
+    ram_total, ram_free = _memory()
     if torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info()
         device = {"name": torch.cuda.get_device_name(), "type": "cuda", "index": torch.cuda.current_device(),
