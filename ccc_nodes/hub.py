@@ -130,6 +130,15 @@ def hub_unreachable(repo_id: str, filename: str, revision: str | None = None, to
     return None
 
 
+def _download_to(repo_id: str, folder: Path, revision: str | None, token: str | bool | None, offline: bool) -> Path:
+    """The model files of ``repo_id`` in ``folder`` (downloaded, or already there when offline)."""
+    from huggingface_hub import hf_hub_download
+
+    for name in MODEL_FILES:
+        hf_hub_download(repo_id, name, revision=revision, token=token, local_dir=folder, local_files_only=offline)
+    return folder
+
+
 def _explain(e: Exception, target: str, revision: str | None, is_folder: bool,
              unreachable: str | None = None) -> ModelLoadError:
     """Turn a loading failure into a message that says what failed and what to do."""
@@ -167,6 +176,7 @@ def load_model(
     local_files_only: bool = False,
     token: str | bool | None = None,
     device: str | torch.device = "cpu",
+    local_dir: str | os.PathLike | None = None,
 ) -> CCCNet:
     """Load a CCC++ model in eval mode.
 
@@ -178,6 +188,9 @@ def load_model(
       local_files_only: never touch the network (``HF_HUB_OFFLINE=1`` does the same).
       token: Hub token for private repos.
       device: where to put the model.
+      local_dir: for a Hub repo id, download its files into this folder (a model folder
+        the user sees, e.g. ComfyUI's ``models/ccc/owner--name``) instead of the Hugging
+        Face cache, and load them from there; without network the folder's files are used.
     """
     from huggingface_hub import errors
 
@@ -189,10 +202,12 @@ def load_model(
         else:
             if not local_files_only:  # no network: the cache at once, not a storm of retries first
                 unreachable = hub_unreachable(resolved, MODEL_FILES[0], revision, token)
-            model = CCCNet.from_pretrained(
-                resolved, revision=revision, cache_dir=cache_dir, token=token,
-                local_files_only=local_files_only or unreachable is not None,
-            )
+            offline = local_files_only or unreachable is not None
+            if local_dir is not None:
+                model = _load_folder(_download_to(resolved, Path(local_dir), revision, token, offline))
+            else:
+                model = CCCNet.from_pretrained(resolved, revision=revision, cache_dir=cache_dir, token=token,
+                                               local_files_only=offline)
     except ModelLoadError:
         raise
     except (OSError, ValueError, TypeError, RuntimeError, KeyError, errors.EntryNotFoundError) as e:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from .cache import ModelCache
 from .harmonize import HARMONIZE_DEFAULTS, harmonize
 from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior, parse_color
-from .hub import DEFAULT_MODEL, ModelLoadError
+from .hub import DEFAULT_MODEL, ModelLoadError, load_model, resolve_source
 from .masks import SAM_MODEL_TYPES, MaskSet, generate_masks, given_masks, overlay
 from .metrics import METRIC_NAMES, ColorMetrics, is_grey, markdown_table, metric_classes
 from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, check_size, class_map_rgb, pick_device
@@ -251,8 +251,15 @@ def _managed(net: torch.nn.Module, device: torch.device | None = None) -> torch.
 
 def _colorizer(source: str, revision: str | None, device: str, precision: str) -> Colorizer:
     dev = _device(device)
-    return _MODELS.get(("ccc", source, revision, str(dev), precision),
-                   lambda: Colorizer(source, device=dev, precision=precision, revision=revision))
+
+    def load() -> Colorizer:
+        # Inside ComfyUI a Hub model lands in models/ccc/<owner>--<name>, where users see and manage it
+        # (and the loader lists it next time), not in the Hugging Face cache.
+        hub_id = folder_paths is not None and isinstance(resolve_source(source), str)
+        local_dir = Path(folder_paths.models_dir, "ccc", source.replace("/", "--")) if hub_id else None
+        return Colorizer(load_model(source, revision=revision, local_dir=local_dir), device=dev, precision=precision)
+
+    return _MODELS.get(("ccc", source, revision, str(dev), precision), load)
 
 
 def _with_size(colorizer: Colorizer, size: int) -> Colorizer:

@@ -1,6 +1,7 @@
 """The ComfyUI findings against a real ComfyUI: the pack loaded by ComfyUI's own loader, its
 model folders, core ImageScale's bicubic output, ComfyUI's own validation and error
-names, and its model management unloading the pack's network. Needs a ComfyUI checkout with its own environment, so it runs only when
+names, its model management unloading the pack's network, and a Hub model (from a Hub on
+loopback) landing in ``models/ccc``. Needs a ComfyUI checkout with its own environment, so it runs only when
 ``CCC_COMFYUI_DIR`` names one (docs/COMFYUI.md: ComfyUI 0.3.64, its ``.venv``); skipped
 otherwise. ``CCC_COMFYUI_PYTHON`` overrides the interpreter (default ``$CCC_COMFYUI_DIR/.venv/bin/python``).
 """
@@ -13,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_hub import fake_hub  # noqa: F401, F811 - the fixture: a Hub on loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFYUI = os.environ.get("CCC_COMFYUI_DIR")
@@ -71,6 +73,11 @@ graph["2"]["inputs"]["device"] = "cuda"
 graph["3"]["inputs"]["size"] = 224
 out["cuda"] = validate(graph, "2") if not torch.cuda.is_available() else None
 
+# a Hub model loaded inside ComfyUI lands in models/ccc/<owner>--<name> and is listed next time
+N["CCCModelLoader"]().load("default", "cpu", "fp32", repo_or_path=os.environ["CCC_TEST_REPO"])
+out["hub_folder"] = sorted(os.listdir(os.path.join(tmp, "models", "ccc")))
+out["listed"] = N["CCCModelLoader"].INPUT_TYPES()["required"]["model"][0]
+
 # the name ComfyUI's error dialog shows for the pack's exceptions
 try:
     N["CCCModelLoader"]().load("absent", "cpu", "fp32")
@@ -80,11 +87,15 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def test_the_findings_in_real_comfyui(tmp_path):
+def test_the_findings_in_real_comfyui(tmp_path, fake_hub):  # noqa: F811
+    from test_hub import REPO
+
     python = os.environ.get("CCC_COMFYUI_PYTHON") or str(Path(COMFYUI) / ".venv" / "bin" / "python")
     (tmp_path / "input").mkdir()
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_CACHE": str(tmp_path / "hf"), "CCC_TEST_REPO": REPO}
+    env.pop("HF_HUB_OFFLINE", None)
     r = subprocess.run([python, "-c", SCRIPT, COMFYUI, str(ROOT), str(tmp_path)], capture_output=True, text=True,
-                       timeout=600)
+                       timeout=600, env=env)
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert r.returncode == 0 and line, r.stdout[-2000:] + r.stderr[-4000:]
     out = json.loads(line.removeprefix("RESULT "))
@@ -103,5 +114,9 @@ def test_the_findings_in_real_comfyui(tmp_path):
         ok, errors = out["cuda"]
         assert not ok and "torch sees no CUDA GPU" in json.dumps(errors)
     assert out["error_type"] == "ccc_nodes.hub.ModelLoadError"
+    # the Hub model is in models/ccc, where the loader lists it
+    folder = REPO.replace("/", "--")
+    assert folder in out["hub_folder"] and folder in out["listed"]
+    assert (tmp_path / "models" / "ccc" / folder / "model.safetensors").is_file() and not (tmp_path / "hf").exists()
     # the network is ComfyUI's to unload (and to load again)
     assert out["held_after_run"] and not out["held_after_unload"] and out["rerun_equal"]

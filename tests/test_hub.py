@@ -150,3 +150,94 @@ def test_unreachable_hub_still_loads_a_cached_repo(hub_cache, small_model):
     r = _unreachable_load(hub_cache, REPO)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"K {small_model.num_classes}" in r.stdout and "Retrying" not in r.stderr
+
+
+class FakeHub:
+    """A Hub on loopback that serves one model folder as ``repo`` at one commit: the two
+    requests huggingface_hub makes for a file (HEAD for its metadata, GET for its bytes).
+    Real HTTP, real huggingface_hub client code; ``requests`` counts what was asked."""
+
+    def __init__(self, folder: Path, repo: str = REPO, commit: str = COMMIT):
+        import hashlib
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        files = {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
+        self.requests: list[str] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, body: bool) -> None:
+                hub.requests.append(f"{self.command} {self.path}")
+                prefix = f"/{repo}/resolve/"
+                name = self.path.split("?")[0].removeprefix(prefix).split("/", 1)[-1]
+                if not self.path.startswith(prefix) or name not in files:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = files[name]
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", commit)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self):  # noqa: N802 - http.server's names
+                self._answer(False)
+
+            def do_GET(self):  # noqa: N802
+                self._answer(True)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def fake_hub(tmp_path, small_model):
+    saved = tmp_path / "upload"
+    small_model.save_pretrained(saved)
+    hub = FakeHub(saved)
+    yield hub
+    hub.close()
+
+
+def _load_in(env_extra: dict, code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_extra}
+    env.pop("HF_HUB_OFFLINE", None)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_hub_model_can_land_in_a_model_folder(fake_hub, tmp_path, small_model):
+    """local_dir: the files go to a folder the user sees (ComfyUI's models/ccc/owner--name), not the
+    Hugging Face cache; without network that folder is used."""
+    folder = tmp_path / "models" / "ccc" / REPO.replace("/", "--")
+    code = (f"from ccc_nodes import load_model\nm = load_model({REPO!r}, local_dir={str(folder)!r})\n"
+            "print('K', m.num_classes)")
+    env = {"HF_ENDPOINT": fake_hub.url, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "home")}
+    r = _load_in(env, code)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"K {small_model.num_classes}" in r.stdout
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert not list((tmp_path / "cache").glob("models--*"))  # nothing in the Hugging Face cache
+    assert any(q.startswith("GET ") for q in fake_hub.requests)
+    # Now the Hub cannot be reached: the folder's files are used, at once
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    r = _load_in({**env, "HF_ENDPOINT": closed}, "import logging; logging.basicConfig()\n" + code)
+    assert r.returncode == 0 and f"K {small_model.num_classes}" in r.stdout, r.stdout + r.stderr
+    assert "Retrying" not in r.stderr
