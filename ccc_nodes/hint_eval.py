@@ -102,8 +102,8 @@ def evaluate_hints(
         for n in counts:
             steered = apply_hints(pred, pool[:n], regions=regions[:n])
             out = steered.rgb(colorizer.decode, colorizer.temperature).clamp(0, 1)
-            for k, v in _scores(out, gt[None], gt_classes, classes).items():
-                scores[n][k].append(v)
+            for name, value in _scores(out, gt[None], gt_classes, classes).items():
+                scores[n][name].append(value)
             lab = rgb_to_lab(out)[0]
             errs[n] += _delta_e(lab, L_in, pool[:n], regions[:n])
             dl[n].append(float((lab[0] - L_in[0, 0]).abs().mean()))
@@ -141,6 +141,7 @@ def _grid(rows: list[list[torch.Tensor]], heads: Sequence[str], tile: int = 192)
     return _gallery(rows, heads, tile=tile)
 
 
+_FORMATS = {"ssim": "{:.4f}"}
 _HEADS = {"psnr": "PSNR dB", "ssim": "SSIM", "tar": "TAR %", "cf": "CF", "delta_e": "dE in hinted regions",
           "delta_l": "mean abs(L out - L in)"}
 
@@ -154,8 +155,8 @@ def write_hint_report(rows: dict, out: Path, gallery: Image.Image | None, comman
     paths["json"].write_text(json.dumps({"rows": rows, "command": command}, indent=2) + "\n")
     head = "| hint points | " + " | ".join(_HEADS.values()) + " |"
     rule = "|---:|" + "---:|" * len(_HEADS)
-    body = [f"| {n} | " + " | ".join("n/a" if math.isnan(r[k]) else f"{r[k]:.2f}" for k in _HEADS) + " |"
-            for n, r in rows.items()]
+    body = [f"| {n} | " + " | ".join("n/a" if math.isnan(r[k]) else _FORMATS.get(k, "{:.2f}").format(r[k])
+                                     for k in _HEADS) + " |" for n, r in rows.items()]
     paths["md"].write_text("\n".join([head, rule, *body]) + "\n" + (f"\n`{command}`\n" if command else ""))
     try:
         import matplotlib
@@ -170,6 +171,7 @@ def write_hint_report(rows: dict, out: Path, gallery: Image.Image | None, comman
         ax.plot(ns, [rows[str(n)]["psnr"] for n in ns], "o-")
         ax.set_xlabel("hint points per image")
         ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{max(int(r['images']) for r in rows.values())} photos, hints at full strength", fontsize=9)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         paths["plot"] = out / "hints_psnr.png"

@@ -337,3 +337,43 @@ def test_hint_nodes_run_in_the_server_with_a_painted_mask_and_a_batch(tmp_path_f
         _, _, entry = run(srv, c, g4)
         assert entry["status"]["status_str"] == "error"
         assert "the mask is empty" in json.dumps(entry["status"]["messages"])
+
+
+def test_sampled_hints_take_the_ground_truths_colour():
+    from ccc_nodes.hint_eval import sample_hints
+
+    gt = torch.zeros(3, 64, 64)
+    gt[0, :, :32], gt[2, :, 32:] = 0.8, 0.8  # red left half, blue right half
+    hints = sample_hints(gt, 6, np.random.default_rng(0))
+    lab = rgb_to_lab(gt[None])[0]
+    for h in hints:
+        x, y = int(h.point[0]), int(h.point[1])
+        if abs(x - 32) > 3:  # the patch lies in one half
+            assert np.allclose(h.ab, lab[1:, y, x], atol=1e-3)
+    again = sample_hints(gt, 6, np.random.default_rng(0))
+    assert [h.point for h in again] == [h.point for h in hints]  # seeded
+
+
+def test_evaluate_hint_points_scores_and_reports(tmp_path):
+    from skimage import data
+
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(getattr(data, name)()).save(gt / f"{name}.png")
+    (gt / "notes.txt").write_text("not a photo")
+    r = ccc("evaluate", "--gt", gt, "--model", "default", "--hint-points", "0,3", "--out", tmp_path / "ev",
+            "--gallery", "1", "-q", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "ev" / "hints.json").read_text())["rows"]
+    assert set(rows) == {"0", "3"} and rows["0"]["images"] == rows["3"]["images"] == 2
+    assert np.isnan(rows["0"]["delta_e"]) and rows["3"]["delta_e"] < 10  # the hinted colour, in its region
+    assert rows["3"]["psnr"] > rows["0"]["psnr"] and rows["0"]["delta_l"] < 0.5
+    for f in ("hints.md", "hints_psnr.png", "hints_gallery.png"):
+        assert (tmp_path / "ev" / f).is_file()
+    assert Image.open(tmp_path / "ev" / "hints_gallery.png").size[0] == 4 * 192
+    for args, msg in ((["--hint-points", "0,x"], "counts >= 0"), (["--hint-points", "-1"], "counts >= 0")):
+        r = ccc("evaluate", "--gt", gt, "--model", "default", *args, "--out", tmp_path / "bad", "-q")
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+    r = ccc("evaluate", "--gt", gt, "--pred", gt, "--hint-points", "1", "--out", tmp_path / "bad", "-q")
+    assert r.returncode == 2 and "needs --model" in r.stderr
