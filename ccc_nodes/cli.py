@@ -306,7 +306,8 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
     try:
         n_videos, n_frames, failed = colorize_sequences(
             colorizer, video_jobs, [(j.src, j.dst) for j in jobs if j.dst.resolve() != j.src.resolve()], _save,
-            temporal=args.temporal != "off", quiet=args.quiet, max_pixels=args.max_pixels)
+            temporal=args.temporal != "off", quiet=args.quiet, max_pixels=args.max_pixels,
+            per_folder=args.temporal == "on")  # beside videos, images are colorized one by one
     except (VideoError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

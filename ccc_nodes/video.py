@@ -221,10 +221,12 @@ def colorize_sequences(
     settings=None,
     quiet: bool = False,
     max_pixels: int = MAX_PIXELS,
+    per_folder: bool = True,
 ) -> tuple[int, int, list[tuple[str, str]]]:
     """The ``ccc colorize`` job for sequences: each video ``(src, dst)`` into a video, and the
-    image files of ``frames`` ``(src, dst)`` as one sequence per folder, in natural order,
-    each output written by ``save(image, dst)``. Progress in frames on stderr.
+    image files of ``frames`` ``(src, dst)`` as one sequence per folder, in natural order
+    (``per_folder=False``: each image on its own), each output written by ``save(image, dst)``.
+    Progress in frames on stderr.
     -> (videos done, frames done, [(input, why it failed)])."""
     from collections import deque
 
@@ -250,7 +252,7 @@ def colorize_sequences(
                 failures.append((str(src), str(e).removeprefix(f"{src}: ")))
     folders: dict[Path, list[tuple[Path, Path]]] = {}
     for src, dst in frames:
-        folders.setdefault(src.parent, []).append((src, dst))
+        folders.setdefault(src.parent if per_folder else src, []).append((src, dst))
     for folder, pairs in folders.items():
         order = {s: d for s, d in pairs}
         queue: deque[tuple[Path, Any]] = deque()

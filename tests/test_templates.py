@@ -23,20 +23,23 @@ TEMPLATES = ROOT / "example_workflows"
 NAMES = sorted(p.stem for p in TEMPLATES.glob("*.json"))
 INPUTS = {"chelsea.jpg": ROOT / "examples" / "grey" / "chelsea.jpg",
           "chelsea_reference.jpg": ROOT / "examples" / "reference" / "chelsea.jpg",
-          "chelsea_mask.png": ROOT / "examples" / "masks" / "chelsea_mask.png"}
+          "chelsea_mask.png": ROOT / "examples" / "masks" / "chelsea_mask.png",
+          "chelsea_pan.gif": ROOT / "examples" / "frames" / "chelsea_pan.gif"}
 
 sys.path.insert(0, str(ROOT / "examples" / "workflows"))
 from make_templates import TEMPLATES as GRAPHS  # noqa: E402
 from make_templates import node_specs, overlaps  # noqa: E402
 
 
-def test_the_four_kinds_of_template_are_there():
-    assert NAMES == sorted(GRAPHS) == ["ccc_classes", "ccc_colorize", "ccc_harmonize_mask", "ccc_metrics"]
+def test_the_five_kinds_of_template_are_there():
+    assert NAMES == sorted(GRAPHS) == ["ccc_classes", "ccc_colorize", "ccc_colorize_sequence", "ccc_harmonize_mask",
+                                       "ccc_metrics"]
     kinds = {name: {n["type"] for n in json.loads((TEMPLATES / f"{name}.json").read_text())["nodes"]} for name in NAMES}
     assert kinds["ccc_colorize"] >= {"CCCColorize"}
     assert kinds["ccc_classes"] >= {"CCCGrayscaleToClasses", "CCCClassesToLab", "PreviewImage"}
     assert kinds["ccc_harmonize_mask"] >= {"CCCSAMHarmonize", "LoadImage"}
     assert kinds["ccc_metrics"] >= {"CCCMetrics"}
+    assert kinds["ccc_colorize_sequence"] >= {"CCCColorizeSequence", "LoadImage"}
 
 
 @pytest.mark.parametrize("name", NAMES)

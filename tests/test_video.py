@@ -291,3 +291,22 @@ def test_without_the_video_extra(monkeypatch, clip, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "error: video needs the 'video' extra: pip install 'ccc-nodes[video]'"
     assert not (tmp_path / "out").exists()
+
+
+def test_images_beside_a_video_are_colorized_one_by_one(clip, tmp_path, chelsea):
+    """Only --temporal on makes a folder one clip: two photos given beside a video are each
+    colorized on their own, exactly as `ccc colorize` does without a video."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, im in enumerate(pan(chelsea, 2, size=(128, 96), step=3)):  # similar enough to be carried
+        Image.fromarray(im).save(photos / f"p{i}.png")
+    beside, alone = tmp_path / "beside", tmp_path / "alone"
+    assert main(["colorize", str(clip), str(photos / "p0.png"), str(photos / "p1.png"), "-o", str(beside), "-q",
+                 "--size", "128"]) == 0
+    assert main(["colorize", str(photos / "p0.png"), str(photos / "p1.png"), "-o", str(alone), "-q",
+                 "--size", "128"]) == 0
+    assert (beside / "clip.mp4").is_file()
+    for name in ("p0.png", "p1.png"):
+        assert np.array_equal(np.asarray(Image.open(beside / name)), np.asarray(Image.open(alone / name)))

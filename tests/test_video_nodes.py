@@ -94,6 +94,7 @@ def test_an_image_batch_goes_through_the_example_workflow(server):
                         data={"overwrite": "true"})
         assert r.status_code == 200
         graph = json.loads(WORKFLOW.read_text())
+        graph["1"]["inputs"]["image"] = r.json()["name"]
         graph["2"]["inputs"]["device"] = "cpu"
         outputs = {}
         for temporal in (True, False):

@@ -17,17 +17,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageSequence
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 OUT = ROOT / "example_workflows"
 MASK_FILE = ROOT / "examples" / "masks" / "chelsea_mask.png"  # LoadImage gives MASK = 1 - alpha
+FRAMES_FILE = ROOT / "examples" / "frames" / "chelsea_pan.gif"  # a clip: LoadImage gives an IMAGE batch
 
 # The template graphs (API format). LoadImage names are files ComfyUI's input/ must hold:
 # chelsea.jpg (examples/grey), chelsea_reference.jpg (examples/reference/chelsea.jpg),
-# chelsea_mask.png (examples/masks).
+# chelsea_mask.png (examples/masks), chelsea_pan.gif (examples/frames).
 _MODEL = {"class_type": "CCCModelLoader", "inputs": {"model": "default", "device": "auto", "precision": "auto"}}
 TEMPLATES: dict[str, tuple[str, dict]] = {
     "ccc_colorize": ("One node: Load Image -> CCC++ Colorize -> Save Image", {
@@ -65,6 +66,15 @@ TEMPLATES: dict[str, tuple[str, dict]] = {
                                                       "temperature": 0.38, "size": 224}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "ccc_colorized"}},
         "5": {"class_type": "CCCMetrics", "inputs": {"image": ["3", 0], "reference": ["1", 0], "ccc_model": ["2", 0]}},
+    }),
+    "ccc_colorize_sequence": ("A clip as an IMAGE batch (a multi-frame Load Image, or Load Video): "
+                              "CCC++ Colorize Sequence, colours carried along the motion", {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea_pan.gif"}},
+        "2": _MODEL,
+        "3": {"class_type": "CCCColorizeSequence", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "temporal": True,
+                                                              "carry": 0.7, "decode": "argmax", "temperature": 0.38,
+                                                              "size": 224}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "ccc_sequence"}},
     }),
 }
 
@@ -172,6 +182,15 @@ def make_mask() -> None:
     out.save(MASK_FILE, optimize=True)
 
 
+def make_frames(n: int = 8) -> None:
+    """An animated GIF of grey frames (192x144) panning 8 photo pixels a frame across the grey
+    example photo."""
+    grey = Image.open(ROOT / "examples" / "grey" / "chelsea.jpg").convert("L")
+    frames = [grey.crop((60 + 8 * i, 30, 60 + 8 * i + 300, 255)).resize((192, 144), Image.LANCZOS) for i in range(n)]
+    FRAMES_FILE.parent.mkdir(exist_ok=True)
+    frames[0].save(FRAMES_FILE, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
 def thumbnail(name: str, graph: dict) -> Image.Image:
     """The grey photo beside what the graph's last image node gets, run through the nodes here."""
     import torch
@@ -180,9 +199,12 @@ def thumbnail(name: str, graph: dict) -> Image.Image:
 
     def load(file: str) -> tuple[torch.Tensor, torch.Tensor]:
         path = {"chelsea.jpg": ROOT / "examples" / "grey" / "chelsea.jpg", "chelsea_mask.png": MASK_FILE,
-                "chelsea_reference.jpg": ROOT / "examples" / "reference" / "chelsea.jpg"}[file]
+                "chelsea_reference.jpg": ROOT / "examples" / "reference" / "chelsea.jpg",
+                "chelsea_pan.gif": FRAMES_FILE}[file]
         im = Image.open(path)
-        rgb = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255)[None]
+        rgb = torch.from_numpy(np.stack([np.asarray(f.convert("RGB"), dtype=np.float32) / 255
+                                         for f in ImageSequence.Iterator(im)]))  # every frame, as LoadImage
+        im.seek(0)
         alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255 if "A" in im.getbands() else np.ones(im.size[::-1])
         return rgb, torch.from_numpy(1 - alpha)[None].float()
 
@@ -209,6 +231,11 @@ def thumbnail(name: str, graph: dict) -> Image.Image:
     last = next(k for k in reversed(list(graph)) if graph[k]["class_type"] == "SaveImage")
     result = values[last][0][0].numpy()
     grey = np.asarray(Image.open(ROOT / "examples" / "grey" / "chelsea.jpg").convert("RGB"), dtype=np.float32) / 255
+    if len(values[last][0]) > 1:  # a clip: its first grey frame, then the first, middle and last colorized ones
+        clip = values[last][0]
+        grey, result = values["1"][0][0].numpy(), np.concatenate(
+            [np.concatenate([clip[i].numpy(), np.ones((clip.shape[1], 8, 3), np.float32)], axis=1)
+             for i in (0, len(clip) // 2, len(clip) - 1)], axis=1)[:, :-8]
     both = np.concatenate([grey, np.ones((grey.shape[0], 8, 3), np.float32), result], axis=1)
     picture = Image.fromarray((both * 255).round().astype(np.uint8))
     picture.thumbnail((512, 512))
@@ -217,6 +244,7 @@ def thumbnail(name: str, graph: dict) -> Image.Image:
 
 def main() -> None:
     make_mask()
+    make_frames()
     specs = node_specs()
     OUT.mkdir(exist_ok=True)
     for name, (title, graph) in TEMPLATES.items():
