@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import os
-import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -226,7 +225,6 @@ def class_map_image(pred: Prediction, lightness: float | None = None) -> torch.T
 # ------------------------------------------------------------------ model cache
 # Models are loaded once per key and kept, so re-running a graph never reloads them.
 _MODELS = ModelCache(keep=MODEL_CACHE_SIZE)
-_PATCHERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> its ComfyUI ModelPatcher
 
 
 def _managed(net: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
@@ -240,11 +238,11 @@ def _managed(net: torch.nn.Module, device: torch.device | None = None) -> torch.
         import comfy.model_patcher  # type: ignore[import-not-found]
     except ImportError:
         return net
-    patcher = _PATCHERS.get(net)
+    patcher = getattr(net, "_ccc_patcher", None)  # kept on the network: both go when the network is dropped
     if patcher is None:
         device = device if device is not None else next(net.parameters()).device
-        patcher = _PATCHERS[net] = comfy.model_patcher.ModelPatcher(net, load_device=device,
-                                                                    offload_device=mm.unet_offload_device())
+        patcher = comfy.model_patcher.ModelPatcher(net, load_device=device, offload_device=mm.unet_offload_device())
+        net._ccc_patcher = patcher
     mm.load_models_gpu([patcher])
     return net
 
