@@ -744,6 +744,7 @@ class CCCColorizeSequence:
 
         colorizer = copy.copy(_with_size(ccc_model, size))
         colorizer.decode, colorizer.temperature = decode, temperature
+        _managed(colorizer.model, colorizer.device)  # inside ComfyUI: back on its device after an unload
         settings = TEMPORAL_DEFAULTS if carry is None else TemporalSettings(carry=carry)
         frames = _images(image)
         progress, out = _Progress(len(frames)), []
