@@ -31,15 +31,16 @@ from make_templates import TEMPLATES as GRAPHS  # noqa: E402
 from make_templates import node_specs, overlaps  # noqa: E402
 
 
-def test_the_five_kinds_of_template_are_there():
+def test_the_six_kinds_of_template_are_there():
     assert NAMES == sorted(GRAPHS) == ["ccc_classes", "ccc_colorize", "ccc_colorize_sequence", "ccc_harmonize_mask",
-                                       "ccc_metrics"]
+                                       "ccc_hints", "ccc_metrics"]
     kinds = {name: {n["type"] for n in json.loads((TEMPLATES / f"{name}.json").read_text())["nodes"]} for name in NAMES}
     assert kinds["ccc_colorize"] >= {"CCCColorize"}
     assert kinds["ccc_classes"] >= {"CCCGrayscaleToClasses", "CCCClassesToLab", "PreviewImage"}
     assert kinds["ccc_harmonize_mask"] >= {"CCCSAMHarmonize", "LoadImage"}
     assert kinds["ccc_metrics"] >= {"CCCMetrics"}
     assert kinds["ccc_colorize_sequence"] >= {"CCCColorizeSequence", "LoadImage"}
+    assert kinds["ccc_hints"] >= {"CCCColorHint", "CCCClassesToLab", "LoadImage"}
 
 
 @pytest.mark.parametrize("name", NAMES)

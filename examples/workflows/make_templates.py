@@ -67,6 +67,18 @@ TEMPLATES: dict[str, tuple[str, dict]] = {
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "ccc_colorized"}},
         "5": {"class_type": "CCCMetrics", "inputs": {"image": ["3", 0], "reference": ["1", 0], "ccc_model": ["2", 0]}},
     }),
+    "ccc_hints": ("Colour hints: a painted MASK and a point steer the colours (chain as many as you like)", {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
+        "2": _MODEL,
+        "3": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "size": 224}},
+        "7": {"class_type": "LoadImage", "inputs": {"image": "chelsea_mask.png"}},
+        "4": {"class_type": "CCCColorHint", "inputs": {"classes": ["3", 0], "color": "#c8793c", "strength": 1.0,
+                                                       "mask": ["7", 1], "x": -1, "y": -1}},
+        "5": {"class_type": "CCCColorHint", "inputs": {"classes": ["4", 0], "color": "#5d8aa8", "strength": 0.8,
+                                                       "x": 20, "y": 20}},
+        "6": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["5", 0], "decode": "argmax", "temperature": 0.38}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "ccc_hinted"}},
+    }),
     "ccc_colorize_sequence": ("A clip as an IMAGE batch (a multi-frame Load Image, or Load Video): "
                               "CCC++ Colorize Sequence, colours carried along the motion", {
         "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea_pan.gif"}},
