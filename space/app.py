@@ -62,14 +62,30 @@ from ccc_nodes.pipeline import DECODE_MODES
 try:  # ZeroGPU: a GPU is attached only inside functions decorated with spaces.GPU
     import spaces
 
-    on_gpu = spaces.GPU(duration=60)
+    ZERO_GPU = True
     REPORT_FROM_DEVICE = False  # the decorated function runs in another process: no progress from inside
 except ImportError:  # anywhere else the function runs as it is, on whatever device torch sees
-
-    def on_gpu(fn):
-        return fn
-
+    ZERO_GPU = False
     REPORT_FROM_DEVICE = True
+
+
+def on_gpu(seconds):
+    """``spaces.GPU`` with ``seconds(*args)`` as its duration (ZeroGPU calls it with the
+    function's own arguments, and queues shorter requests first); elsewhere the function
+    as it is."""
+    def wrap(fn):
+        return spaces.GPU(duration=seconds)(fn) if ZERO_GPU else fn
+
+    return wrap
+
+
+def photo_seconds(source, rgb, size, decode, temperature, masks_from, params, *rest, **kwargs) -> int:
+    """GPU seconds to ask for one photo: the network and join (a few seconds, more for
+    large photos and inputs), plus SAM's automatic masks, which grow with its point grid."""
+    seconds = 5 + 2 * rgb.shape[0] * rgb.shape[1] / 1e6 + 4 * (size / 224) ** 2
+    if masks_from == "sam":
+        seconds += 10 + 30 * (float(params.get("points_per_side", 32)) / 32) ** 2
+    return int(min(120, seconds))
 
 
 log = logging.getLogger("ccc_space")
@@ -178,7 +194,13 @@ def default_sam() -> tuple[str, str]:
 
 def get_sam(checkpoint: str, model_type: str):
     """A SAM model (``segment_anything.Sam``); raises whatever loading it raised."""
-    return cached(("sam", checkpoint, model_type), lambda: load_sam(checkpoint, model_type=model_type))
+    def load():
+        net = load_sam(checkpoint, model_type=model_type)
+        # ZeroGPU: moved to the GPU here, outside the GPU function, as Hugging Face advises
+        # (the move is recorded at start-up and replayed when a GPU is attached).
+        return net.to("cuda") if ZERO_GPU else net
+
+    return cached(("sam", checkpoint, model_type), load)
 
 
 def get_lpips():
@@ -303,7 +325,7 @@ def masks_name(source: str) -> str:
     return f"{source} masks"
 
 
-@on_gpu
+@on_gpu(photo_seconds)
 def colorize_on_device(
     source: str, rgb: np.ndarray, size: int, decode: str, temperature: float, masks_from: str | None,
     params: dict, sam: tuple | None, shown: tuple[int, int], report=None, hints: str = "",
@@ -462,6 +484,25 @@ def run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area
         log.exception("colorization failed")
         raise user_error(f"Colorization failed on the server ({type(e).__name__}). "
                          "Try a smaller photo or input size.") from e
+
+
+EXAMPLE_RUNS: dict[tuple, tuple] = {}  # (example photo, every control) -> the outputs of that run
+EXAMPLE_RUNS_KEPT = 32
+
+
+def run_example(photo, *controls, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+    """:func:`run` for a click on an example: the first click with given controls runs it,
+    later ones get the same outputs at once, while the download is still on disk (Gradio's
+    lazily cached examples)."""
+    key = (photo, *map(repr, controls))
+    hit = EXAMPLE_RUNS.get(key)
+    if hit is not None and (not hit[4] or Path(hit[4]).is_file()):
+        return hit
+    out = run(photo, *controls, progress=progress)
+    if len(EXAMPLE_RUNS) >= EXAMPLE_RUNS_KEPT:
+        EXAMPLE_RUNS.pop(next(iter(EXAMPLE_RUNS)))
+    EXAMPLE_RUNS[key] = out
+    return out
 
 
 def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area, sam_checkpoint, sam_type,
@@ -707,7 +748,12 @@ VIDEO_LIMITS = (f"Clips up to {VIDEO_MAX_SECONDS} s and {VIDEO_MAX_FRAMES} frame
                 "the sound is kept.")
 
 
-@on_gpu
+def clip_seconds(source, clip, size, decode, progress=None) -> int:
+    """GPU seconds to ask for a clip: both passes over at most VIDEO_MAX_FRAMES frames."""
+    return 120
+
+
+@on_gpu(clip_seconds)
 def colorize_clip_on_device(source: str, clip: str, size: int, decode: str, progress=None) -> tuple[str, str]:
     """The clip colorized frame by frame and in temporal mode (METHOD.md s. 14) -> two MP4 paths."""
     from ccc_nodes.video import colorize_video
@@ -860,7 +906,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
         if examples:
             gallery.click(lambda index: examples[index][0], gallery, photo, **hidden).then(
                 clear_outputs, None, outputs, **hidden).then(
-                run, inputs, outputs, api_visibility="undocumented").then(reveal, *shows, **hidden)
+                run_example, inputs, outputs, api_visibility="undocumented").then(reveal, *shows, **hidden)
         decode.change(lambda d: gr.update(visible=d == "annealed-mean"), decode, temperature, **hidden)
         photo.change(hint_view, [photo, hints_box], hint_picker, **hidden)
         hints_box.change(hint_view, [photo, hints_box], hint_picker, **hidden)

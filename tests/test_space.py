@@ -583,3 +583,25 @@ def test_a_click_on_the_picker_adds_a_hint_in_photo_pixels(app, tmp_path):
     picture = app.hint_view(str(big), text)
     assert picture.shape == (320, 640, 3) and tuple(picture[50, 100]) != (128, 128, 128)  # the ring is drawn
     assert app._hex("rgba(46, 134, 193, 1)") == "#2e86c1"
+
+
+def test_example_runs_are_cached_per_controls(app, model):
+    photo = str(EXAMPLES / "grey" / "chelsea.jpg")
+    controls = [RUN_DEFAULTS[k] for k in ("model", "size", "decode", "harmonize_with", "dominance", "max_dev",
+                                          "min_area", "sam_checkpoint", "sam_type", "points_per_side", "temperature")]
+    app.EXAMPLE_RUNS.clear()
+    first = app.run_example(photo, *controls, "", None, 1.0)
+    assert app.run_example(photo, *controls, "", None, 1.0) is first  # served from the cache
+    other = app.run_example(photo, *controls[:2], "annealed-mean", *controls[3:], "", None, 1.0)
+    assert other is not first and len(app.EXAMPLE_RUNS) == 2
+    Path(first[4]).unlink()  # the download expired: run again
+    assert app.run_example(photo, *controls, "", None, 1.0) is not first
+
+
+def test_zero_gpu_duration_grows_with_the_work(app):
+    small, big = np.zeros((300, 451, 3)), np.zeros((4000, 6000, 3))
+    plain = app.photo_seconds("default", small, 224, "argmax", 0.38, None, {"points_per_side": 32})
+    assert plain < app.photo_seconds("default", big, 224, "argmax", 0.38, None, {"points_per_side": 32})
+    sam = app.photo_seconds("default", small, 224, "argmax", 0.38, "sam", {"points_per_side": 32})
+    assert plain < app.photo_seconds("default", small, 224, "argmax", 0.38, "sam", {"points_per_side": 16}) < sam
+    assert app.photo_seconds("default", big, 768, "argmax", 0.38, "sam", {"points_per_side": 64}) == 120
