@@ -232,20 +232,25 @@ def cmd_colorize(args: argparse.Namespace) -> int:
             except ImageError as e:
                 failures.append((str(job.src), str(e).removeprefix(f"{job.src}: ")))
                 bar.update(1)
+            except MemoryError:
+                failures.append((str(job.src), _OUT_OF_MEMORY))
+                bar.update(1)
         if not loaded:
             continue
         try:
             outs = colorizer.colorize([im for _, im in loaded], reference=reference,
                                       hints=[_job_hints(hint_table, job) for job, _ in loaded])
-        except (ValueError, RuntimeError):  # e.g. out of memory on a big batch, a bad hint: one by one
+        except (ValueError, RuntimeError, MemoryError):  # e.g. out of memory on a big batch, a bad hint: one by one
             outs = []
             for job, im in loaded:
                 try:
                     outs.append(colorizer.colorize(im, hints=_job_hints(hint_table, job), reference=reference))
-                except (ValueError, RuntimeError) as e:
+                except (ValueError, RuntimeError, MemoryError) as e:
                     outs.append(e)
         for (job, _), out in zip(loaded, outs, strict=True):
-            if isinstance(out, Exception):
+            if isinstance(out, MemoryError):
+                failures.append((str(job.src), _OUT_OF_MEMORY))
+            elif isinstance(out, Exception):
                 failures.append((str(job.src), f"colorization failed: {out}"))
             else:
                 try:
@@ -253,7 +258,10 @@ def cmd_colorize(args: argparse.Namespace) -> int:
                     done += 1
                 except OSError as e:
                     failures.append((str(job.src), f"could not write {job.dst}: {e}"))
+                except MemoryError:
+                    failures.append((str(job.src), _OUT_OF_MEMORY))
             bar.update(1)
+        del loaded, outs  # free this batch before the next one
     bar.close()
     _report(done, failures, outdir)
     return 1 if failures else 0
@@ -315,6 +323,9 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
     _report(n_videos + n_frames, failures, outdir,
             f"{n_videos} video{'s' if n_videos != 1 else ''} and {n_frames} frame{'s' if n_frames != 1 else ''}")
     return 1 if failures or not (n_videos or n_frames) else 0
+
+
+_OUT_OF_MEMORY = "not enough memory to colorize it; free some, or refuse images this large with a lower --max-pixels"
 
 
 def _report(done: int, failures: list[tuple[str, str]], outdir: Path | None = None, what: str | None = None) -> None:

@@ -137,3 +137,25 @@ def test_unreadable_folders_and_files_are_reported_and_fail_the_run(tree, model_
     assert f"skipped {tree / 'noread.jpg'}: cannot be read: permission denied" in r.stderr
     assert "corrupt" not in r.stderr
     assert (tmp_path / "out" / "ok.jpg").is_file() and (tmp_path / "out" / "sub" / "c.jpg").is_file()
+
+
+# ------------------------------------------------------------------ 6: one image too big for memory
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the address-space limit is Linux's")
+def test_an_image_too_big_for_memory_is_reported_and_the_rest_done(model_dir, tmp_path):  # noqa: F811
+    import resource
+
+    Image.new("L", (12000, 12000), 128).save(tmp_path / "huge.png")  # 144 MP: gigabytes as float arrays
+    Image.new("L", (64, 48), 90).save(tmp_path / "small.png")
+
+    def limited():  # the run gets 5 GB of address space, as under `ulimit -v 5000000`
+        resource.setrlimit(resource.RLIMIT_AS, (5_000_000 * 1024, 5_000_000 * 1024))
+
+    r = subprocess.run([sys.executable, "-m", "ccc_nodes.cli", "colorize", str(tmp_path / "huge.png"),
+                        str(tmp_path / "small.png"), "-o", str(tmp_path / "out"), "--model", str(model_dir),
+                        "--size", "64", "--device", "cpu", "--max-pixels", "0", "-q"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=limited,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "colorized 1 image" in r.stderr and f"skipped {tmp_path / 'huge.png'}: not enough memory" in r.stderr
+    assert (tmp_path / "out" / "small.png").is_file() and not (tmp_path / "out" / "huge.png").exists()
