@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,33 @@ def test_system_stats_reports_real_free_memory(client):
     assert stats["ram_total"] == meminfo["MemTotal"]
     assert 0 < stats["ram_free"] < stats["ram_total"]
     assert abs(stats["ram_free"] - meminfo["MemAvailable"]) < 0.2 * meminfo["MemTotal"]  # the system's figure, moving
+
+
+# ------------------------------------------------------------------ 9: uploads off the event loop
+def test_other_requests_are_served_while_an_upload_is_checked(tmp_path):
+    import numpy as np
+
+    w, h = 7000, 5700  # 40 MP: decoding it to check it takes a good part of a second
+    x = np.linspace(0, 255, w, dtype=np.float32)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h, dtype=np.float32)[:, None].repeat(w, 1)
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([x, y, (x + y) / 2], -1).astype(np.uint8)).save(buf, "PNG", compress_level=1)
+    with ServerThread(ServerConfig(base_dir=tmp_path)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        request = c.build_request("POST", "/upload/image", files={"image": ("big.png", buf.getvalue(), "image/png")})
+        head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
+        with socket.create_connection((srv.host, srv.port), timeout=60) as s:
+            s.sendall(f"POST /upload/image HTTP/1.1\r\n{head}\r\n".encode() + request.read())
+            time.sleep(0.1)  # the server has the whole body and is checking the image
+            assert c.get("/prompt").status_code == 200  # served meanwhile, not after the upload
+            s.setblocking(False)
+            try:
+                early = s.recv(1 << 16)
+            except BlockingIOError:
+                early = b""
+            assert early == b"", "the upload was answered before a request sent during its check"
+            s.setblocking(True)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += s.recv(1 << 16)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert (tmp_path / "input" / "big.png").is_file()

@@ -27,6 +27,7 @@ import math
 import mimetypes
 import os
 import platform
+import shutil
 import sys
 import threading
 import uuid
@@ -406,19 +407,28 @@ async def _upload(server: PromptServer, request: Request) -> Response:
         raise FileError(f"{name!r}: only images ({', '.join(sorted(IMAGE_SUFFIXES))}) are accepted")
     if (blocked := folders.in_the_way(root, target)) is not None:
         raise FileError(f"cannot upload {name!r} there: {blocked}", 409)
+    overwrite = str(form.get("overwrite", "")).lower() in ("true", "1")
+    # copying, decoding and hashing take a while on a large image: in a worker thread, so
+    # that the event loop goes on serving every other request meanwhile
+    final = await asyncio.to_thread(_store_upload, server, image.file, target, name, overwrite)
+    return JSONResponse({"name": final.name, "subfolder": subfolder, "type": kind})
+
+
+def _store_upload(server: PromptServer, source, target: Path, name: str, overwrite: bool) -> Path:
+    """Copy an upload to a temporary file beside ``target``, check it is a real image
+    within the pixel cap, and link or rename it into place; the name it got."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".part-{uuid.uuid4().hex}{target.suffix}"
     try:
         with open(tmp, "wb") as f:
-            while chunk := await image.read(1 << 20):
-                f.write(chunk)
+            source.seek(0)
+            shutil.copyfileobj(source, f, 1 << 20)
         try:
             # a real, readable image whose frames (as LoadImage takes them) are within the pixel cap together
             check_frames(tmp, server.config.max_image_pixels, MAX_FRAMES)
             open_image(tmp, server.config.max_image_pixels)
         except ImageError as e:
             raise FileError(f"{name!r}: {str(e).removeprefix(str(tmp) + ': ')}") from e
-        overwrite = str(form.get("overwrite", "")).lower() in ("true", "1")
         final = target
         if overwrite:
             os.replace(tmp, final)
@@ -435,7 +445,7 @@ async def _upload(server: PromptServer, request: Request) -> Response:
                     i += 1
     finally:
         tmp.unlink(missing_ok=True)
-    return JSONResponse({"name": final.name, "subfolder": subfolder, "type": kind})
+    return final
 
 
 def _memory() -> tuple[int, int]:
