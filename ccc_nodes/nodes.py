@@ -112,7 +112,7 @@ class _Progress:
     """Progress over ``total`` steps of one node, reported to whichever host runs it."""
 
     def __init__(self, total: int):
-        self.total, self.bar = total, None
+        self.total, self.bar, self.done = total, None, 0
         try:
             import comfy.utils  # type: ignore[import-not-found]
 
@@ -121,10 +121,25 @@ class _Progress:
             pass
 
     def __call__(self, done: int) -> None:
+        self.done = done
         if self.bar is not None:
             self.bar.update_absolute(done, self.total)
         elif (hook := progress_hook.get()) is not None:
             hook(done, self.total)
+
+    def check(self) -> None:
+        """Give the host a chance to stop the node (an interrupt), reporting no new progress."""
+        self(self.done)
+
+
+def _decoded(preds: list[Prediction], decode: str, temperature: float, progress: _Progress | None = None) -> list:
+    """Each prediction decoded to RGB, the host's interrupt checked before each image."""
+    progress = progress or _Progress(len(preds))
+    out = []
+    for p in preds:
+        progress.check()
+        out.append(p.rgb(decode, temperature))
+    return out
 
 
 def _device(name: str) -> torch.device:
@@ -270,11 +285,11 @@ def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
     return other
 
 
-def _predict(colorizer: Colorizer, image: torch.Tensor) -> ClassBatch:
+def _predict(colorizer: Colorizer, image: torch.Tensor, progress: _Progress | None = None) -> ClassBatch:
     _managed(colorizer.model, colorizer.device)
     items = _images(image)
     step = colorizer.batch_size if colorizer.device.type != "cpu" else 1  # CPU: batching does not pay (README)
-    progress = _Progress(len(items))
+    progress = progress or _Progress(len(items))
     preds: list[Prediction] = []
     for start in range(0, len(items), step):
         preds += colorizer.predict(items[start : start + step])
@@ -370,7 +385,7 @@ class CCCClassesToLab:
                    "the original L. class_map shows each pixel's most probable class at constant L.")
 
     def decode(self, classes, decode="argmax", temperature=0.38):
-        images = [p.rgb(decode, temperature) for p in classes.predictions]
+        images = _decoded(classes.predictions, decode, temperature)
         maps = [class_map_image(p) for p in classes.predictions]
         return (_to_image(images), _to_image(maps))
 
@@ -394,8 +409,9 @@ class CCCColorize:
         return validate_inputs(cls, size=size)
 
     def colorize(self, ccc_model, image, decode="argmax", temperature=0.38, size=224):
-        batch = _predict(_with_size(ccc_model, size), image)
-        return (_to_image([p.rgb(decode, temperature) for p in batch.predictions]),)
+        progress = _Progress(image.shape[0] if isinstance(image, torch.Tensor) and image.dim() == 4 else 1)
+        batch = _predict(_with_size(ccc_model, size), image, progress)
+        return (_to_image(_decoded(batch.predictions, decode, temperature, progress)),)
 
 
 class CCCSAMLoader:

@@ -298,3 +298,44 @@ def test_other_requests_are_served_while_an_upload_is_checked(tmp_path):
                 answer += s.recv(1 << 16)
         assert answer.startswith(b"HTTP/1.1 200")
         assert (tmp_path / "input" / "big.png").is_file()
+
+
+# ------------------------------------------------------------------ 10: interrupt per image
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("node", ["CCCColorize", "CCCClassesToLab"])
+def test_colorize_asks_for_an_interrupt_before_each_image_it_decodes(small_model, node):
+    import torch
+
+    from ccc_nodes import nodes
+    from ccc_nodes.pipeline import Colorizer
+
+    colorizer = Colorizer(small_model, device="cpu", size=64)
+    images = torch.rand(4, 40, 56, 3)
+    calls = []
+
+    def hook(done, total):  # the host's hook: the server's raises on /interrupt
+        calls.append((done, total))
+        if stop_at is not None and len(calls) == stop_at:
+            raise Stop()
+
+    stop_at = None
+    token = nodes.progress_hook.set(hook)
+    try:
+        if node == "CCCColorize":
+            run_node = lambda: nodes.CCCColorize().colorize(colorizer, images, size=64)  # noqa: E731
+        else:
+            classes = nodes.CCCGrayscaleToClasses().predict(colorizer, images, size=64)[0]
+            calls.clear()
+            run_node = lambda: nodes.CCCClassesToLab().decode(classes)  # noqa: E731
+        run_node()
+        asked = len(calls)
+        assert asked >= (8 if node == "CCCColorize" else 4)  # predicting and decoding each of the 4 images
+        stop_at = asked - 1  # an interrupt before the last image is decoded stops the node
+        calls.clear()
+        with pytest.raises(Stop):
+            run_node()
+    finally:
+        nodes.progress_hook.reset(token)

@@ -310,11 +310,15 @@ class Executor:
             kwargs[name] = {"PROMPT": prompt, "EXTRA_PNGINFO": item.extra_data.get("extra_pnginfo"),
                             "UNIQUE_ID": node_id}.get(kind)
 
+        last: list = [None]
+
         def hook(done: int, total: int) -> None:
             if self._interrupt.is_set():
                 raise Interrupted()
-            self.send("progress", {"value": done, "max": total, "prompt_id": item.prompt_id, "node": node_id},
-                      item.extra_data.get("client_id"))
+            if last[0] != (done, total):  # the same value again is a node asking for an interrupt only
+                last[0] = (done, total)
+                self.send("progress", {"value": done, "max": total, "prompt_id": item.prompt_id, "node": node_id},
+                          item.extra_data.get("client_id"))
 
         token = progress_hook.set(hook)
         try:
