@@ -98,6 +98,7 @@ def optical_flow(src: np.ndarray, dst: np.ndarray, method: str = "dis") -> np.nd
     """Dense flow ``(H, W, 2)`` (x, y) with ``src(p) ~ dst(p + flow(p))``, from two grey
     uint8 images ``(H, W)``."""
     cv2 = _cv2()
+    src, dst = np.ascontiguousarray(src, np.uint8), np.ascontiguousarray(dst, np.uint8)  # DIS needs contiguous rows
     if method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         return dis.calc(src, dst, None)

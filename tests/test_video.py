@@ -310,3 +310,20 @@ def test_images_beside_a_video_are_colorized_one_by_one(clip, tmp_path, chelsea)
     assert (beside / "clip.mp4").is_file()
     for name in ("p0.png", "p1.png"):
         assert np.array_equal(np.asarray(Image.open(beside / name)), np.asarray(Image.open(alone / name)))
+
+
+@pytest.mark.parametrize("method", ["dis", "farneback"])
+def test_flow_convention_and_reliability(method, chelsea):
+    """src(p) ~ dst(p + flow(p)): content moved 3 px right gives flow x ~ +3 (the sign the
+    warp of the carried classes relies on); the forward-backward check trusts the interior
+    and refuses what moved in from outside the frame."""
+    from ccc_nodes.temporal import flow_pair, optical_flow, reliable
+
+    grey = np.round(chelsea.astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8)
+    src, dst = grey[50:170, 100:260], grey[50:170, 97:257]  # dst's content is src's, 3 px to the right
+    flow = optical_flow(src, dst, method)
+    inner = flow[10:-10, 10:-10]
+    assert abs(float(np.median(inner[..., 0])) - 3.0) < 0.3 and abs(float(np.median(inner[..., 1]))) < 0.3
+    backward, forward = flow_pair(src, dst, method)  # frame t = dst, t-1 = src
+    ok = reliable(backward, forward)
+    assert ok[10:-10, 10:-10].mean() > 0.9 and ok[:, :2].mean() < 0.5  # the left strip came from outside
