@@ -850,8 +850,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                         hint_color = gr.ColorPicker(value=HINT_COLOR, label="Hint colour", elem_id="hint-color")
                         hint_strength = slider("hint_strength", HINT_DEFAULTS["strength"], label="Hint strength",
                                                elem_id="hint-strength")
-                    hints_box = gr.Textbox(label="Hints (x, y, colour, strength; one per line, edit or delete "
-                                                 "freely)", lines=3, elem_id="hints",
+                    hints_box = gr.Textbox(value="", label="Hints (x, y, colour, strength; one per line, edit or "
+                                                           "delete freely)", lines=3, elem_id="hints",
                                            placeholder="click the photo above, or type 120,80,#c0392b,1")
                     with gr.Row():
                         undo_hint = gr.Button("Remove last", size="sm", elem_id="hint-undo")

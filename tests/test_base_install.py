@@ -41,6 +41,19 @@ class _HideExtras(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _HideExtras())
+
+# An absent module is None to importlib.util.find_spec (libraries probe for optional ones
+# that way, torch among them), not an error.
+import importlib.util
+
+_find_spec = importlib.util.find_spec
+
+
+def _find_spec_hidden(name, package=None):
+    return None if name.partition(".")[0] in HIDDEN else _find_spec(name, package)
+
+
+importlib.util.find_spec = _find_spec_hidden
 """
 
 

@@ -605,3 +605,13 @@ def test_zero_gpu_duration_grows_with_the_work(app):
     sam = app.photo_seconds("default", small, 224, "argmax", 0.38, "sam", {"points_per_side": 32})
     assert plain < app.photo_seconds("default", small, 224, "argmax", 0.38, "sam", {"points_per_side": 16}) < sam
     assert app.photo_seconds("default", big, 768, "argmax", 0.38, "sam", {"points_per_side": 64}) == 120
+
+
+def test_api_takes_hints_and_a_reference(served):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False)
+    *_, notes = client.predict(handle_file(str(EXAMPLES / "grey" / "chelsea.jpg")), api_name="/colorize",
+                               **RUN_DEFAULTS, hints="225,150,#2e86c1,1\n20,20,#c0392b",
+                               reference=handle_file(str(EXAMPLES / "reference" / "coffee.jpg")))
+    assert "Steered by 2 colour hints and the reference palette (strength 1)." in notes
