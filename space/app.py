@@ -269,11 +269,12 @@ def slider_number(name: str, value) -> float:
     return number
 
 
-def lenient(slider: gr.Slider) -> gr.Slider:
-    """Let the slider pass any value on: run() rounds or checks it itself, with a message and
-    no traceback (Gradio's own range check logs one). Set on the instance, as in photo_input."""
-    slider.preprocess = lambda value: value
-    return slider
+def lenient(control):
+    """Let a slider or radio pass any value on: run() rounds or checks it itself, with a
+    message and no traceback (Gradio's own range and choice checks log one). Set on the
+    instance, as in photo_input."""
+    control.preprocess = lambda value: value
+    return control
 
 
 def display_size(h: int, w: int) -> tuple[int, int]:
@@ -836,12 +837,12 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                     )
                 size = lenient(gr.Slider(*SIZES, value=224, step=SIZE_STEP, label="Input size", elem_id="size",
                                          info="the network's square input side, a multiple of 32 (paper: 224)"))
-                decode = gr.Radio(list(DECODE_MODES), value="argmax", label="Decode", elem_id="decode")
+                decode = lenient(gr.Radio(list(DECODE_MODES), value="argmax", label="Decode", elem_id="decode"))
                 temperature = slider("temperature", TEMPERATURE, label="Temperature (annealed-mean)",
                                      visible=False, elem_id="temperature",
                                      info="lower: closer to argmax; 1: the plain mean of the class centres")
-                harmonize = gr.Radio(value="off", label="Harmonisation", elem_id="harmonize",
-                                     **harmonize_control(bool(sam_start), is_locked))
+                harmonize = lenient(gr.Radio(value="off", label="Harmonisation", elem_id="harmonize",
+                                             **harmonize_control(bool(sam_start), is_locked)))
                 button = gr.Button("Colorize", variant="primary", elem_id="colorize")
                 with gr.Accordion("Colour hints", open=True, elem_id="hint-settings"):
                     hint_picker = gr.Image(label="Click the photo to place a hint", interactive=False,
@@ -872,13 +873,13 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                                                     interactive=False, elem_id="sam-checkpoint",
                                                     placeholder="none on this server: classical masks are used",
                                                     info="fixed on this server")
-                        sam_type = gr.Radio(list(SAM_MODEL_TYPES), value=sam_start_type, label="SAM type",
-                                            interactive=False, elem_id="sam-type")
+                        sam_type = lenient(gr.Radio(list(SAM_MODEL_TYPES), value=sam_start_type, label="SAM type",
+                                                    interactive=False, elem_id="sam-type"))
                     else:
                         sam_checkpoint = gr.Textbox(value=sam_start, label="SAM checkpoint", elem_id="sam-checkpoint",
                                                     info="Hub repo id or .pth file; empty: classical masks instead")
-                        sam_type = gr.Radio(list(SAM_MODEL_TYPES), value=sam_start_type, label="SAM type",
-                                            elem_id="sam-type")
+                        sam_type = lenient(gr.Radio(list(SAM_MODEL_TYPES), value=sam_start_type, label="SAM type",
+                                                    elem_id="sam-type"))
                     points = slider("points_per_side", 32,
                                     info="prompt grid of the automatic mask generator (fewer: faster)")
             with gr.Column(scale=2):

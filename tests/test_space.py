@@ -498,7 +498,10 @@ def test_api_reports_a_non_image(served, tmp_path, capfd):
     assert "letter.jpg: not an image file" in str(e.value)
     photo = handle_file(str(EXAMPLES / "grey" / "coffee.jpg"))
     for name, value, message in (("temperature", 5, "Temperature must lie in [0.05, 1], got 5"),
-                                 ("dominance", 3, "Dominance must lie in [0.05, 1], got 3")):
+                                 ("dominance", 3, "Dominance must lie in [0.05, 1], got 3"),
+                                 ("decode", "median", "Decode must be one of argmax, annealed-mean, got 'median'"),
+                                 ("harmonize_with", "paint", "Harmonisation must be one of off, SAM, classical"),
+                                 ("sam_type", "vit_x", "SAM type must be one of vit_b, vit_l, vit_h")):
         with pytest.raises(Exception) as e:
             client.predict(photo, api_name="/colorize", **{**RUN_DEFAULTS, name: value})
         assert message in str(e.value)
