@@ -68,7 +68,7 @@ def test_checkpoint_cleans_stale_temporaries_and_has_ordinary_permissions(tmp_pa
 
 
 def test_checkpoint_is_read_weights_only_with_the_rng_states(tmp_path):
-    from training.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+    from training.checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, set_rng_state
 
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(net.parameters(), betas=(0.5, 0.999))
@@ -86,7 +86,7 @@ def test_checkpoint_is_read_weights_only_with_the_rng_states(tmp_path):
     assert opt.load_state_dict(loaded["optimizer"]) is None
 
     atomic_save({"step": 1, "x": RunsCodeWhenUnpickled()}, path)
-    with pytest.raises(RuntimeError, match="not a readable training checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable training checkpoint"):
         load_checkpoint(path)
     assert _RAN == []  # weights_only: the file could not run code
 

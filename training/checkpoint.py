@@ -69,6 +69,10 @@ def _numpy_rng_globals() -> list:
     return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read (cut off, empty, not a checkpoint); one line says which."""
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by the trainer, on CPU (``weights_only``: no code runs)."""
     path = Path(path)
@@ -79,7 +83,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         with allow(_numpy_rng_globals()) if allow else nullcontext():
             return torch.load(path, map_location="cpu", weights_only=allow is not None)
     except Exception as e:  # any failure: name the file and the way out
-        raise RuntimeError(f"{path}: not a readable training checkpoint ({_reason(e)}); delete it to start afresh") from e
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({_reason(e)}); delete it to start "
+                              "afresh") from e
 
 
 def _reason(e: Exception) -> str:

@@ -60,6 +60,27 @@ class TrainError(Exception):
     """A problem with the options or the data, reported as one line."""
 
 
+class _Progress:
+    """How far the run got, for what main() says when a second Ctrl-C aborts it."""
+
+    started = False  # the training loop has begun
+    saved: int | None = None  # the step of the last checkpoint on disk
+    ckpt: Path | None = None
+
+    @classmethod
+    def reset(cls, ckpt: Path) -> None:
+        cls.started, cls.saved, cls.ckpt = False, None, ckpt
+
+    @classmethod
+    def interrupted(cls) -> str:
+        if not cls.started:
+            return "interrupted before training started; nothing was saved"
+        if cls.saved is None:
+            return "interrupted during training, before its first checkpoint: nothing was saved"
+        return (f"interrupted during training; the last checkpoint (step {cls.saved}) is {cls.ckpt}: "
+                "the same command with --resume continues from it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -375,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if os.environ.get("CCC_DEBUG"):
             raise
-        print("\ninterrupted before training started; nothing was saved", file=sys.stderr, flush=True)
+        print(f"\n{_Progress.interrupted()}", file=sys.stderr, flush=True)
         return 130
 
 
@@ -396,7 +417,12 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     ckpt_path = out / CHECKPOINT
     if ckpt_path.is_file() and not args.resume:
         raise TrainError(f"{ckpt_path} holds a run already: add --resume to continue it, or choose another --out")
+    _Progress.reset(ckpt_path)
     state = load_checkpoint(ckpt_path) if args.resume and ckpt_path.is_file() else None
+    if args.resume and state is None and d.main:
+        print(f"--resume: no checkpoint at {ckpt_path}; starting a fresh run", file=sys.stderr, flush=True)
+    if state is not None:
+        _Progress.saved = state["step"]
     if state:
         _check_resume(state, args)
     log = _Log(out, d.main, args.tensorboard)
@@ -526,7 +552,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                          **({"ema": ema.state_dict()} if ema is not None else {}), "step": step, "elapsed": elapsed, "losses": losses, "skipped": skipped, "ranks": ranks,
                          "classes": classes.to_config(), "counts": counts, "args": vars(args)}, ckpt_path)
-        last_ckpt = step
+        last_ckpt = _Progress.saved = step
 
     # 4. Train. The sampler starts where the checkpoint left it; augmentation is seeded per step.
     sampler = EpochSampler(n_images, args.batch, seed=args.seed * 1_000 + d.rank, start=drawn)
@@ -542,6 +568,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     t0, seen0, t_rate = time.time() - elapsed, seen, time.time()
     step0, steady = step, None  # (time, samples) once the first STEADY_AFTER steps are behind
     with _Stop(log) as stop:
+        _Progress.started = True
         while True:
             elapsed = time.time() - t0
             frac = max(step / args.steps if args.steps else 0.0, elapsed / args.time_budget if args.time_budget else 0.0)

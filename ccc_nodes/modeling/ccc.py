@@ -16,7 +16,9 @@ Fully convolutional: any H, W that are multiples of 32 work.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +158,16 @@ class CCCNet(
             self.levels = self._skip_levels(self.encoder.feature_info.reduction())
             channels = [self.encoder.feature_info.channels()[i] for i in self.levels]
             self.decoder = SkipDecoder(channels, list(decoder_channels), self.classes.K)
+
+    def _save_pretrained(self, save_directory) -> None:
+        """The mixin's save, with the weights file at ordinary permissions (0o666 less the
+        umask) like the other files: safetensors 0.8 writes it 0o600."""
+        super()._save_pretrained(save_directory)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        weights = Path(save_directory) / "model.safetensors"
+        if weights.is_file():
+            os.chmod(weights, 0o666 & ~mask)
 
     def _skip_levels(self, reductions: Sequence[int]) -> list[int]:
         """Index of the (last) feature map at each of SKIP_STRIDES."""
