@@ -114,3 +114,12 @@ def test_run_workflow_prints_clean_paths_against_ccc_serve(tmp_path, model_dir):
     saved = re.search(r"node 4: (\S+) \(\d+ bytes\) -> (\S+)", r.stdout)
     assert saved and saved.group(1) == "output/ccc_colorized_00001_.png", r.stdout
     assert "//" not in r.stdout and Path(saved.group(2)).is_file()
+
+
+def test_the_readme_hints_example_runs_after_the_python_one():
+    text = (ROOT / "README.md").read_text()
+    hints = re.search(r"```python\n(.*?)```", text[text.index("\n## Colour hints\n"):], re.S).group(1)
+    check = "\nassert colour.size == grey.size and colour.mode == 'RGB'\n"
+    r = subprocess.run([sys.executable, "-c", readme_python_example() + hints + check], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
