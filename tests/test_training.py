@@ -14,7 +14,7 @@ from training_helpers import TINY, env, image_tree, python, tar_shards
 
 from ccc_nodes.classes import ColorClasses
 from ccc_nodes.modeling import CCCNet
-from training.checkpoint import atomic_save, load_checkpoint
+from training.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from training.data import (
     CORRUPT,
     GREY,
@@ -159,7 +159,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
     assert load_checkpoint(path)["step"] == 1  # the old checkpoint survives whole
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
     path.write_bytes(b"half a file")
-    with pytest.raises(RuntimeError, match="delete it to start afresh"):
+    with pytest.raises(CheckpointError, match="delete it to start afresh"):
         load_checkpoint(path)
 
 
