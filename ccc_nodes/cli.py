@@ -404,15 +404,32 @@ def _missing_extra(e: ModuleNotFoundError, command: str | None) -> str | None:
     return f"error: ccc {command} needs {top}, which is not installed: {how}"
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like an exception, so half-written files are removed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    # SIGTERM (a service stop, `timeout`) unwinds like Ctrl-C does: every ``finally`` runs and
+    # removes its temporary output, instead of the process dying with a .part file left.
+    on_main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _terminated) if on_main else None
     try:
         return _run(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: outputs already finished are kept; nothing half-written is left", file=sys.stderr)
+        return 130
     except ModuleNotFoundError as e:  # an extra the command needs is not installed
         line = _missing_extra(e, _command(argv))
         if line is None:
             raise
         print(line, file=sys.stderr)
         return 2
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, old)
 
 
 def _run(argv: Sequence[str] | None) -> int:

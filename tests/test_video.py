@@ -327,3 +327,24 @@ def test_flow_convention_and_reliability(method, chelsea):
     backward, forward = flow_pair(src, dst, method)  # frame t = dst, t-1 = src
     ok = reliable(backward, forward)
     assert ok[10:-10, 10:-10].mean() > 0.9 and ok[:, :2].mean() < 0.5  # the left strip came from outside
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+def test_a_stopped_video_run_leaves_nothing_half_written(tmp_path, chelsea, how):
+    import signal
+    import subprocess
+    import time
+
+    clip = make_clip(tmp_path / "long.mp4", pan(chelsea, 240, size=(320, 240), step=1), audio=False)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ccc_nodes.cli", "colorize", str(clip), "-o", str(out), "-q",
+                             "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list(out.glob(".*.part*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(getattr(signal, how))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, how), err
+    assert "Traceback" not in err
+    assert list(out.iterdir()) == []  # neither the output nor its temporary
