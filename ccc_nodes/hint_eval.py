@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from .color import rgb_to_lab
+from .evaluate import _gallery
 from .hints import Hint, apply_hints, hint_regions
 from .images import ImageError
 from .metrics import class_map, colorfulness, metric_classes, psnr, ssim
@@ -118,7 +119,7 @@ def evaluate_hints(
         rows[str(n)].update(delta_e=float(np.mean(errs[n])) if errs[n] else math.nan,
                             delta_l=float(np.mean(dl[n])) if dl[n] else math.nan, images=len(dl[n]))
     heads = ["grey", "automatic", f"{shown} hints", "ground truth"]
-    return rows, skipped, _grid(tiles, heads) if tiles else None
+    return rows, skipped, _gallery(tiles, heads, tile=192) if tiles else None
 
 
 def _marked(rgb: torch.Tensor, hints: Sequence[Hint]) -> torch.Tensor:
@@ -133,12 +134,6 @@ def _marked(rgb: torch.Tensor, hints: Sequence[Hint]) -> torch.Tensor:
         draw.ellipse((x - 5, y - 5, x + 5, y + 5), outline="white", width=3)
         draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=tuple(int(v * 255) for v in c))
     return torch.from_numpy(np.asarray(im) / 255.0).permute(2, 0, 1).float()
-
-
-def _grid(rows: list[list[torch.Tensor]], heads: Sequence[str], tile: int = 192) -> Image.Image:
-    from .evaluate import _gallery
-
-    return _gallery(rows, heads, tile=tile)
 
 
 _FORMATS = {"ssim": "{:.4f}"}

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from .classes import ColorClasses
 from .color import rgb_to_lab
+from .harmonize import HarmonizedPrediction, harmonize, masks_fit
 from .images import to_rgb
 from .pipeline import Prediction
 
@@ -307,16 +308,14 @@ def apply_hints(
             raise HintError(f"the reference prior has {reference.log_prior.numel()} classes, the model {K}")
         logits += float(reference.strength) * reference.log_prior.view(1, K, 1, 1).to(logits)
     for hint, region in zip(hints, hint_regions(pred, hints, masks) if regions is None else regions, strict=True):
-        if hint.mask is not None and not _fits(pred.size, tuple(hint.mask.shape)):
+        if hint.mask is not None and not masks_fit(pred.size, tuple(hint.mask.shape)):
             raise HintError(f"a hint mask of {hint.mask.shape[1]}x{hint.mask.shape[0]} does not match the image of "
                             f"{pred.size[1]}x{pred.size[0]} (different aspect ratio)")
         alpha = float(hint.strength) * _to_logit_grid(region, (h, w))
         log_q = _gaussian(classes, torch.tensor([hint.ab]), sigma).view(1, K, 1, 1)
         logits = (1 - alpha) * logits + alpha * log_q
     plain = Prediction(L=pred.L, logits=logits, classes=classes, alpha=pred.alpha)
-    if getattr(pred, "masks", None) is not None and hasattr(pred, "params"):
-        from .harmonize import harmonize
-
+    if isinstance(pred, HarmonizedPrediction) and pred.masks is not None:
         return harmonize(plain, pred.masks, **pred.params)
     return plain
 
@@ -326,12 +325,6 @@ def steering(classes: ColorClasses, reference: Any = None) -> Callable[[Predicti
     palette or a :class:`GlobalHint`) turned into a prior for ``classes`` once."""
     prior = reference if reference is None or isinstance(reference, GlobalHint) else palette_prior(reference, classes)
     return lambda pred, hints: apply_hints(pred, hints, reference=prior)
-
-
-def _fits(image_size: tuple[int, int], mask_size: tuple[int, int]) -> bool:
-    from .harmonize import masks_fit
-
-    return masks_fit(image_size, mask_size)
 
 
 # ------------------------------------------------------------------ text forms

@@ -36,3 +36,14 @@ def photo() -> np.ndarray:
     from skimage import data
 
     return data.chelsea()  # (300, 451, 3) uint8
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a loaded 2-core machine more threads only make each
+    other wait (10x slower); put back afterwards. Opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -4,43 +4,20 @@ limits and unreadable files are messages in the page."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import torch
 
 gr = pytest.importorskip("gradio")
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from test_space import load_app, serve, space_model
+import test_space
 from test_video import audio_packets, make_clip, pan
 
 from ccc_nodes.video import probe
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on a loaded 2-core machine more threads only make each other wait
-    (10x slower here); put back afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def app():
-    return load_app()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory, app):
-    source = space_model(tmp_path_factory)
-    os.environ[app.MODEL_ENV] = source
-    yield source
-    os.environ.pop(app.MODEL_ENV, None)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+app, model, serve = test_space.app, test_space.model, test_space.serve  # the Space's fixtures and server
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,7 @@ from ccc_nodes.pipeline import Colorizer
 from ccc_nodes.temporal import TemporalSettings, TemporalState, WarpingError, colorize_sequence
 from ccc_nodes.video import VideoError, colorize_video, frame_order, probe, require_av
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on a loaded 2-core machine more threads only make each other wait
-    (10x slower here); put back afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pan(image: np.ndarray, n: int, size=(64, 48), step=2, y=40, x=80) -> list[np.ndarray]:

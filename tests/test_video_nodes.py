@@ -20,14 +20,7 @@ from ccc_nodes.nodes import NODE_CLASS_MAPPINGS, CCCColorize, CCCColorizeSequenc
 WORKFLOW = Path(__file__).resolve().parents[1] / "examples" / "workflows" / "colorize_sequence_api.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on a loaded 2-core machine more threads only make each other wait
-    (10x slower here); put back afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pan_batch(n=6, w=64, h=48) -> torch.Tensor:
