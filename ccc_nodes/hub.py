@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from .modeling import CCCNet
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_MODEL_DIR", "ModelLoadError", "hub_unreachable", "load_model", "resolve_source"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_MODEL_DIR", "ModelLoadError", "hub_error", "hub_unreachable", "load_model", "resolve_source"]
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -139,33 +140,47 @@ def _download_to(repo_id: str, folder: Path, revision: str | None, token: str | 
     return folder
 
 
-def _explain(e: Exception, target: str, revision: str | None, is_folder: bool,
-             unreachable: str | None = None) -> ModelLoadError:
-    """Turn a loading failure into a message that says what failed and what to do."""
+def hub_error(e: Exception, repo_id: str, files: Sequence[str], revision: str | None = None, *, hint: str,
+              unreachable: str | None = None, missing: str = "", error: type[Exception] = ModelLoadError) -> Exception:
+    """The one-line ``error`` for a failure of huggingface_hub to get ``files`` of ``repo_id``.
+
+    Says which case it is: the repo is not found (or private), gated, has no such revision,
+    the files are not in the local cache and could not be downloaded (``unreachable``: why
+    the Hub could not be reached, from :func:`hub_unreachable`), the repo has no such file
+    (``missing``: what that suggests, e.g. "pass filename=."), or anything else. ``hint``
+    (how to place the files by hand) ends the message where it helps. Used for CCC++
+    models (:func:`load_model`) and SAM checkpoints (``ccc_nodes.masks.load_sam``) alike.
+    """
     from huggingface_hub import errors
 
     at = f" at revision {revision}" if revision else ""
+    names = ", ".join(files)
+    if isinstance(e, errors.GatedRepoError):
+        return error(f"Hub repo {repo_id!r} is gated: accept its conditions at https://huggingface.co/{repo_id} "
+                     f"and pass a token (HF_TOKEN or `hf auth login`). {hint}")
+    if isinstance(e, errors.RepositoryNotFoundError):
+        return error(f"Hub repo {repo_id!r} was not found (or is private: pass a token). {hint}")
+    if isinstance(e, errors.RevisionNotFoundError):
+        return error(f"revision {revision!r} of Hub repo {repo_id!r} does not exist")
+    if isinstance(e, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+        why = (f"the Hub cannot be reached: {unreachable}" if unreachable else
+               f"no network, or local files only; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}")
+        return error(f"could not get {names} of Hub repo {repo_id!r}{at}: it is not in the local Hugging Face "
+                     f"cache and was not downloaded ({why}). {hint}")
+    if isinstance(e, errors.EntryNotFoundError):
+        return error(f"Hub repo {repo_id!r}{at} has no {names}" + (f": {missing}" if missing else ".") + f" {hint}")
+    return error(f"could not get {names} of Hub repo {repo_id!r}{at}: {e}. {hint}")
+
+
+def _explain(e: Exception, target: str, revision: str | None, is_folder: bool,
+             unreachable: str | None = None) -> ModelLoadError:
+    """Turn a loading failure into a message that says what failed and what to do."""
     if isinstance(e, (ValueError, TypeError, RuntimeError, KeyError)):
         return ModelLoadError(f"{target!r} is not a valid CCC++ model: {e}")
     if is_folder:
         return ModelLoadError(f"could not read model folder {target!r}: {e}")
-    if isinstance(e, errors.RepositoryNotFoundError):
-        return ModelLoadError(f"Hub repo {target!r} was not found (or is private: pass a token). " + _manual_hint(target, revision))
-    if isinstance(e, errors.RevisionNotFoundError):
-        return ModelLoadError(f"revision {revision!r} of Hub repo {target!r} does not exist")
-    if isinstance(e, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
-        return ModelLoadError(
-            f"could not get {', '.join(MODEL_FILES)} of Hub repo {target!r}{at}: it is not in the local "
-            f"Hugging Face cache and was not downloaded ("
-            + (f"the Hub cannot be reached: {unreachable}" if unreachable else
-               f"no network, or local files only; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}")
-            + "). " + _manual_hint(target, revision)
-        )
-    if isinstance(e, errors.EntryNotFoundError):
-        return ModelLoadError(
-            f"Hub repo {target!r}{at} has no {', '.join(MODEL_FILES)}: is it a CCC++ model? " + _manual_hint(target, revision)
-        )
-    return ModelLoadError(f"could not load {target!r}{at} from the Hub: {e}. " + _manual_hint(target, revision))
+    return hub_error(e, target, MODEL_FILES, revision, hint=_manual_hint(target, revision), unreachable=unreachable,
+                     missing="is it a CCC++ model?")
 
 
 def load_model(

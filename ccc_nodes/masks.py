@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +73,12 @@ class MaskSet:
     masks: torch.Tensor
     source: str
     note: str = ""
-    scores: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.masks.dim() != 3:
             raise ValueError(f"masks must have shape (M, H, W), got {tuple(self.masks.shape)}")
         self.masks = self.masks.bool()
-        order = torch.argsort(self.areas, descending=True, stable=True)
-        self.masks = self.masks[order]
-        if self.scores is not None:
-            self.scores = self.scores[order]
+        self.masks = self.masks[torch.argsort(self.areas, descending=True, stable=True)]
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -208,34 +204,19 @@ def load_sam(
 def _hub_file(repo_id: str, filename: str, hub: dict) -> Path:
     from huggingface_hub import errors, hf_hub_download
 
-    from .hub import hub_unreachable
+    from .hub import hub_error, hub_unreachable
 
-    revision = hub["revision"]
-    at = f" at revision {revision}" if revision else ""
     hint = (
         f"To place it by hand: download {filename} from https://huggingface.co/{repo_id} (or the official SAM "
         f"release) and pass the file's path instead of the repo id."
     )
-    unreachable = None if hub["local_files_only"] else hub_unreachable(repo_id, filename, revision, hub["token"])
+    unreachable = None if hub["local_files_only"] else hub_unreachable(repo_id, filename, hub["revision"], hub["token"])
     try:  # no network: the cache at once, not a storm of retries first
         return Path(hf_hub_download(repo_id, filename, **{**hub, "local_files_only": hub["local_files_only"] or
                                                            unreachable is not None}))
-    except errors.RepositoryNotFoundError as e:
-        raise SamLoadError(f"Hub repo {repo_id!r} was not found (or is private: pass a token). {hint}") from e
-    except errors.RevisionNotFoundError as e:
-        raise SamLoadError(f"revision {revision!r} of Hub repo {repo_id!r} does not exist") from e
-    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as e:
-        raise SamLoadError(
-            f"could not get {filename} of Hub repo {repo_id!r}{at}: it is not in the local Hugging Face cache "
-            f"and was not downloaded ("
-            + (f"the Hub cannot be reached: {unreachable}" if unreachable else
-               f"no network, or local files only; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}")
-            + f"). {hint}"
-        ) from e
-    except errors.EntryNotFoundError as e:
-        raise SamLoadError(f"Hub repo {repo_id!r}{at} has no file {filename!r}: pass filename=. {hint}") from e
-    except (OSError, ValueError) as e:
-        raise SamLoadError(f"could not download {filename} of {repo_id!r}{at}: {e}. {hint}") from e
+    except (OSError, ValueError, errors.EntryNotFoundError) as e:
+        raise hub_error(e, repo_id, [filename], hub["revision"], hint=hint, unreachable=unreachable,
+                        missing="pass filename=.", error=SamLoadError) from e
 
 
 def sam_masks(
@@ -275,9 +256,8 @@ def sam_masks(
     h, w = grey.shape[:2]
     keep = [r for r in records if r["area"] >= min_region_area * h * w]
     masks = torch.from_numpy(np.stack([r["segmentation"] for r in keep])) if keep else torch.zeros(0, h, w, dtype=torch.bool)
-    scores = torch.tensor([r["predicted_iou"] for r in keep], dtype=torch.float32)
     kind = next((k for k in SAM_MODEL_TYPES if _sam_type(sam) == k), "custom")
-    return MaskSet(masks, f"sam:{kind}", scores=scores)
+    return MaskSet(masks, f"sam:{kind}")
 
 
 def _sam_type(sam) -> str:

@@ -33,10 +33,6 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every rank if ``flag`` is true on any (e.g. "time is up")."""
         if not self.enabled:
