@@ -1,19 +1,18 @@
-"""Shared fixtures: small real models built in the test (no weights are downloaded)."""
+"""Shared fixtures: small real models built in the test (no weights are downloaded), and
+the real parts the tests run against. Helper functions are in helpers.py."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 import torch
+from helpers import BROWSER_FLAGS, FakeHub, chromium, load_app, make_model, space_model
 
 from ccc_nodes.modeling import CCCNet
 
-SMALL_ENCODER = "mobilenetv3_small_050"
-
-
-def make_model(kept=None, bin_size=6, seed=0) -> CCCNet:
-    torch.manual_seed(seed)
-    return CCCNet(encoder=SMALL_ENCODER, decoder_channels=(32, 32, 32), bin_size=bin_size, kept=kept).eval()
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the Space tests send nothing out
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +46,55 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, small_model):
+    """``small_model`` saved to a folder, as ``--model`` takes it."""
+    d = tmp_path_factory.mktemp("model")
+    small_model.save_pretrained(d)
+    return d
+
+
+@pytest.fixture()
+def fake_hub(tmp_path, small_model):
+    """A Hub on loopback serving ``small_model`` as helpers.HUB_REPO."""
+    saved = tmp_path / "upload"
+    small_model.save_pretrained(saved)
+    hub = FakeHub(saved)
+    yield hub
+    hub.close()
+
+
+# ------------------------------------------------------------------ the Space
+@pytest.fixture(scope="module")
+def app():
+    """space/app.py, loaded as a module."""
+    return load_app()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, app):
+    """The model the Space serves (its environment variable set for the module)."""
+    source = space_model(tmp_path_factory)
+    os.environ[app.MODEL_ENV] = source
+    yield source
+    os.environ.pop(app.MODEL_ENV, None)
+
+
+# ------------------------------------------------------------------ the browser
+@pytest.fixture(scope="session", name="chromium")
+def chromium_path() -> str:
+    """Debian's Chromium: skipped without it on a developer's machine, a failure in CI."""
+    return chromium()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    """Headless Chromium driven by Playwright, one for a module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
+        yield launched
+        launched.close()
