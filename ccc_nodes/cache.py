@@ -1,9 +1,15 @@
-"""A process-wide cache of loaded networks, shared by the nodes, the server and the Space.
+"""The process-wide cache of loaded networks, :data:`MODELS`, shared by the nodes, the
+server (which runs the nodes) and the Space.
 
 Loading a model takes seconds; running a graph or answering a request must not. Keys are
-tuples whose first item is the kind (``"ccc"``, ``"sam"``, ...). Two threads asking for
-the same key wait for one load; other keys are not held up; at most ``keep`` networks of
-each kind stay in memory, the least recently used dropped first.
+tuples whose first item is the kind (``"ccc"``, ``"sam"``, ``"lpips"``, ...) and whose
+other items say everything the value depends on (source, revision, device, ...)::
+
+    net = cached(("sam", checkpoint, model_type, "cpu"), lambda: load_sam(checkpoint, model_type))
+
+Two threads asking for the same key wait for one load; other keys are not held up; at
+most :data:`KEEP` networks of each kind stay in memory, the least recently used dropped
+first (a public Space cannot fill the memory with models).
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["ModelCache"]
+__all__ = ["KEEP", "MODELS", "ModelCache", "cached"]
+
+KEEP = 3  # networks of each kind that MODELS keeps in memory
 
 
 class ModelCache:
@@ -78,3 +86,11 @@ class ModelCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+MODELS = ModelCache(keep=KEEP)  # the one cache of the process
+
+
+def cached(key: tuple[Hashable, ...], load: Callable[[], Any]) -> Any:
+    """``MODELS.get(key, load)``: the network of ``key``, loaded once per process."""
+    return MODELS.get(key, load)

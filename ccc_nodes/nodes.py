@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import ModelCache
+from .cache import cached
 from .harmonize import HARMONIZE_DEFAULTS, harmonize
 from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior, parse_color
 from .hub import DEFAULT_MODEL, ModelLoadError, load_model, resolve_source
@@ -55,7 +55,6 @@ __all__ = [
 
 CATEGORY = "CCC++"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-MODEL_CACHE_SIZE = 4  # networks of each kind kept in memory (distinct source/device/precision)
 
 try:  # inside ComfyUI: register our model folders beside its own
     import folder_paths  # type: ignore[import-not-found]
@@ -238,9 +237,8 @@ def class_map_image(pred: Prediction, lightness: float | None = None) -> torch.T
 
 
 # ------------------------------------------------------------------ model cache
-# Models are loaded once per key and kept, so re-running a graph never reloads them.
-_MODELS = ModelCache(keep=MODEL_CACHE_SIZE)
-
+# Models are loaded once per key into the process's one cache (ccc_nodes.cache), so
+# re-running a graph never reloads them.
 
 def _managed(net: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
     """Inside ComfyUI, call before a node runs ``net``: it is handed to ComfyUI's model
@@ -272,7 +270,7 @@ def _colorizer(source: str, revision: str | None, device: str, precision: str) -
         local_dir = Path(folder_paths.models_dir, "ccc", source.replace("/", "--")) if hub_id else None
         return Colorizer(load_model(source, revision=revision, local_dir=local_dir), device=dev, precision=precision)
 
-    return _MODELS.get(("ccc", source, revision, str(dev), precision), load)
+    return cached(("ccc", source, revision, str(dev), precision), load)
 
 
 def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
@@ -466,7 +464,7 @@ class CCCSAMLoader:
                 raise ModelLoadError(f"no SAM checkpoint {checkpoint!r} under {', '.join(map(str, self.folders()))}")
             source = str(found[checkpoint])
         dev = _device(device)
-        net = _MODELS.get(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev))
+        net = cached(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev))
         return (_managed(net, dev),)
 
 

@@ -48,7 +48,7 @@ if str(HERE) not in sys.path:
 from ccc_figures import bin_table, class_grid, class_map_picture, to_uint8
 
 from ccc_nodes import ColorClasses, Colorizer, ImageError, ModelLoadError, load_model
-from ccc_nodes.cache import ModelCache
+from ccc_nodes.cache import MODELS, cached  # noqa: F401 - app.MODELS: the cache this page fills
 from ccc_nodes.color import lab_to_rgb
 from ccc_nodes.evaluate import eval_crop
 from ccc_nodes.harmonize import HARMONIZE_DEFAULTS, harmonize
@@ -166,11 +166,9 @@ def default_model() -> str:
     return os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
 
 
-# Networks loaded once per key and shared by all requests; at most 3 of each kind stay, so
-# a public page cannot fill the memory with models.
-MODELS = ModelCache(keep=3)
-cached = MODELS.get
-
+# Networks are loaded once per key into the process's one cache (ccc_nodes.cache.MODELS),
+# shared by all requests; at most cache.KEEP of each kind stay, so a public page cannot
+# fill the memory with models.
 
 def get_model(source: str):
     """The CCC++ model of ``source`` (``default``, a Hub repo id or a folder); raises

@@ -427,6 +427,25 @@ def test_cache_loads_each_key_once_across_requests_and_bounds_each_kind(app, mod
             app.MODELS.pop(k)
 
 
+def test_the_space_and_the_nodes_fill_the_one_model_cache(app, model):
+    from ccc_nodes import nodes
+    from ccc_nodes.cache import KEEP, MODELS
+
+    net = app.get_model(model)
+    (colorizer,) = nodes.CCCModelLoader().load("default", "cpu", "fp32", repo_or_path=model)
+    node_key = ("ccc", model, None, "cpu", "fp32")
+    assert ("ccc", model) in MODELS and node_key in MODELS  # both interfaces' loads, in one cache
+    assert nodes.CCCModelLoader().load("default", "cpu", "fp32", repo_or_path=model)[0] is colorizer  # loaded once
+    assert app.get_model(model) is net
+    try:  # one bound for the kind, whichever interface loaded: KEEP newer "ccc" networks push both out
+        for i in range(KEEP):
+            app.cached(("ccc", f"other-{i}"), object)
+        assert node_key not in MODELS and ("ccc", model) not in MODELS
+    finally:
+        for i in range(KEEP):
+            MODELS.pop(("ccc", f"other-{i}"))
+
+
 # ----------------------------------------------------------------------------- figures
 
 
