@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ccc_nodes.classes import ColorClasses
 from ccc_nodes.loss import RebalancedLoss
 from ccc_nodes.modeling import CCCNet
-from ccc_nodes.pipeline import pick_device
+from ccc_nodes.pipeline import pick_device, resolve_precision
 from training.evaluate import autocast
 
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     device = pick_device(a.device)
-    precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = resolve_precision(device, "auto", training=True)  # the trainer's
     with tempfile.TemporaryDirectory() as tmp:
         data = a.data or make_photos(Path(tmp) / "photos", a.batch * (a.steps + a.warmup) * 2)
         model_a = synthetic_rate(a, device, precision)

@@ -42,6 +42,7 @@ __all__ = [
     "lightness",
     "pick_device",
     "resize_L",
+    "resolve_precision",
 ]
 
 DECODE_MODES = ("argmax", "annealed-mean")
@@ -80,14 +81,28 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def _autocast(device: torch.device, precision: str):
+def resolve_precision(device: torch.device, precision: str = "auto", *, training: bool = False) -> str:
+    """The one rule of what each of :data:`PRECISIONS` runs as on ``device``: ``"fp32"``,
+    ``"bf16"`` or ``"fp16"`` (autocast). ``"auto"`` is bf16 on a CUDA GPU that has it, else
+    fp16 there, fp16 on MPS, fp32 on the CPU; fp16 never runs on the CPU (torch has no
+    fast fp16 there): fp32. ``training``: fp16 only on CUDA, where the trainer's gradient
+    scaler keeps small fp16 gradients from vanishing; elsewhere fp32. A resolved value
+    resolves to itself."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         precision = {"cuda": "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16",
                      "mps": "fp16"}.get(device.type, "fp32")
-    if precision == "fp32" or (device.type == "cpu" and precision == "fp16"):
+    if precision == "fp16" and (device.type == "cpu" or (training and device.type != "cuda")):
+        return "fp32"
+    return precision
+
+
+def _autocast(device: torch.device, precision: str):
+    precision = resolve_precision(device, precision)
+    if precision == "fp32":
         return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 # Full-resolution colour conversions run in strips of about this many pixels, so their

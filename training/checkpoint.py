@@ -1,11 +1,12 @@
 """Checkpoints: everything a run needs to continue the same trajectory, written atomically.
 
-A checkpoint holds the model, optimiser and gradient-scaler states, the step, the
-sampler position, the RNG states, the colour classes and the loss curve so far. It is
-written to a temporary file in the same folder, flushed to disk and moved over the old
-one with ``os.replace``, so a run killed at any moment leaves either the previous
-checkpoint or the new one, never half of one. A temporary file left by a process killed
-mid-write (SIGKILL gives it no chance to clean up) is removed by the next save or load.
+A checkpoint is a :class:`RunState`, saved and restored as one thing: the model,
+optimiser, gradient-scaler and weight-average states, the step, the sampler position,
+the RNG states, the colour classes and the loss curve so far. It is written to a
+temporary file in the same folder, flushed to disk and moved over the old one with
+``os.replace``, so a run killed at any moment leaves either the previous checkpoint or
+the new one, never half of one. A temporary file left by a process killed mid-write
+(SIGKILL gives it no chance to clean up) is removed by the next save or load.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain Python
 containers only, plus exactly the numpy types of the numpy RNG state (an ``ndarray`` of
@@ -18,6 +19,7 @@ import os
 import random
 import tempfile
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_save", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["CheckpointError", "RunState", "atomic_save", "load_checkpoint", "rng_state", "set_rng_state"]
 
 
 def _remove_stale_temporaries(path: Path) -> None:
@@ -109,3 +111,71 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _no_skipped() -> dict:
+    return {"corrupt": 0, "grey": 0}
+
+
+@dataclass
+class RunState:
+    """A training run as its checkpoint holds it: what the same command with ``--resume``
+    needs to continue on the same trajectory.
+
+    Shared by the ranks (saved by rank 0): the model, optimiser, gradient scaler, weight
+    average (timm's ``ModelEmaV3``, or None), the colour classes and the data's class
+    counts they came from, the step, the training seconds so far, the loss curve and the
+    files skipped at decoding. Each rank's own (gathered into ``ranks``): its RNG states,
+    the samples it has seen, the batches it has drawn (the sampler's position) and the
+    indices of the files its stream skipped."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: torch.nn.Module | None
+    classes: Any  # ccc_nodes.classes.ColorClasses
+    counts: torch.Tensor | None
+    step: int = 0
+    elapsed: float = 0.0
+    losses: list = field(default_factory=list)  # (step, loss) every --log-every steps
+    skipped: dict[str, int] = field(default_factory=_no_skipped)  # memory mode: files that did not decode
+    seen: int = 0
+    drawn: int = 0
+    skipped_ids: dict[str, set[int]] = field(default_factory=lambda: {"corrupt": set(), "grey": set()})
+
+    def save(self, path: str | os.PathLike, d, args: dict) -> None:
+        """Gather every rank's part (a collective: all ranks call it) and, on rank 0, write
+        the checkpoint atomically with the run's options ``args`` (what ``--resume`` checks)."""
+        mine = {"rng": rng_state(), "seen": self.seen, "drawn": self.drawn,
+                "skipped_ids": {k: sorted(v) for k, v in self.skipped_ids.items()}}
+        ranks = d.gather(mine)
+        if d.main:
+            atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "scaler": self.scaler.state_dict(),
+                         **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+                         "step": self.step, "elapsed": self.elapsed, "losses": self.losses, "skipped": self.skipped,
+                         "ranks": ranks, "classes": self.classes.to_config(), "counts": self.counts, "args": args},
+                        path)
+
+    def restore(self, checkpoint: dict, rank: int) -> bool:
+        """Continue from ``checkpoint`` (from :func:`load_checkpoint`) as ``rank``; a rank the
+        checkpoint's run did not have takes rank 0's part. The classes and counts are the
+        checkpoint's already (the model was built with them). Returns False when the run
+        averages weights but the checkpoint holds no average: it starts at the resumed weights."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.step, self.elapsed = checkpoint["step"], checkpoint["elapsed"]
+        self.losses, self.skipped = checkpoint["losses"], checkpoint["skipped"]
+        ranks = checkpoint["ranks"]
+        mine = ranks[rank] if rank < len(ranks) else ranks[0]
+        self.seen, self.drawn = mine["seen"], mine["drawn"]
+        self.skipped_ids = {k: set(v) for k, v in mine["skipped_ids"].items()}
+        set_rng_state(mine["rng"])
+        if self.ema is None:
+            return True
+        if "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+            return True
+        self.ema.set(self.model)  # a checkpoint from before the average
+        return False

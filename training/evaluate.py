@@ -9,6 +9,9 @@ the quantisation deviation of the model's classes on the same pixels (Table II),
 ``--grid-profile`` where the a*b* changes of the decoded class map (model resolution,
 before any upsampling) sit in the 8-cell period of a stride-32 encoder
 (:func:`ccc_nodes.metrics.grid_profile`).
+
+Precision is :func:`ccc_nodes.pipeline.resolve_precision`'s: ``auto`` runs as it runs
+for users of the model; during training the trainer passes the precision it trains in.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import json
 import math
 import sys
 from collections.abc import Iterable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,17 +29,11 @@ import torch.nn.functional as F
 from ccc_nodes.color import rgb_to_lab
 from ccc_nodes.metrics import ColorMetrics, grid_profile
 from ccc_nodes.modeling import CCCNet
+from ccc_nodes.pipeline import _autocast as autocast  # each precision as resolve_precision says, as users run it
 from ccc_nodes.pipeline import decode_ab, join_lab, pick_device
 from training.data import lab_targets, list_sources, make_loader
 
 __all__ = ["autocast", "evaluate", "sample_grid"]
-
-
-def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 autocast on CUDA (``auto``/``bf16``), fp16 if asked, else full precision."""
-    if device.type != "cuda" or precision == "fp32":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
 
 def _resize(images: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:

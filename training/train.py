@@ -24,6 +24,7 @@ import shlex
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,10 @@ from ccc_nodes.images import IMAGE_SUFFIXES
 from ccc_nodes.loss import REBALANCING, RebalancedLoss
 from ccc_nodes.modeling import CCCNet
 from ccc_nodes.modeling.ccc import DECODERS, PAPER_DECODER
-from ccc_nodes.pipeline import pick_device
+from ccc_nodes.pipeline import PRECISIONS, pick_device, resolve_precision
 from training import dist
 from training.card import write_model_card
-from training.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from training.checkpoint import RunState, load_checkpoint
 from training.data import EpochSampler, augment, class_histogram, lab_targets, list_sources, load_images, make_loader
 from training.evaluate import autocast, evaluate, sample_grid
 from training.pretrained import IMAGENET_PACKAGES, load_encoder_weights
@@ -129,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "evaluated (warmed up: min(EMA, 1 - (1 + step)^-3/4)); 0: no average, the last weights")
     g.add_argument("--steps", type=int, default=0, help="optimiser steps (0: until --time-budget)")
     g.add_argument("--time-budget", type=float, default=0, help="seconds of training (0: until --steps)")
-    g.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto", help="auto: bf16 autocast on GPU, fp32 on CPU")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast dtype. auto: bf16 on a CUDA GPU that has it, else fp16 (with loss scaling); fp32 on "
+                        "CPU and MPS. fp16 runs on CUDA only (elsewhere fp32)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     g.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda, cuda:N; under "
                                                      "torchrun each rank takes its local GPU")
@@ -401,15 +404,144 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """The run, top to bottom; each phase's details are the functions after this one."""
     t_start = time.time()
+
+    # Setup: processes (torchrun), device, precision, seeds; the output folder and the checkpoint to resume.
+    d, device = _setup(args)
+    precision = resolve_precision(device, args.precision, training=True)
+    out, ckpt_path, ckpt = _open_run(args, d)
+    log = _Log(out, d.main, args.tensorboard)
+    if ckpt:
+        log.print(f"resuming from {ckpt_path} at step {ckpt['step']}")
+
+    # Data: list the files (a wrong path or classes file fails before any decoding), then this
+    # rank's shard, held in memory or streamed through CPU decode workers.
+    sources, val_sources = _list_images(args)
+    file_classes = load_classes(args.classes, args.bin_size) if args.classes != "data" and not ckpt else None
+    data = _load_shard(args, d, device, sources, log)
+
+    # Colour classes (Eq. 12): the checkpoint's, the data's histogram (summed over ranks), a file, or all bins.
+    classes, counts = _colour_classes(args, d, device, data, ckpt, file_classes)
+    log.print(f"classes: K = {classes.K} of {classes.num_bins} ({args.classes})")
+
+    # Model (Tables III-IV), class-rebalanced loss (Eq. 13-16), Adam; the run state, resumed from the checkpoint.
+    config = {"encoder": args.encoder, "decoder": args.decoder, "bin_size": classes.bin_size,
+              "decoder_channels": [int(c) for c in str(args.decoder_channels).split(",")], "kept": classes.kept.tolist()}
+    model, init_desc = _build_model(config, args, device, d, precision, log)
+    loss_fn = RebalancedLoss(args.rebalance, p=args.p, class_counts=_class_counts(classes, counts), centers=classes.centers)
+    state = RunState(model, _adam(model, args, device), torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+                     weight_average(model, args.ema), classes, counts, skipped=data.skipped)
+    if ckpt and not state.restore(ckpt, d.rank):
+        log.print("the checkpoint holds no weight average: it starts from the resumed weights")
+    opt, scaler, ema = state.optimizer, state.scaler, state.ema
+    final = ema.module if ema is not None else model  # what is evaluated, shown and saved
+    forward = _wrap(model, args, device, d, log)
+
+    # Val: a few images in memory for evaluations and sample grids during training.
+    val_cache, samples = _val_cache(args, d, val_sources, data)
+
+    # Train: the sampler starts where the checkpoint left it; augmentation is seeded per step.
+    batches = _batches(args, d, data, state.drawn, device)
+    gen = torch.Generator(device=device)
+    model.train()
+    bar = _progress_bar(args, d, state.step)
+    t0 = time.time() - state.elapsed
+    speed = _Speed(state, d.world)
+    with _Stop(log) as stop:
+        _Progress.started = True
+        while True:
+            # Stop at --steps, --time-budget or a signal; the learning rate for how far the run is.
+            state.elapsed = time.time() - t0
+            frac = max(state.step / args.steps if args.steps else 0.0,
+                       state.elapsed / args.time_budget if args.time_budget else 0.0)
+            if _all_done(frac >= 1.0 or stop.signum is not None, args, d, device, state.step):
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(state.step, frac, args.lr, args.warmup, args.schedule)
+            # Batch: the next one with a usable image, augmented with this step's seed; L in, classes out.
+            x = _draw(batches, state, args)
+            L, target = _inputs(x, args, classes, device, gen, _step_seed(args.seed, d.rank, state.step))
+            # Forward, backward, optimiser step, then the weight average.
+            with autocast(device, precision):
+                logits = forward(L)
+            loss = loss_fn(logits, target)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            state.step += 1
+            if ema is not None:
+                ema.update(model, step=state.step)
+            state.seen += L.shape[0]
+            bar.update(1)
+            speed.stepped(state, device)
+            # Log, evaluate, sample, checkpoint: each every so many steps.
+            if d.main and (state.step % args.log_every == 0 or state.step == 1):
+                weights = loss_fn.weights(target, classes.K)[torch.bincount(target.flatten(), minlength=classes.K) > 0]
+                _log_step(log, bar, args, state, loss.item(), weights, speed.rate(state), t0)
+            if d.main and val_cache is not None and args.eval_every and state.step % args.eval_every == 0:
+                log.scalars(state.step, "val", evaluate(final, val_cache.split(32), args.size, precision))
+            if d.main and samples is not None and args.sample_every and state.step % args.sample_every == 0:
+                log.image(state.step, "samples/grey-prediction-truth", sample_grid(final, samples[:4], args.size, precision))
+            if state.step % args.ckpt_every == 0:
+                state.elapsed = time.time() - t0
+                _checkpoint(state, ckpt_path, d, args)
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        state.elapsed = time.time() - t0
+        if state.step != _Progress.saved or not ckpt_path.is_file():
+            _checkpoint(state, ckpt_path, d, args)
+
+    # Report the throughput over all ranks; a signal ends the run here (exit 128 + its number).
+    interrupted = d.any(stop.signum is not None, device) if d.enabled else stop.signum is not None
+    ranks = d.gather(_rank_report(d, data, state, model))
+    result = _throughput(log, state, ranks, speed.steady_rate(state, t0 + state.elapsed))
+    if interrupted:
+        return _stopped(stop.signum or signal.SIGTERM, state.step, ckpt_path, d, log)
+    if not d.main:
+        d.close()
+        return 0
+
+    # Save (optionally in half precision), read back what was saved as users will, evaluate that, write the card.
+    reloaded = _save_model(final, config, args, out, device)
+    skipped = {k: sum(r["skipped"][k] + r["skipped_ids"][k] for r in ranks) for k in ("corrupt", "grey")}
+    result.update(parameters=sum(p.numel() for p in model.parameters()), K=classes.K, num_bins=classes.num_bins,
+                  train_images=len(data.sources), skipped=sum(skipped.values()), skipped_detail=skipped,
+                  data_mode=data.mode, world_size=d.world, ranks=ranks, precision=precision, resumed=ckpt is not None)
+    if val_sources:
+        _final_evaluation(result, reloaded, val_sources, args, precision, log, state.step)
+    if samples is not None:
+        log.image(state.step, "samples/grey-prediction-truth", sample_grid(reloaded, samples[:4], args.size, precision))
+    result.update(machine=_machine(device), wall_seconds=round(time.time() - t_start, 1),
+                  command=_command(argv, d.world), args=vars(args), init=init_desc, loss_curve=state.losses)
+    (out / "training.json").write_text(json.dumps(result, indent=1))
+    write_model_card(out, result)
+    log.close()
+    log.print(f"saved {out}")
+    d.close()
+    return _push(out, args) if args.push_to_hub else 0
+
+
+# The phases of train(), in its order.
+
+
+def _setup(args: argparse.Namespace) -> tuple[dist.Dist, torch.device]:
+    """Threads, the process group when torchrun started us, the device, the seeds."""
     if args.threads:
         torch.set_num_threads(args.threads)
     d, device_name = dist.setup(args.device)
     device = pick_device(device_name)
-    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     random.seed(args.seed + d.rank)
     np.random.seed(args.seed + d.rank)
     torch.manual_seed(args.seed)  # same initial weights on every rank
+    return d, device
+
+
+def _open_run(args: argparse.Namespace, d: dist.Dist) -> tuple[Path, Path, dict | None]:
+    """The output folder, its checkpoint path, and the checkpoint with --resume (None: a fresh run).
+    An existing checkpoint is never overwritten without --resume; a resumed run keeps its options."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out} is a file, not a folder")
@@ -418,25 +550,39 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if ckpt_path.is_file() and not args.resume:
         raise TrainError(f"{ckpt_path} holds a run already: add --resume to continue it, or choose another --out")
     _Progress.reset(ckpt_path)
-    state = load_checkpoint(ckpt_path) if args.resume and ckpt_path.is_file() else None
-    if args.resume and state is None and d.main:
+    ckpt = load_checkpoint(ckpt_path) if args.resume and ckpt_path.is_file() else None
+    if args.resume and ckpt is None and d.main:
         print(f"--resume: no checkpoint at {ckpt_path}; starting a fresh run", file=sys.stderr, flush=True)
-    if state is not None:
-        _Progress.saved = state["step"]
-    if state:
-        _check_resume(state, args)
-    log = _Log(out, d.main, args.tensorboard)
-    if state:
-        log.print(f"resuming from {ckpt_path} at step {state['step']}")
+    if ckpt is not None:
+        _Progress.saved = ckpt["step"]
+        _check_resume(ckpt, args)
+    return out, ckpt_path, ckpt
 
-    # 1. Data: this rank's shard, held in memory or streamed through CPU decode workers.
+
+def _list_images(args: argparse.Namespace) -> tuple[list, list]:
+    """The training and val files; none found is an error."""
     sources = list_sources(args.data)
     if not sources:
         raise TrainError(f"--data {args.data}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     val_sources = list_sources(args.val) if args.val else []
     if args.val and not val_sources:
         raise TrainError(f"--val {args.val}: no images found")
-    file_classes = load_classes(args.classes, args.bin_size) if args.classes != "data" and not state else None
+    return sources, val_sources
+
+
+@dataclass
+class _Data:
+    """This rank's training images: decoded into ``images`` (memory mode) or streamed from ``shard``."""
+
+    sources: list  # every rank's files (a seeded --max-images sample)
+    shard: list  # this rank's
+    mode: str  # memory or stream
+    images: torch.Tensor | None
+    n_images: int
+    skipped: dict[str, int]  # memory mode: the files that did not decode, counted once
+
+
+def _load_shard(args: argparse.Namespace, d: dist.Dist, device: torch.device, sources: list, log: _Log) -> _Data:
     if args.max_images and len(sources) > args.max_images:
         sources = sorted(random.Random(args.seed).sample(sources, args.max_images), key=lambda s: s.name)
     shard = dist.shard(sources, d)
@@ -445,9 +591,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     mode = args.data_mode
     if mode == "auto":
         mode = "memory" if len(shard) * 3 * args.store_size**2 < args.memory_gb * 2**30 else "stream"
-    skipped = {"corrupt": 0, "grey": 0}  # memory mode: decoded once, counted once
-    skipped_ids: dict[str, set[int]] = {"corrupt": set(), "grey": set()}  # stream mode: by index
-    images = None
+    images, skipped = None, {"corrupt": 0, "grey": 0}
     if mode == "memory":
         if not args.progress:
             log.print(f"decoding {len(shard)} images ...")
@@ -455,25 +599,27 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                                          progress=args.progress and d.main)
         if device.type == "cuda":
             images = images.to(device)
-        n_images = images.shape[0]
-    else:
-        n_images = len(shard)
-    log.print(f"train: {len(sources)} images in {d.world} shard(s); this rank {n_images} ({mode}), "
+    data = _Data(sources, shard, mode, images, images.shape[0] if images is not None else len(shard), skipped)
+    log.print(f"train: {len(sources)} images in {d.world} shard(s); this rank {data.n_images} ({mode}), "
               f"skipped {skipped['corrupt']} corrupt, {skipped['grey']} grey")
+    return data
 
-    # 2. Colour classes (Eq. 12): from the data's histogram (summed over ranks), a file, or all bins.
+
+def _colour_classes(args: argparse.Namespace, d: dist.Dist, device: torch.device, data: _Data, ckpt: dict | None,
+                    file_classes: tuple | None) -> tuple[ColorClasses, torch.Tensor | None]:
+    """The classes and the G^2 bin counts they came from (None when no data was counted)."""
+
     def data_histogram() -> torch.Tensor:
         """G^2 counts of this rank's images: all of them in memory, else a seeded sample of
         --stats-images (not the first files of the sorted list: often a few class folders)."""
-        if images is not None:
-            return class_histogram(images, args.bin_size, size=224, device=device)
-        sample = random.Random(args.seed + d.rank).sample(shard, min(args.stats_images, len(shard)))
+        if data.images is not None:
+            return class_histogram(data.images, args.bin_size, size=224, device=device)
+        sample = random.Random(args.seed + d.rank).sample(data.shard, min(args.stats_images, len(data.shard)))
         return dataset_histogram(sample, args.bin_size, args.workers, progress=args.progress and d.main)[0]
 
-    if state:
-        classes = ColorClasses.from_config(state["classes"])
-        counts = state["counts"]
-    elif args.classes == "data":
+    if ckpt:
+        return ColorClasses.from_config(ckpt["classes"]), ckpt["counts"]
+    if args.classes == "data":
         counts = data_histogram()
         if d.enabled:
             counts = counts.to(device)
@@ -481,227 +627,218 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             counts = counts.cpu()
         if counts.sum() == 0:
             raise TrainError(f"--data {args.data}: no usable colour images to count classes over")
-        classes = ColorClasses.from_histogram(counts, args.bin_size, args.min_fraction)
-    else:
-        classes, counts = file_classes
-        if counts is None and args.rebalance == "cic":  # cic needs whole-data class frequencies
-            counts = data_histogram()
-    class_counts = None if counts is None else \
-        torch.zeros(classes.K, dtype=torch.float64).index_add_(0, classes.lut, counts.double())
-    log.print(f"classes: K = {classes.K} of {classes.num_bins} ({args.classes})")
+        return ColorClasses.from_histogram(counts, args.bin_size, args.min_fraction), counts
+    classes, counts = file_classes
+    if counts is None and args.rebalance == "cic":  # cic needs whole-data class frequencies
+        counts = data_histogram()
+    return classes, counts
 
-    # 3. The network (Tables III-IV).
-    widths = [int(c) for c in str(args.decoder_channels).split(",")]
-    model_config = {"encoder": args.encoder, "decoder": args.decoder, "decoder_channels": widths,
-                    "bin_size": classes.bin_size, "kept": classes.kept.tolist()}
-    model = CCCNet(**model_config)
+
+def _class_counts(classes: ColorClasses, counts: torch.Tensor | None) -> torch.Tensor | None:
+    """G^2 bin counts folded onto the K classes (the loss's class frequencies)."""
+    if counts is None:
+        return None
+    return torch.zeros(classes.K, dtype=torch.float64).index_add_(0, classes.lut, counts.double())
+
+
+def _build_model(config: dict, args: argparse.Namespace, device: torch.device, d: dist.Dist, precision: str,
+                 log: _Log) -> tuple[CCCNet, str]:
+    """The network with its encoder start (--init), on the device; returns it and that start's description."""
+    model = CCCNet(**config)
     init_desc = load_encoder_weights(model, args.init)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     n_params = sum(p.numel() for p in model.parameters())
-    log.print(f"model: {args.encoder} ({init_desc}), {args.decoder} decoder {widths}, {n_params / 1e6:.2f}M parameters, "
-              f"{precision} on {device}" + (f", DDP x{d.world}" if d.enabled else ""))
+    log.print(f"model: {args.encoder} ({init_desc}), {args.decoder} decoder {config['decoder_channels']}, "
+              f"{n_params / 1e6:.2f}M parameters, {precision} on {device}" + (f", DDP x{d.world}" if d.enabled else ""))
     frozen = _freeze_unused(model, device)
     if frozen:
         log.print(f"frozen {frozen} encoder tensors the features never use (timm head layers)")
-    loss_fn = RebalancedLoss(args.rebalance, p=args.p, class_counts=class_counts, centers=classes.centers)
-    betas = tuple(float(b) for b in str(args.betas).split(","))
-    # fused on GPU: one kernel over all parameter tensors (373 for the paper network)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=betas,
-                           fused=device.type == "cuda")
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
-    step, seen, drawn, elapsed, losses = 0, 0, 0, 0.0, []
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, elapsed, losses, skipped = state["step"], state["elapsed"], state["losses"], state["skipped"]
-        mine = state["ranks"][d.rank] if d.rank < len(state["ranks"]) else state["ranks"][0]
-        seen, drawn = mine["seen"], mine["drawn"]
-        skipped_ids = {k: set(v) for k, v in mine["skipped_ids"].items()}
-        set_rng_state(mine["rng"])
-    # The moving average of the weights (timm's ModelEmaV3, buffers included) is the model
-    # evaluated and saved; it is part of the checkpoint, so a resumed run averages on exactly.
-    ema = weight_average(model, args.ema)
-    if ema is not None:
-        if state and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        elif state:  # a checkpoint from before the average: it starts at the resumed weights
-            log.print("the checkpoint holds no weight average: it starts from the resumed weights")
-    final = ema.module if ema is not None else model  # what is evaluated, shown and saved
-    train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if d.enabled else model
-    forward = torch.compile(train_model) if args.compile else train_model
-    if args.compile:
-        log.print("torch.compile: the first steps compile the model (minutes on a CPU)")
+    return model, init_desc
 
-    # Val: a few images in memory for evaluations and sample grids during training.
+
+def _adam(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> torch.optim.Adam:
+    # fused on GPU: one kernel over all parameter tensors (373 for the paper network)
+    betas = tuple(float(b) for b in str(args.betas).split(","))
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=betas,
+                            fused=device.type == "cuda")
+
+
+def _wrap(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, d: dist.Dist,
+          log: _Log) -> torch.nn.Module:
+    """What the training step calls: the model, under DDP and torch.compile when asked."""
+    if d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if not args.compile:
+        return model
+    log.print("torch.compile: the first steps compile the model (minutes on a CPU)")
+    return torch.compile(model)
+
+
+def _val_cache(args: argparse.Namespace, d: dist.Dist, val_sources: list,
+               data: _Data) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Rank 0's first --eval-images val images (None without val), and the pictures of the
+    sample grids: those, else the first training images held in memory (else None)."""
     val_cache = load_images(val_sources[: args.eval_images], args.store_size, workers=0, progress=False)[0] \
         if val_sources and d.main else None
-    samples = (val_cache if val_cache is not None else images[:4].cpu() if images is not None else None)
-    last_ckpt = step
+    samples = val_cache if val_cache is not None else data.images[:4].cpu() if data.images is not None else None
+    return val_cache, samples
 
-    def checkpoint() -> None:
-        nonlocal last_ckpt
-        mine = {"rng": rng_state(), "seen": seen, "drawn": drawn,
-                "skipped_ids": {k: sorted(v) for k, v in skipped_ids.items()}}
-        ranks = d.gather(mine)
-        if d.main:
-            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                         **({"ema": ema.state_dict()} if ema is not None else {}), "step": step, "elapsed": elapsed, "losses": losses, "skipped": skipped, "ranks": ranks,
-                         "classes": classes.to_config(), "counts": counts, "args": vars(args)}, ckpt_path)
-        last_ckpt = _Progress.saved = step
 
-    # 4. Train. The sampler starts where the checkpoint left it; augmentation is seeded per step.
-    sampler = EpochSampler(n_images, args.batch, seed=args.seed * 1_000 + d.rank, start=drawn)
-    if images is not None:
-        batches = ((images[idx], [], []) for idx in sampler.on(images.device))
-    else:
-        batches = iter(make_loader(shard, args.store_size, args.batch, args.workers, sampler, pin=device.type == "cuda"))
-    gen = torch.Generator(device=device)
-    model.train()
+def _batches(args: argparse.Namespace, d: dist.Dist, data: _Data, drawn: int, device: torch.device):
+    """Endless ``(uint8 images, corrupt ids, grey ids)`` from the sampler's position ``drawn``."""
+    sampler = EpochSampler(data.n_images, args.batch, seed=args.seed * 1_000 + d.rank, start=drawn)
+    if data.images is not None:
+        return ((data.images[idx], [], []) for idx in sampler.on(data.images.device))
+    return iter(make_loader(data.shard, args.store_size, args.batch, args.workers, sampler, pin=device.type == "cuda"))
+
+
+def _progress_bar(args: argparse.Namespace, d: dist.Dist, step: int):
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=args.steps or None, initial=step, desc="train", unit="step", disable=not (args.progress and d.main))
-    t0, seen0, t_rate = time.time() - elapsed, seen, time.time()
-    step0, steady = step, None  # (time, samples) once the first STEADY_AFTER steps are behind
-    with _Stop(log) as stop:
-        _Progress.started = True
-        while True:
-            elapsed = time.time() - t0
-            frac = max(step / args.steps if args.steps else 0.0, elapsed / args.time_budget if args.time_budget else 0.0)
-            done = frac >= 1.0 or stop.signum is not None
-            if d.enabled:  # time and signals are per process: the ranks agree, every few steps
-                last = bool(args.steps) and step >= args.steps  # the same step on every rank
-                done = d.any(done, device) if last or step % STOP_CHECK_EVERY == 0 else False
-            if done:
-                break
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, frac, args.lr, args.warmup, args.schedule)
-            for _ in range(MAX_EMPTY_BATCHES + 1):  # draw until a batch holds a usable image
-                x, corrupt, grey = next(batches)
-                drawn += 1
-                skipped_ids["corrupt"].update(corrupt)
-                skipped_ids["grey"].update(grey)
-                if x.shape[0]:
-                    break
-            else:
-                raise TrainError(f"{MAX_EMPTY_BATCHES} batches in a row held no usable image "
-                                 f"({len(skipped_ids['corrupt'])} corrupt, {len(skipped_ids['grey'])} grey files so far)"
-                                 f": check --data {args.data}")
-            gen.manual_seed(_step_seed(args.seed, d.rank, step))
-            x = augment(x.to(device, non_blocking=True), args.size, generator=gen)
-            L, target = lab_targets(x, classes)
-            if device.type == "cuda":
-                L = L.contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                logits = forward(L)
-            loss = loss_fn(logits, target)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            if ema is not None:
-                ema.update(model, step=step)
-            seen += x.shape[0]
-            bar.update(1)
-            if step - step0 == STEADY_AFTER:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                steady = (time.time(), seen)
-            if d.main and (step % args.log_every == 0 or step == 1):
-                w = loss_fn.weights(target, classes.K)[torch.bincount(target.flatten(), minlength=classes.K) > 0]
-                rate = (seen - seen0) * d.world / max(time.time() - t_rate, 1e-9)
-                losses.append((step, loss.item()))
-                lr = opt.param_groups[0]["lr"]
-                bar.set_postfix(loss=f"{losses[-1][1]:.3f}", img_s=f"{rate:.0f}")
-                if not args.progress:
-                    log.print(f"step {step}{f'/{args.steps}' if args.steps else ''}  loss {losses[-1][1]:.4f}  "
-                              f"lr {lr:.2e}  {rate:.1f} img/s  {time.time() - t0:.0f} s")
-                log.scalars(step, "train", {"loss": losses[-1][1], "lr": lr, "img_per_s": rate,
-                                            "weight_min": w.min().item(), "weight_max": w.max().item()})
-            if d.main and val_cache is not None and args.eval_every and step % args.eval_every == 0:
-                log.scalars(step, "val", evaluate(final, val_cache.split(32), args.size, precision))
-            if d.main and samples is not None and args.sample_every and step % args.sample_every == 0:
-                log.image(step, "samples/grey-prediction-truth", sample_grid(final, samples[:4], args.size, precision))
-            if step % args.ckpt_every == 0:
-                elapsed = time.time() - t0
-                checkpoint()
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.time() - t0
-        if step != last_ckpt or not ckpt_path.is_file():
-            checkpoint()
-    interrupted = stop.signum is not None
-    if d.enabled:  # a signal to any rank stopped them all
-        interrupted = d.any(interrupted, device)
-    ranks = d.gather({"rank": d.rank, "images": n_images, "seen": seen, "skipped": skipped,
-                      "skipped_ids": {k: len(v) for k, v in skipped_ids.items()},
-                      "param_sum": float(sum(p.detach().double().sum() for p in model.parameters()))})
-    total_seen = sum(r["seen"] for r in ranks)
-    train_s = max(elapsed, 1e-9)
-    # steady: the rate after the first steps (cuDNN autotuning, compilation, allocator warm-up)
-    steady_rate = (seen - steady[1]) * d.world / max(t0 + elapsed - steady[0], 1e-9) \
-        if steady and seen > steady[1] else None
-    log.print(f"trained {step} steps, {total_seen} samples in {train_s:.0f} s ({total_seen / train_s:.0f} img/s"
-              + (f"; {steady_rate:.0f} after the first {STEADY_AFTER} steps)" if steady_rate else ")"))
-    if interrupted:
-        signum = stop.signum or signal.SIGTERM
-        log.print(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint {ckpt_path} saved: "
-                  "the same command with --resume continues the run")
-        d.close()
-        log.close()
-        return 128 + signum
-    if not d.main:
-        d.close()
-        return 0
+    return tqdm(total=args.steps or None, initial=step, desc="train", unit="step", disable=not (args.progress and d.main))
 
-    # 5. Save (optionally in half precision), reload what was saved, and evaluate that.
+
+def _all_done(done: bool, args: argparse.Namespace, d: dist.Dist, device: torch.device, step: int) -> bool:
+    """Under DDP time and signals are per process: the ranks agree every STOP_CHECK_EVERY steps
+    (a host sync) and at --steps, so all stop at the same step."""
+    if not d.enabled:
+        return done
+    last = bool(args.steps) and step >= args.steps  # the same step on every rank
+    return d.any(done, device) if last or step % STOP_CHECK_EVERY == 0 else False
+
+
+def _draw(batches, state: RunState, args: argparse.Namespace) -> torch.Tensor:
+    """The next batch holding a usable image (the skipped files recorded); too many empty ones is an error."""
+    for _ in range(MAX_EMPTY_BATCHES + 1):
+        x, corrupt, grey = next(batches)
+        state.drawn += 1
+        state.skipped_ids["corrupt"].update(corrupt)
+        state.skipped_ids["grey"].update(grey)
+        if x.shape[0]:
+            return x
+    ids = state.skipped_ids
+    raise TrainError(f"{MAX_EMPTY_BATCHES} batches in a row held no usable image ({len(ids['corrupt'])} corrupt, "
+                     f"{len(ids['grey'])} grey files so far): check --data {args.data}")
+
+
+def _inputs(x: torch.Tensor, args: argparse.Namespace, classes: ColorClasses, device: torch.device,
+            gen: torch.Generator, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images -> the network's input L and the class targets, after the random crop
+    and flip drawn from ``seed`` (the step's: a resumed run draws exactly the same)."""
+    gen.manual_seed(seed)
+    L, target = lab_targets(augment(x.to(device, non_blocking=True), args.size, generator=gen), classes)
+    if device.type == "cuda":
+        L = L.contiguous(memory_format=torch.channels_last)
+    return L, target
+
+
+class _Speed:
+    """Images/s over all ranks since this process began training, and the steady rate: after
+    its first STEADY_AFTER steps (cuDNN autotuning, compilation, allocator warm-up)."""
+
+    def __init__(self, state: RunState, world: int):
+        self.t, self.seen, self.step, self.world = time.time(), state.seen, state.step, world
+        self.steady: tuple[float, int] | None = None  # (time, samples) once the first steps are behind
+
+    def stepped(self, state: RunState, device: torch.device) -> None:
+        if state.step - self.step == STEADY_AFTER:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            self.steady = (time.time(), state.seen)
+
+    def rate(self, state: RunState) -> float:
+        return (state.seen - self.seen) * self.world / max(time.time() - self.t, 1e-9)
+
+    def steady_rate(self, state: RunState, end: float) -> float | None:
+        if self.steady is None or state.seen <= self.steady[1]:
+            return None
+        return (state.seen - self.steady[1]) * self.world / max(end - self.steady[0], 1e-9)
+
+
+def _log_step(log: _Log, bar, args: argparse.Namespace, state: RunState, loss: float, weights: torch.Tensor,
+              rate: float, t0: float) -> None:
+    """Record the loss; show it (progress bar or a line) and write it to TensorBoard with the
+    range of the rebalancing weights of the classes in the batch."""
+    state.losses.append((state.step, loss))
+    lr = state.optimizer.param_groups[0]["lr"]
+    bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}")
+    if not args.progress:
+        log.print(f"step {state.step}{f'/{args.steps}' if args.steps else ''}  loss {loss:.4f}  "
+                  f"lr {lr:.2e}  {rate:.1f} img/s  {time.time() - t0:.0f} s")
+    log.scalars(state.step, "train", {"loss": loss, "lr": lr, "img_per_s": rate,
+                                      "weight_min": weights.min().item(), "weight_max": weights.max().item()})
+
+
+def _checkpoint(state: RunState, path: Path, d: dist.Dist, args: argparse.Namespace) -> None:
+    state.save(path, d, vars(args))
+    _Progress.saved = state.step
+
+
+def _stopped(signum: int, step: int, ckpt_path: Path, d: dist.Dist, log: _Log) -> int:
+    log.print(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint {ckpt_path} saved: "
+              "the same command with --resume continues the run")
+    d.close()
+    log.close()
+    return 128 + signum
+
+
+def _rank_report(d: dist.Dist, data: _Data, state: RunState, model: torch.nn.Module) -> dict:
+    """This rank's part of training.json (the parameter sum shows DDP kept the replicas equal)."""
+    return {"rank": d.rank, "images": data.n_images, "seen": state.seen, "skipped": state.skipped,
+            "skipped_ids": {k: len(v) for k, v in state.skipped_ids.items()},
+            "param_sum": float(sum(p.detach().double().sum() for p in model.parameters()))}
+
+
+def _throughput(log: _Log, state: RunState, ranks: list[dict], steady_rate: float | None) -> dict:
+    """Print and return the run's steps, samples, seconds and images/s."""
+    total_seen = sum(r["seen"] for r in ranks)
+    train_s = max(state.elapsed, 1e-9)
+    log.print(f"trained {state.step} steps, {total_seen} samples in {train_s:.0f} s ({total_seen / train_s:.0f} img/s"
+              + (f"; {steady_rate:.0f} after the first {STEADY_AFTER} steps)" if steady_rate else ")"))
+    return {"steps": state.step, "samples": total_seen, "train_seconds": round(train_s, 1),
+            "img_per_s": round(total_seen / train_s, 1),
+            "img_per_s_steady": None if steady_rate is None else round(steady_rate, 1)}
+
+
+def _save_model(final: CCCNet, config: dict, args: argparse.Namespace, out: Path, device: torch.device) -> CCCNet:
+    """Save the model folder (in --save-dtype) and return it read back as users will."""
     final.eval()
     save_model = final
     if args.save_dtype == "fp16":
-        save_model = CCCNet(**model_config).half()
+        save_model = CCCNet(**config).half()
         save_model.load_state_dict(final.state_dict())
     save_model.save_pretrained(out)
-    reloaded = load_model(out, device=device)  # what was saved, read back as users will
-    skipped_total = {k: sum(r["skipped"][k] + r["skipped_ids"][k] for r in ranks) for k in ("corrupt", "grey")}
-    result = {"steps": step, "samples": total_seen, "train_seconds": round(train_s, 1),
-              "img_per_s": round(total_seen / train_s, 1),
-              "img_per_s_steady": None if steady_rate is None else round(steady_rate, 1),
-              "parameters": n_params, "K": classes.K, "num_bins": classes.num_bins, "train_images": len(sources),
-              "skipped": sum(skipped_total.values()), "skipped_detail": skipped_total, "data_mode": mode,
-              "world_size": d.world, "ranks": ranks, "precision": precision, "resumed": state is not None}
-    if val_sources:
-        loader = make_loader(val_sources, args.store_size, 32, args.workers)
-        val = evaluate(reloaded, (x for x, _, _ in loader), args.size, precision)
-        if val.get("images"):
-            result["val"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in val.items()}
-            log.print("val: " + ", ".join(f"{k} {v}" for k, v in result["val"].items()))
-            log.scalars(step, "val", val)
-        else:
-            log.print(f"val: no usable image in {args.val}; no val figures")
-    if samples is not None:
-        log.image(step, "samples/grey-prediction-truth", sample_grid(reloaded, samples[:4], args.size, precision))
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
-    result.update(machine=machine, wall_seconds=round(time.time() - t_start, 1), command=_command(argv, d.world),
-                  args=vars(args), init=init_desc, loss_curve=losses)
-    (out / "training.json").write_text(json.dumps(result, indent=1))
-    write_model_card(out, result)
-    log.close()
-    log.print(f"saved {out}")
-    d.close()
-    if args.push_to_hub:
-        from training.export import HubUploadError, push_to_hub
+    return load_model(out, device=device)
 
-        try:
-            log.print(f"pushed: {push_to_hub(out, args.push_to_hub, private=args.private)}")
-        except HubUploadError as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            return 2
+
+def _final_evaluation(result: dict, model: CCCNet, val_sources: list, args: argparse.Namespace, precision: str,
+                      log: _Log, step: int) -> None:
+    """Every val image through the saved model: ``result["val"]`` (none when no val image is usable)."""
+    loader = make_loader(val_sources, args.store_size, 32, args.workers)
+    val = evaluate(model, (x for x, _, _ in loader), args.size, precision)
+    if not val.get("images"):
+        log.print(f"val: no usable image in {args.val}; no val figures")
+        return
+    result["val"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in val.items()}
+    log.print("val: " + ", ".join(f"{k} {v}" for k, v in result["val"].items()))
+    log.scalars(step, "val", val)
+
+
+def _machine(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+
+
+def _push(out: Path, args: argparse.Namespace) -> int:
+    from training.export import HubUploadError, push_to_hub
+
+    try:
+        print(f"pushed: {push_to_hub(out, args.push_to_hub, private=args.private)}", flush=True)
+    except HubUploadError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 
