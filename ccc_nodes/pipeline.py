@@ -29,7 +29,7 @@ from .classes import ColorClasses
 from .color import lab_to_rgb, rgb_to_L
 from .hub import load_model
 from .images import MAX_PIXELS, to_rgb
-from .modeling import CCCNet
+from .modeling import STRIDE, CCCNet
 
 __all__ = [
     "DECODE_MODES",
@@ -49,10 +49,11 @@ DECODE_MODES = ("argmax", "annealed-mean")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def check_size(size: object) -> int:
-    """The network input size, or ValueError: a positive multiple of 32 (the encoder's stride)."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < 32 or size % 32:
-        raise ValueError(f"size must be a positive multiple of 32, got {size!r}")
+def check_size(size: object, name: str = "size") -> int:
+    """The network input size, or ValueError: a positive multiple of the encoder's stride
+    (32). ``name``: what the message calls it (``"--size"`` for a CLI flag)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < STRIDE or size % STRIDE:
+        raise ValueError(f"{name} must be a positive multiple of {STRIDE}, got {size!r}")
     return size
 
 

@@ -30,7 +30,7 @@ from ccc_nodes.color import rgb_to_lab
 from ccc_nodes.metrics import ColorMetrics, grid_profile
 from ccc_nodes.modeling import CCCNet
 from ccc_nodes.pipeline import _autocast as autocast  # each precision as resolve_precision says, as users run it
-from ccc_nodes.pipeline import decode_ab, join_lab, pick_device
+from ccc_nodes.pipeline import check_size, decode_ab, join_lab, pick_device
 from training.data import lab_targets, list_sources, make_loader
 
 __all__ = ["autocast", "evaluate", "sample_grid"]
@@ -136,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-profile", action="store_true",
                    help="also give the mean a*b* change of the decoded class maps by position in the 8-cell grid period")
     a = p.parse_args(argv)
-    if a.size < 32 or a.size % 32:
-        return _error(f"--size must be a positive multiple of 32 (the network's stride), got {a.size}")
+    try:
+        check_size(a.size, "--size")
+    except ValueError as e:
+        return _error(str(e))
     if a.store_size < 1 or a.batch < 1 or a.workers < 0:
         return _error("--store-size and --batch must be at least 1, --workers not negative")
     missing = missing_model_folder(a.model)

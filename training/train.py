@@ -36,7 +36,7 @@ from ccc_nodes.images import IMAGE_SUFFIXES
 from ccc_nodes.loss import REBALANCING, RebalancedLoss
 from ccc_nodes.modeling import CCCNet
 from ccc_nodes.modeling.ccc import DECODERS, PAPER_DECODER
-from ccc_nodes.pipeline import PRECISIONS, pick_device, resolve_precision
+from ccc_nodes.pipeline import PRECISIONS, check_size, pick_device, resolve_precision
 from training import dist
 from training.card import write_model_card
 from training.checkpoint import RunState, load_checkpoint
@@ -216,8 +216,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _option_problems(args: argparse.Namespace) -> list[str]:
     """Everything about the options that can be checked before any image is read."""
     problems = []
-    if args.size < 32 or args.size % 32:
-        problems.append(f"--size must be a positive multiple of 32, got {args.size}")
+    try:
+        check_size(args.size, "--size")
+    except ValueError as e:
+        problems.append(str(e))
     for name in ("batch", "log_every", "ckpt_every", "store_size"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

@@ -4,6 +4,6 @@ inherits from huggingface_hub's ``PyTorchModelHubMixin``: ``save_pretrained`` wr
 Loading a model for a user (the embedded default, local folders, Hub repos, with one-line
 errors that say what to do) is :func:`ccc_nodes.hub.load_model`'s."""
 
-from .ccc import DECODERS, CCCNet, Decoder, SkipDecoder, build_encoder
+from .ccc import DECODERS, STRIDE, CCCNet, Decoder, SkipDecoder, build_encoder, check_input
 
-__all__ = ["DECODERS", "CCCNet", "Decoder", "SkipDecoder", "build_encoder"]
+__all__ = ["DECODERS", "STRIDE", "CCCNet", "Decoder", "SkipDecoder", "build_encoder", "check_input"]

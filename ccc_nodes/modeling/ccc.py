@@ -27,11 +27,22 @@ from torch import nn
 
 from ..classes import ColorClasses
 
-__all__ = ["DECODERS", "PAPER_DECODER", "SKIP_STRIDES", "CCCNet", "Decoder", "SkipDecoder", "build_encoder"]
+__all__ = ["DECODERS", "PAPER_DECODER", "SKIP_STRIDES", "STRIDE", "CCCNet", "Decoder", "SkipDecoder", "build_encoder",
+           "check_input"]
 
 PAPER_DECODER = (1024, 512, 512)  # Table IV
 DECODERS = ("table4", "skip")  # config.json "decoder"; models saved before it existed are "table4"
-SKIP_STRIDES = (4, 8, 16, 32)  # encoder features the skip decoder reads, finest first
+STRIDE = 32  # the encoder's output stride: input sides are multiples of it (ccc_nodes.pipeline.check_size)
+SKIP_STRIDES = (4, 8, 16, STRIDE)  # encoder features the skip decoder reads, finest first
+
+
+def check_input(L: torch.Tensor) -> None:
+    """Refuse an input the network cannot take: lightness ``(B, 1, H, W)`` with H and W
+    multiples of :data:`STRIDE`."""
+    if L.dim() != 4 or L.shape[1] != 1:
+        raise ValueError(f"L must have shape (B, 1, H, W), got {tuple(L.shape)}")
+    if L.shape[-1] % STRIDE or L.shape[-2] % STRIDE:
+        raise ValueError(f"input size {tuple(L.shape[-2:])} must be a multiple of {STRIDE}")
 
 
 def build_encoder(
@@ -186,10 +197,7 @@ class CCCNet(
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         """Lightness ``(B,1,H,W)`` in [0, 100] -> logits ``(B,K,H/4,W/4)``."""
-        if L.dim() != 4 or L.shape[1] != 1:
-            raise ValueError(f"L must have shape (B, 1, H, W), got {tuple(L.shape)}")
-        if L.shape[-1] % 32 or L.shape[-2] % 32:
-            raise ValueError(f"input size {tuple(L.shape[-2:])} must be a multiple of 32")
+        check_input(L)
         x = (L - 50.0) / 50.0  # reconstructed input normalisation
         if self.decoder_name == "table4":
             return self.decoder(self.encoder.forward_features(x))
