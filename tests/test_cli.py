@@ -5,16 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import ccc_colorize
 from PIL import Image
 
 from ccc_nodes.cli import collect_jobs, main
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_model):
-    d = tmp_path_factory.mktemp("model")
-    small_model.save_pretrained(d)
-    return d
 
 
 @pytest.fixture()
@@ -29,13 +23,9 @@ def inputs(tmp_path, photo):
     return src
 
 
-def run(*args):
-    return main(["colorize", *map(str, args), "--size", "64", "--device", "cpu", "-q"])
-
-
 def test_folder_recursive_keeps_names_and_reports_bad_files(inputs, model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = run(inputs, "-o", out, "--model", model_dir)
+    rc = ccc_colorize(inputs, "-o", out, "--model", model_dir)
     err = capsys.readouterr().err
     assert rc == 1  # broken.jpg failed
     assert (out / "cat.jpg").is_file() and (out / "sub" / "crop.png").is_file() and (out / "sub" / "alpha.png").is_file()
@@ -48,13 +38,13 @@ def test_folder_recursive_keeps_names_and_reports_bad_files(inputs, model_dir, t
 
 def test_files_and_globs_succeed_with_exit_zero(inputs, model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = run(inputs / "cat.jpg", str(inputs / "sub" / "*.png"), "-o", out, "--model", model_dir, "--batch", "2")
+    rc = ccc_colorize(inputs / "cat.jpg", str(inputs / "sub" / "*.png"), "-o", out, "--model", model_dir, "--batch", "2")
     assert rc == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "cat.jpg", "crop.png"]
 
 
 def test_explicit_non_image_and_missing_inputs_are_reported(inputs, model_dir, tmp_path, capsys):
-    rc = run(inputs / "notes.txt", tmp_path / "missing.png", inputs / "cat.jpg", "-o", tmp_path / "o", "--model", model_dir)
+    rc = ccc_colorize(inputs / "notes.txt", tmp_path / "missing.png", inputs / "cat.jpg", "-o", tmp_path / "o", "--model", model_dir)
     err = capsys.readouterr().err
     assert rc == 1
     assert "notes.txt: not an image" in err and "missing.png: no such file" in err
@@ -63,7 +53,7 @@ def test_explicit_non_image_and_missing_inputs_are_reported(inputs, model_dir, t
 
 def test_never_writes_over_an_input(inputs, model_dir, capsys):
     before = (inputs / "cat.jpg").read_bytes()
-    rc = run(inputs / "cat.jpg", "-o", inputs, "--model", model_dir)
+    rc = ccc_colorize(inputs / "cat.jpg", "-o", inputs, "--model", model_dir)
     assert rc == 1
     assert "would overwrite an input" in capsys.readouterr().err
     assert (inputs / "cat.jpg").read_bytes() == before
@@ -71,14 +61,14 @@ def test_never_writes_over_an_input(inputs, model_dir, capsys):
 
 def test_decompression_bomb_is_refused_and_others_done(inputs, model_dir, tmp_path, capsys):
     Image.new("1", (12000, 12000)).save(inputs / "bomb.png")
-    rc = run(inputs / "bomb.png", inputs / "cat.jpg", "-o", tmp_path / "o", "--model", model_dir)
+    rc = ccc_colorize(inputs / "bomb.png", inputs / "cat.jpg", "-o", tmp_path / "o", "--model", model_dir)
     err = capsys.readouterr().err
     assert rc == 1 and "bomb.png: refused" in err
     assert (tmp_path / "o" / "cat.jpg").is_file()
 
 
 def test_bad_model_and_options_are_clear(inputs, tmp_path, capsys):
-    assert run(inputs / "cat.jpg", "-o", tmp_path / "o", "--model", tmp_path / "nomodel") == 2
+    assert ccc_colorize(inputs / "cat.jpg", "-o", tmp_path / "o", "--model", tmp_path / "nomodel") == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["colorize", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"), "--size", "100"]) == 2
 
@@ -103,7 +93,7 @@ def test_two_inputs_with_one_output_name_keep_the_first_and_report_the_second(in
     twin = inputs / "crop.png"  # same name as sub/crop.png, other picture
     Image.fromarray(np.zeros((40, 64, 3), np.uint8)).save(twin)
     out = tmp_path / "o"
-    rc = run(inputs / "sub" / "crop.png", twin, "-o", out, "--model", model_dir)
+    rc = ccc_colorize(inputs / "sub" / "crop.png", twin, "-o", out, "--model", model_dir)
     err = capsys.readouterr().err
     assert rc == 1 and "colorized 1 image " in err and f"{twin}: its output" in err and "already taken" in err
     assert Image.open(out / "crop.png").size == (200, 120)  # the first input's, not overwritten
@@ -111,7 +101,7 @@ def test_two_inputs_with_one_output_name_keep_the_first_and_report_the_second(in
 
 def test_output_that_is_a_file_is_refused_before_any_work(inputs, model_dir, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
-    assert run(inputs / "cat.jpg", "-o", tmp_path / "afile", "--model", model_dir) == 2
+    assert ccc_colorize(inputs / "cat.jpg", "-o", tmp_path / "afile", "--model", model_dir) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
@@ -119,7 +109,7 @@ def test_one_bad_image_does_not_fail_its_batch(inputs, model_dir, tmp_path, caps
     nan = np.full((32, 32), np.nan, np.float32)
     Image.fromarray(nan, mode="F").save(inputs / "nan.tif")  # opens fine, fails when read as colour
     out = tmp_path / "o"
-    rc = run(inputs / "cat.jpg", inputs / "nan.tif", "-o", out, "--model", model_dir, "--batch", "2")
+    rc = ccc_colorize(inputs / "cat.jpg", inputs / "nan.tif", "-o", out, "--model", model_dir, "--batch", "2")
     err = capsys.readouterr().err
     assert rc == 1 and "colorized 1 image " in err and "nan.tif: colorization failed" in err and "NaN" in err
     assert (out / "cat.jpg").is_file() and not (out / "nan.tif").exists()

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ccc_colorize
 from PIL import Image
-from test_cli import model_dir, run  # noqa: F401 - model_dir is a fixture
 
 from ccc_nodes.cli import collect_jobs
 
@@ -22,7 +22,7 @@ def grey(photo):
 
 
 @pytest.mark.parametrize("order", ["outside first", "inside first"])
-def test_an_input_inside_the_output_folder_is_never_overwritten(grey, model_dir, tmp_path, capsys, order):  # noqa: F811
+def test_an_input_inside_the_output_folder_is_never_overwritten(grey, model_dir, tmp_path, capsys, order):
     (tmp_path / "a").mkdir()
     (tmp_path / "out").mkdir()
     grey.save(tmp_path / "a" / "one.jpg")
@@ -31,21 +31,21 @@ def test_an_input_inside_the_output_folder_is_never_overwritten(grey, model_dir,
     inputs = [tmp_path / "a" / "one.jpg", tmp_path / "out" / "one.jpg"]
     if order == "inside first":
         inputs.reverse()
-    rc = run(*inputs, "-o", tmp_path / "out", "--model", model_dir)
+    rc = ccc_colorize(*inputs, "-o", tmp_path / "out", "--model", model_dir)
     err = capsys.readouterr().err
     assert rc == 1
     assert (tmp_path / "out" / "one.jpg").read_bytes() == before
     assert f"skipped {tmp_path / 'a' / 'one.jpg'}: output {tmp_path / 'out' / 'one.jpg'} would overwrite an input" in err
 
 
-def test_a_renamed_output_never_replaces_an_input_beside_it(grey, model_dir, tmp_path, capsys):  # noqa: F811
+def test_a_renamed_output_never_replaces_an_input_beside_it(grey, model_dir, tmp_path, capsys):
     folder = tmp_path / "d"
     folder.mkdir()
     grey.save(folder / "photo.gif")  # written as photo.gif.png, the name of the next input
     grey.rotate(90).save(folder / "photo.gif.png")
     grey.save(folder / "other.gif")
     before = (folder / "photo.gif.png").read_bytes()
-    rc = run(folder, "-o", folder, "--model", model_dir)
+    rc = ccc_colorize(folder, "-o", folder, "--model", model_dir)
     err = capsys.readouterr().err
     assert rc == 1 and (folder / "photo.gif.png").read_bytes() == before
     assert "photo.gif: output" in err and "would overwrite an input" in err
@@ -117,7 +117,7 @@ def test_links_are_reported_and_the_real_file_is_colorized(tree, tmp_path):
     assert any(name == str(tree / "more") and "links to folders are not followed" in why for name, why in problems)
 
 
-def test_unreadable_folders_and_files_are_reported_and_fail_the_run(tree, model_dir, tmp_path):  # noqa: F811
+def test_unreadable_folders_and_files_are_reported_and_fail_the_run(tree, model_dir, tmp_path):
     (tree / "link.jpg").unlink()
     (tree / "dangling.jpg").unlink()
     (tree / "locked").mkdir()
@@ -141,7 +141,7 @@ def test_unreadable_folders_and_files_are_reported_and_fail_the_run(tree, model_
 
 # ------------------------------------------------------------------ 6: one image too big for memory
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the address-space limit is Linux's")
-def test_an_image_too_big_for_memory_is_reported_and_the_rest_done(model_dir, tmp_path):  # noqa: F811
+def test_an_image_too_big_for_memory_is_reported_and_the_rest_done(model_dir, tmp_path):
     import resource
 
     Image.new("L", (12000, 12000), 128).save(tmp_path / "huge.png")  # 144 MP: gigabytes as float arrays

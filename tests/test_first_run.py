@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ccc_colorize
 from PIL import Image
-
-from ccc_nodes.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_WORKFLOW = ROOT / "examples" / "workflows" / "run_workflow.py"
@@ -32,26 +31,15 @@ def test_the_readme_python_example_runs_in_the_checkout():
     assert r.returncode == 0, r.stderr
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_model):
-    d = tmp_path_factory.mktemp("model")
-    small_model.save_pretrained(d)
-    return d
-
-
-def colorize(*args):
-    return main(["colorize", *map(str, args), "--size", "64", "--device", "cpu", "-q"])
-
-
 def test_a_run_that_writes_nothing_leaves_no_output_folder(tmp_path, model_dir, capsys):
     (tmp_path / "notes.txt").write_text("not an image")
     out = tmp_path / "out" / "deeper"
-    assert colorize(tmp_path / "notes.txt", "-o", out, "--model", model_dir) == 1
+    assert ccc_colorize(tmp_path / "notes.txt", "-o", out, "--model", model_dir) == 1
     assert not (tmp_path / "out").exists()
-    assert colorize(tmp_path / "notes.txt", "-o", out, "--model", tmp_path / "no-model") == 2  # the model fails
+    assert ccc_colorize(tmp_path / "notes.txt", "-o", out, "--model", tmp_path / "no-model") == 2  # the model fails
     assert not (tmp_path / "out").exists()
     (tmp_path / "file").write_text("")
-    assert colorize(tmp_path / "notes.txt", "-o", tmp_path / "file" / "out", "--model", model_dir) == 2
+    assert ccc_colorize(tmp_path / "notes.txt", "-o", tmp_path / "file" / "out", "--model", model_dir) == 2
     assert "cannot create the output folder" in capsys.readouterr().err
 
 
@@ -59,7 +47,7 @@ def test_summary_and_detail_lines_agree(tmp_path, model_dir, photo, capsys):
     Image.fromarray(photo).save(tmp_path / "cat.png")
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    rc = colorize(tmp_path / "cat.png", tmp_path / "notes.txt", tmp_path / "broken.jpg", tmp_path / "absent.png",
+    rc = ccc_colorize(tmp_path / "cat.png", tmp_path / "notes.txt", tmp_path / "broken.jpg", tmp_path / "absent.png",
                   "-o", tmp_path / "out", "--model", model_dir)
     lines = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
