@@ -85,7 +85,7 @@ def test_cli_with_a_model_and_classical_harmonisation(gt_dir, tmp_path, small_mo
 
 
 def test_sam_harmonisation_row_with_a_small_sam(gt_dir, small_model):
-    from test_masks import tiny_sam
+    from helpers import tiny_sam
 
     res = evaluate_folder(
         gt_dir, colorizer=Colorizer(small_model, device="cpu", size=64), harmonize="sam", sam=tiny_sam(),

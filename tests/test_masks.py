@@ -1,6 +1,9 @@
 """Mask sources: the real segment-anything automatic mask generator on a small SAM built
 here (random weights: the point is the code path), SAM checkpoint loading from a file and
-from a populated Hugging Face cache, the classical fallback, and caller-given masks."""
+from a populated Hugging Face cache, the classical fallback, and caller-given masks.
+
+Only the tests that use segment-anything skip without it (and fail in CI, helpers.need);
+the classical and given-mask tests always run."""
 
 import dataclasses
 from functools import partial
@@ -8,6 +11,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from helpers import need, populate_cache, run_with_unreachable_hub, tiny_sam
 from PIL import Image
 
 from ccc_nodes import Colorizer
@@ -24,32 +28,10 @@ from ccc_nodes.masks import (
     sam_masks,
 )
 
-segment_anything = pytest.importorskip("segment_anything")
-
-
-def tiny_sam(seed: int = 0):
-    """A SAM with segment-anything's own modules, shrunk (64 px input, 1 block, width 32)."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    torch.manual_seed(seed)
-    size, patch, dim = 64, 16, 32
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=size, patch_size=patch, embed_dim=dim, depth=1, num_heads=2, out_chans=dim,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=0,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=dim, image_embedding_size=(size // patch, size // patch), input_image_size=(size, size), mask_in_chans=4,
-        ),
-        mask_decoder=MaskDecoder(
-            transformer_dim=dim, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-            num_multimask_outputs=3, iou_head_depth=2, iou_head_hidden_dim=32,
-        ),
-    ).eval()
-
 
 @pytest.fixture(scope="module")
 def sam():
+    """A tiny real SAM: a test that takes it needs segment-anything."""
     return tiny_sam()
 
 
@@ -105,8 +87,6 @@ def test_sam_masks_drive_harmonisation_of_a_real_prediction(sam, image, small_mo
 
 
 def test_load_sam_from_a_file_and_from_the_hub_cache(sam, tmp_path):
-    from test_hub import populate_cache
-
     ckpt = tmp_path / "ckpt" / "tiny_sam.pth"
     ckpt.parent.mkdir()
     torch.save(sam.state_dict(), ckpt)
@@ -125,8 +105,7 @@ def test_load_sam_from_a_file_and_from_the_hub_cache(sam, tmp_path):
 
 
 def test_load_sam_with_an_unreachable_hub_fails_at_once(tmp_path):
-    from test_hub import run_with_unreachable_hub
-
+    need("segment_anything", "pip install -e '.[sam]'")  # load_sam refuses before any download without it
     r = run_with_unreachable_hub(tmp_path / "hub", (
         "from ccc_nodes.masks import load_sam, SamLoadError\n"
         "try:\n    load_sam('ccc-test/absent-sam')\n"
@@ -169,13 +148,16 @@ def test_classical_masks_partition_the_image(image):
         classical_masks(image, method="watershed")
 
 
-def test_auto_falls_back_to_classical_and_says_so(image, sam):
+def test_auto_falls_back_to_classical_and_says_so(image):
     masks = generate_masks(image, "auto")
     assert masks.source.startswith("classical:") and "no SAM model" in masks.note
-    assert generate_masks(image, "auto", sam=sam, points_per_side=2, pred_iou_thresh=0.0,
-                          stability_score_thresh=0.0).source == "sam:custom"
     with pytest.raises(ValueError, match="load_sam"):
         generate_masks(image, "sam")
+
+
+def test_auto_uses_a_sam_it_is_given(image, sam):
+    assert generate_masks(image, "auto", sam=sam, points_per_side=2, pred_iou_thresh=0.0,
+                          stability_score_thresh=0.0).source == "sam:custom"
 
 
 def test_given_masks_in_every_form(image):
