@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_hub import fake_hub  # noqa: F401, F811 - the fixture: a Hub on loopback
+from helpers import HUB_REPO
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFYUI = os.environ.get("CCC_COMFYUI_DIR")
@@ -87,12 +87,10 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def test_the_findings_in_real_comfyui(tmp_path, fake_hub):  # noqa: F811
-    from test_hub import REPO
-
+def test_the_findings_in_real_comfyui(tmp_path, fake_hub):
     python = os.environ.get("CCC_COMFYUI_PYTHON") or str(Path(COMFYUI) / ".venv" / "bin" / "python")
     (tmp_path / "input").mkdir()
-    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_CACHE": str(tmp_path / "hf"), "CCC_TEST_REPO": REPO}
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_CACHE": str(tmp_path / "hf"), "CCC_TEST_REPO": HUB_REPO}
     env.pop("HF_HUB_OFFLINE", None)
     r = subprocess.run([python, "-c", SCRIPT, COMFYUI, str(ROOT), str(tmp_path)], capture_output=True, text=True,
                        timeout=600, env=env)
@@ -115,7 +113,7 @@ def test_the_findings_in_real_comfyui(tmp_path, fake_hub):  # noqa: F811
         assert not ok and "torch sees no CUDA GPU" in json.dumps(errors)
     assert out["error_type"] == "ccc_nodes.hub.ModelLoadError"
     # the Hub model is in models/ccc, where the loader lists it
-    folder = REPO.replace("/", "--")
+    folder = HUB_REPO.replace("/", "--")
     assert folder in out["hub_folder"] and folder in out["listed"]
     assert (tmp_path / "models" / "ccc" / folder / "model.safetensors").is_file() and not (tmp_path / "hf").exists()
     # the network is ComfyUI's to unload (and to load again)

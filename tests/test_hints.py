@@ -279,7 +279,7 @@ def test_hint_nodes_run_in_the_server_with_a_painted_mask_and_a_batch(tmp_path_f
     import io
 
     import httpx
-    from test_server import grey_png, run, upload
+    from helpers import grey_png, run_prompt, upload
 
     from ccc_nodes.server import ServerConfig, ServerThread
 
@@ -314,7 +314,7 @@ def test_hint_nodes_run_in_the_server_with_a_painted_mask_and_a_batch(tmp_path_f
                                                                "temperature": 0.38}},
             "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "batch"}},
         }
-        _, _, entry = run(srv, c, g)
+        _, _, entry = run_prompt(srv, c, g)
         assert entry["status"]["status_str"] == "success", entry["status"]
         out = np.asarray(Image.open(io.BytesIO(c.get("/view", params=entry["outputs"]["6"]["images"][0]).content)))
         lab = lab_of(torch.from_numpy(out / 255.0).permute(2, 0, 1)[None].float())
@@ -334,7 +334,7 @@ def test_hint_nodes_run_in_the_server_with_a_painted_mask_and_a_batch(tmp_path_f
             "5": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["4", 0], "decode": "argmax", "temperature": 0.38}},
             "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "blank"}},
         }
-        _, _, entry = run(srv, c, g4)
+        _, _, entry = run_prompt(srv, c, g4)
         assert entry["status"]["status_str"] == "error"
         assert "the mask is empty" in json.dumps(entry["status"]["messages"])
 
