@@ -94,7 +94,7 @@ def colorized(colorizer, preds, temporal: bool):
     state = TemporalState()
     for pred in preds:
         logits = state.step(pred) if temporal else pred.logits
-        yield join_lab(pred.L, decode_ab(logits, colorizer.classes, colorizer.decode, colorizer.temperature))
+        yield join_lab(pred.L, decode_ab(logits, colorizer.classes, colorizer.decoding))
 
 
 def score_clips(colorizer, clips, strip: Path | None = None) -> dict[str, Scores]:
@@ -163,7 +163,7 @@ def table(rows: dict[str, Scores], title: str) -> str:
 def quality(a) -> None:
     from PIL import Image
 
-    colorizer = Colorizer(a.model, device=a.device, decode=a.decode, batch_size=a.batch)
+    colorizer = Colorizer(a.model, device=a.device, decoding=a.decode, batch_size=a.batch)
     photos = sorted(p for p in Path(a.photos).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:: a.every]
     clips = (moving_crop(np.asarray(Image.open(p).convert("RGB")), a.frames) for p in photos)
     t = time.perf_counter()

@@ -5,6 +5,10 @@ Core API::
     from ccc_nodes import Colorizer
     Colorizer()(PIL.Image.open("examples/grey/chelsea.jpg")).save("colour.png")
 
+    result = Colorizer().run(image, hints=[Hint.at(40, 60, "#c0392b")],
+                             harmonization=Harmonization("classical"))
+    result.rgb, result.class_map, result.masks, result.notes
+
 The names below are imported on first use, so ``import ccc_nodes`` (and ``ccc --help``)
 does not load torch.
 """
@@ -24,13 +28,19 @@ _EXPORTS = {
     "load_model": "hub",
     "ImageError": "images",
     "Colorizer": "pipeline",
+    "ColorizeResult": "pipeline",
     "Prediction": "pipeline",
+    "Decoding": "settings",
+    "Harmonization": "settings",
 }
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
     "ColorClasses",
+    "ColorizeResult",
     "Colorizer",
+    "Decoding",
+    "Harmonization",
     "ImageError",
     "ModelLoadError",
     "Prediction",
@@ -42,7 +52,8 @@ if TYPE_CHECKING:
     from .classes import ColorClasses
     from .hub import DEFAULT_MODEL_DIR, ModelLoadError, load_model
     from .images import ImageError
-    from .pipeline import Colorizer, Prediction
+    from .pipeline import Colorizer, ColorizeResult, Prediction
+    from .settings import Decoding, Harmonization
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image
+from .settings import DECODE_MODES, INPUT_SIZE, Decoding
 from .video import VIDEO_SUFFIXES
 
 __all__ = ["main"]
@@ -40,9 +41,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "evaluate": Subcommand("ccc_nodes.evaluate", "eval",
                            "score colorizations against ground truth (MSE ... FID, CNR, CCAR, TAR)"),
     "serve": Subcommand("ccc_nodes.server.cli", "server", "run the ComfyUI-compatible server (and node editor)"),
+    "export-onnx": Subcommand("ccc_nodes.onnx_runtime", "onnx",
+                              "export the network to ONNX (for onnxruntime and other runtimes)"),
 }
 # A missing module that belongs to another extra than its command's (e.g. SAM masks in evaluate).
-_MODULE_EXTRAS = {"segment_anything": "sam"}
+_MODULE_EXTRAS = {"segment_anything": "sam", "onnx": "onnx", "onnxscript": "onnx", "onnx_ir": "onnx",
+                  "onnxruntime": "onnx"}
 
 # PIL writers by suffix; anything else is written as PNG beside the kept name.
 _WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
@@ -185,6 +189,7 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .hub import ModelLoadError
+    from .onnx_runtime import open_model
     from .pipeline import Colorizer
 
     outdir = Path(args.output)
@@ -192,6 +197,10 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         print(f"error: -o {outdir} is a file, not a folder", file=sys.stderr)
         return 2
     if args.temporal == "on" or any(Path(spec).suffix.lower() in VIDEO_SUFFIXES for spec in args.inputs):
+        if args.workers or args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            print("error: videos and --temporal on take one process: drop --workers and --resume, and run without "
+                  "torchrun", file=sys.stderr)
+            return 2
         return cmd_colorize_sequences(args, outdir)
     safe, problems = collect_jobs(args.inputs, outdir)  # never an output over an input
     failures: list[tuple[str, str]] = list(problems)
@@ -206,13 +215,30 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     if (why := _uncreatable(outdir)) is not None:  # made by the first output written: a run that writes none leaves none
         print(f"error: cannot create the output folder {outdir}: {why}", file=sys.stderr)
         return 2
+    ranks = None
+    if args.workers or args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the bulk path
+        if hint_table is not None or reference is not None:
+            print("error: --hint, --hints and --reference take the one-process path: drop --workers and --resume, "
+                  "and run without torchrun", file=sys.stderr)
+            return 2
+        from .bulk import Ranks
+
+        try:
+            ranks = Ranks.from_env()
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        args.device = ranks.device(args.device)  # under torchrun each rank its own GPU
     try:
-        colorizer = Colorizer(args.model, device=args.device, size=args.size, precision=args.precision,
-                              decode=args.decode, batch_size=args.batch, max_pixels=args.max_pixels,
+        model = open_model(args.model, args.runtime, revision=args.revision)
+        colorizer = Colorizer(model, device=args.device, size=args.size, precision=args.precision,
+                              decoding=args.decode, batch_size=args.batch, max_pixels=args.max_pixels,
                               revision=args.revision)
     except (ModelLoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if ranks is not None:
+        return _colorize_bulk(args, colorizer, safe, failures, outdir, ranks)
     if reference is not None:
         from .hints import palette_prior
 
@@ -267,6 +293,29 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _colorize_bulk(args: argparse.Namespace, colorizer, jobs: list[Job], failures: list[tuple[str, str]],
+                   outdir: Path, ranks) -> int:
+    """--workers, --resume or torchrun: the core's bulk path (:mod:`ccc_nodes.bulk`); rank 0 reports for all."""
+    from .bulk import colorize_files
+
+    try:
+        report = colorize_files(colorizer, [(j.src, j.dst) for j in jobs], _save, workers=args.workers,
+                                resume=args.resume, progress=not args.quiet, ranks=ranks)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        ranks.close()
+    if ranks.main:
+        if report.kept:
+            print(f"kept {report.kept} output{'s' if report.kept != 1 else ''} already written whole (--resume)",
+                  file=sys.stderr)
+        if ranks.world > 1:
+            print(f"{ranks.world} ranks wrote {' + '.join(map(str, report.per_rank))} images", file=sys.stderr)
+        _report(report.done, failures + report.failures, outdir)
+    return 1 if failures or report.failures else 0
+
+
 def _steering_inputs(args: argparse.Namespace) -> tuple[dict | None, object]:
     """``--hint``, ``--hints`` and ``--reference`` read up front, so a typo fails before any work."""
     if not (args.hint or args.hints or args.reference):
@@ -293,6 +342,7 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
         print("error: --hint, --hints and --reference are for images; videos and sequences take none", file=sys.stderr)
         return 2
     from .hub import ModelLoadError
+    from .onnx_runtime import open_model
     from .pipeline import Colorizer
     from .video import VideoError, colorize_sequences, require_av
 
@@ -300,8 +350,9 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
     try:
         if videos:
             require_av()
-        colorizer = Colorizer(args.model, device=args.device, size=args.size, precision=args.precision,
-                              decode=args.decode, batch_size=args.batch, max_pixels=args.max_pixels,
+        model = open_model(args.model, args.runtime, revision=args.revision)
+        colorizer = Colorizer(model, device=args.device, size=args.size, precision=args.precision,
+                              decoding=args.decode, batch_size=args.batch, max_pixels=args.max_pixels,
                               revision=args.revision)
     except (ModelLoadError, ValueError) as e:  # VideoError is a ValueError
         print(f"error: {e}", file=sys.stderr)
@@ -358,13 +409,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                        description="Colorize images. Outputs keep their names under OUTDIR; inputs are never overwritten.")
     c.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
     c.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the colorized images")
-    c.add_argument("--model", default=None, help="Hub repo id or model folder (default: the embedded model)")
+    c.add_argument("--model", default=None,
+                   help="Hub repo id, model folder or .onnx file (default: the embedded model)")
+    c.add_argument("--runtime", choices=("torch", "onnx"), default=None,
+                   help="torch, or onnx: an .onnx --model made by `ccc export-onnx`, run by onnxruntime on the CPU "
+                        "(default: onnx for an .onnx file, else torch)")
     c.add_argument("--revision", default=None, help="Hub branch, tag or commit")
-    c.add_argument("--size", type=int, default=224, help="network input size, a multiple of 32 (default 224)")
+    c.add_argument("--size", type=int, default=INPUT_SIZE,
+                   help=f"network input size, a multiple of 32 (default {INPUT_SIZE})")
     c.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
     c.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N, mps")
     c.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    c.add_argument("--decode", default="argmax", choices=("argmax", "annealed-mean"))
+    c.add_argument("--decode", default=Decoding().mode, choices=DECODE_MODES,
+                   help=f"how classes become a*b* (default {Decoding().mode})")
     c.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"refuse larger images (default {MAX_PIXELS:,})")
     c.add_argument("--hint", action="append", metavar="X,Y,#RRGGBB[,S]",
                    help="a colour hint: the object under pixel (X, Y) takes the colour, with strength S in 0..1 "
@@ -378,6 +435,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--temporal", choices=("on", "off"), default=None,
                    help="videos: carry colours along the motion (on, the default) or colorize frame by frame (off); "
                         "on also makes each input folder one sequence of numbered frames")
+    c.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="the bulk path: N reader processes and writer threads beside the network (0: off)")
+    c.add_argument("--resume", action="store_true",
+                   help="skip outputs already written whole (checked by size and decoding), redo the rest")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_colorize)
     chosen = _command(argv)

@@ -1,20 +1,21 @@
 """``ccc evaluate``: score colorizations against ground truth (METHOD.md section 10).
 
-    ccc evaluate --gt DIR (--pred DIR | --model REPO_OR_DIR) [--harmonize sam|classical|none]
-                 [--sam CKPT] [--size 256] [--out DIR]
+    ccc evaluate --gt DIR (--pred DIR | --model REPO_OR_DIR) [--harmonize off|sam|classical]
+                 [--sam CKPT] [--crop 256] [--size 224] [--out DIR]
 
 Protocol: every ground-truth image (and its prediction) is resized so that its shorter
-side is ``size`` and centre-cropped to ``size`` x ``size`` (default 256); metrics are
+side is ``crop`` and centre-cropped to ``crop`` x ``crop`` (default 256); metrics are
 computed on sRGB there. With ``--model`` the grey version of that crop is colorized (the
-network sees it at ``--model-size``; its a*b* is joined with the crop's own L); with
+network sees it at ``--size``, as in ``ccc colorize``; its a*b* is joined with the crop's own L); with
 ``--harmonize`` a second row scores the same predictions after object-selective
 harmonisation (METHOD.md section 9). With ``--pred`` each ground-truth image is paired
 with the image of DIR that has the same relative path and name, or that name plus
 ``.png`` (what ``ccc colorize`` writes for ``x.gif``: ``x.gif.png``), or else the same
 stem with any image suffix.
 
-Grey ground truths (uint8 max |R - G| and max |G - B| at most 3, the rule training
-uses to skip grey photos) and images whose shorter side is under 32 px are not scored:
+Grey ground truths (:func:`ccc_nodes.images.is_grey`: uint8 max |R - G| and max |G - B|
+at most 3, the one rule of training, the Metrics node and the Space) and images whose
+shorter side is under 32 px are not scored:
 their class metrics mean nothing (one GT class makes CNR the number of predicted
 classes). They are listed with the reason, as unreadable files and missing predictions are.
 
@@ -28,7 +29,7 @@ status: 0 when images were scored, 1 when none could be, 2 for bad arguments.
 Python::
 
     from ccc_nodes.evaluate import evaluate_folder
-    result = evaluate_folder("val/", colorizer=Colorizer(), harmonize="classical")
+    result = evaluate_folder("val/", colorizer=Colorizer(), harmonization=Harmonization("classical"))
     result.rows     # {"CCC++": {...}, "CCC++ + harmonisation (classical)": {...}}
 """
 
@@ -39,58 +40,40 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .harmonize import HARMONIZE_DEFAULTS
-from .harmonize import harmonize as harmonize_prediction
-from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image, to_rgb
-from .masks import SamLoadError, generate_masks, grey_image, load_sam, overlay
+from .images import EVAL_SIZE, IMAGE_SUFFIXES, MAX_PIXELS, ImageError, eval_crop, is_grey, open_image
+from .masks import SAM_MODEL_TYPES, SamLoadError, grey_image, load_sam, overlay
 from .metrics import (
-    GREY_TOLERANCE,
+    GREY_RULE,
     ColorMetrics,
     MetricUnavailable,
-    is_grey,
     load_fid_features,
     load_lpips,
     markdown_table,
     metric_classes,
 )
+from .pipeline import check_size
+from .settings import DECODE_MODES, HARMONIZE_CHOICES, INPUT_SIZE, Decoding, Harmonization, harmonization_for
 
-__all__ = ["EvalResult", "add_parser", "check_size", "eval_crop", "evaluate_folder", "is_grey", "write_report"]
+__all__ = ["EvalResult", "add_parser", "check_crop", "eval_crop", "evaluate_folder", "is_grey", "write_report"]
 
-HARMONIZE_CHOICES = ("none", "classical", "sam")
 MIN_SIDE = 32  # images with a shorter side under this are not scored
-MIN_SIZE = 32  # the smallest evaluation size
+MIN_CROP = 32  # the smallest evaluation view
 
 
-def check_size(size: Any) -> None:
-    """Refuse an evaluation size that is not a multiple of 4 of at least 32 (class maps
+def check_crop(crop: Any) -> None:
+    """Refuse an evaluation view that is not a multiple of 4 of at least 32 (class maps
     are taken at 1/4 of it)."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE or size % 4:
-        raise ValueError(f"the evaluation size must be a multiple of 4 of at least {MIN_SIZE} "
-                         f"(class maps are taken at 1/4 of it), got {size!r}")
-
-
-def eval_crop(image: Any, size: int = 256, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """Any image -> sRGB ``(3, size, size)`` in [0, 1]: shorter side resized to ``size``
-    (bilinear, antialiased), centre square (METHOD.md section 10)."""
-    rgb, _ = to_rgb(image, max_pixels)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
-    h, w = x.shape[-2:]
-    if min(h, w) != size:
-        s = size / min(h, w)
-        x = F.interpolate(x, size=(max(size, round(h * s)), max(size, round(w * s))), mode="bilinear",
-                          antialias=True, align_corners=False).clamp(0, 1)
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[0, :, top : top + size, left : left + size].contiguous()
+    if isinstance(crop, bool) or not isinstance(crop, int) or crop < MIN_CROP or crop % 4:
+        raise ValueError(f"the evaluation crop must be a multiple of 4 of at least {MIN_CROP} "
+                         f"(class maps are taken at 1/4 of it), got {crop!r}")
 
 
 @dataclass
@@ -201,23 +184,92 @@ def _perceptual(lpips: bool | str, fid: bool | str, device: torch.device, notes:
     return tuple(nets)
 
 
+@dataclass
+class _Sample:
+    """One scored image: its place in the set, ground-truth file, crop and prediction crop."""
+
+    index: int
+    path: Path
+    gt: torch.Tensor  # (3, S, S) in [0, 1]
+    pred: torch.Tensor | None  # the same, from --pred; None with a model
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.gt.permute(1, 2, 0).numpy()
+
+
+@dataclass
+class _Tally:
+    """What the loop counts besides the metrics."""
+
+    skipped: list[tuple[str, str]]
+    greys: list[str] = field(default_factory=list)
+    upscaled: int = 0
+    changed: list[float] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)
+
+
+def _read_samples(pairs: Sequence[tuple[Path, Path | None]], start: int, crop: int, max_pixels: int,
+                  tally: _Tally) -> list[_Sample]:
+    """The evaluation crops of ``pairs`` (numbered from ``start``); what cannot be scored
+    goes into ``tally.skipped`` with the reason."""
+    samples = []
+    for k, (g, p) in enumerate(pairs, start):
+        try:
+            gt, up = _read_crop(g, crop, max_pixels)
+        except ImageError as e:
+            tally.skipped.append((str(g), _why(e, g)))
+            continue
+        if is_grey(gt):  # nothing to score colours against (training skips these too)
+            tally.greys.append(str(g))
+            tally.skipped.append((str(g), f"grey ground truth ({GREY_RULE}): no colours to score against"))
+            continue
+        try:
+            pred = _read_crop(p, crop, max_pixels)[0] if p is not None else None
+        except ImageError as e:
+            tally.skipped.append((str(g), f"prediction {p}: {_why(e, p)}"))
+            continue
+        tally.upscaled += up
+        samples.append(_Sample(k, g, gt, pred))
+    return samples
+
+
+def _picture(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+
+
+def _colorized(samples: list[_Sample], colorizer, harmonization: Harmonization | None, sam, tally: _Tally,
+               shown: set[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, dict[int, torch.Tensor]]:
+    """The model's job on the samples' grey: (plain RGBs, harmonised RGBs or None, mask
+    overlays of the gallery's samples)."""
+    results = colorizer.run([s.rgb for s in samples], harmonization=harmonization, sam=sam)
+    plain = [r.prediction.rgb(r.decoding).cpu() for r in results]
+    if harmonization is None:
+        return plain, None, {}
+    overlays = {}
+    for s, r in zip(samples, results, strict=True):
+        tally.changed.append(r.harmonized.changed)
+        tally.sources.add(r.masks.source)
+        if s.index in shown:
+            overlays[s.index] = _picture(overlay(r.prediction, r.masks))
+    return plain, [r.rgb.cpu() for r in results], overlays
+
+
 @torch.no_grad()
 def evaluate_folder(
     gt_dir: str | Path,
     pred_dir: str | Path | None = None,
     colorizer=None,
-    harmonize: str = "none",
+    harmonization: Harmonization | None = None,
     sam=None,
-    size: int = 256,
-    harmonize_params: dict | None = None,
-    mask_params: dict | None = None,
+    crop: int = EVAL_SIZE,
     lpips: bool | str = True,
     fid: bool | str = True,
     gallery: int = 6,
     limit: int | None = None,
     progress: bool = True,
     max_pixels: int = MAX_PIXELS,
-    model_size: int = 224,
+    model_size: int = INPUT_SIZE,
 ) -> EvalResult:
     """Score a folder of ground-truth images against predictions or a model.
 
@@ -226,12 +278,11 @@ def evaluate_folder(
       pred_dir: predictions with the same relative paths and stems (any image suffix);
         or None with ``colorizer``.
       colorizer: a :class:`ccc_nodes.Colorizer` that colorizes each ground truth's grey.
-      harmonize: ``"none"``, ``"classical"`` or ``"sam"`` (needs ``sam``; without it the
-        classical masks are used and ``notes["masks"]`` says so). Only with ``colorizer``.
+      harmonization: :class:`~ccc_nodes.settings.Harmonization` to score a second row
+        after harmonisation (only with ``colorizer``); SAM masks without ``sam`` fall
+        back to classical ones and ``notes["masks"]`` says so.
       sam: a loaded SAM model (:func:`ccc_nodes.masks.load_sam`).
-      size: evaluation size (shorter side, then centre square): a multiple of 4, at least 32.
-      harmonize_params: thresholds for :func:`ccc_nodes.harmonize.harmonize`.
-      mask_params: parameters for :func:`ccc_nodes.masks.generate_masks`.
+      crop: the evaluation view (shorter side, then centre square): a multiple of 4, at least 32.
       lpips, fid: True to load the default networks, a path to load them from, False to
         leave the metric out.
       gallery: how many images the gallery shows (spread over the set); 0 for none.
@@ -246,11 +297,9 @@ def evaluate_folder(
 
     if (pred_dir is None) == (colorizer is None):
         raise ValueError("give exactly one of pred_dir (a folder of predictions) or colorizer (a model)")
-    if harmonize not in HARMONIZE_CHOICES:
-        raise ValueError(f"harmonize must be one of {HARMONIZE_CHOICES}, got {harmonize!r}")
-    if harmonize != "none" and colorizer is None:
+    if harmonization is not None and colorizer is None:
         raise ValueError("harmonisation needs the model's class predictions: use --model, not --pred")
-    check_size(size)
+    check_crop(crop)
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
         raise ValueError(f"ground-truth folder {str(gt_dir)!r} does not exist")
@@ -262,106 +311,81 @@ def evaluate_folder(
     if not pairs and not skipped:  # nothing at all; files that cannot be scored are reported instead
         raise ValueError(f"no images to score in {gt_dir}")
 
+    # -- the metrics: one row per variant, the model's classes (else the default model's, as the Metrics node)
     notes: dict[str, str] = {}
     device = colorizer.device if colorizer is not None else torch.device("cpu")
     lp, fd = _perceptual(lpips, fid, device, notes)
-    # One rule with the Metrics node: the model's classes, else the embedded default model's.
     classes, notes["classes"] = metric_classes(colorizer.classes if colorizer is not None else None)
     label = "prediction" if colorizer is None else "CCC++"
     grid_at = colorizer.size if colorizer is not None else model_size
     metrics = {label: ColorMetrics(classes, lpips=lp, fid=fd, model_size=grid_at)}
     hlabel = None
-    mask_params = dict(mask_params or {})
-    hparams = {**HARMONIZE_DEFAULTS, **(harmonize_params or {})}
-    if harmonize != "none":
-        source = "sam" if harmonize == "sam" and sam is not None else "classical"
-        if harmonize == "sam" and sam is None:
+    if harmonization is not None:
+        if harmonization.masks == "sam" and sam is None:
             notes["masks"] = "SAM was asked for but no SAM checkpoint was given: classical masks were used"
-        hlabel = f"CCC++ + harmonisation ({source})"
+            harmonization = replace(harmonization, masks="classical")
+        hlabel = f"CCC++ + harmonisation ({'sam' if sam is not None and harmonization.masks != 'classical' else 'classical'})"
         metrics[hlabel] = ColorMetrics(classes, lpips=lp, fid=fd, model_size=grid_at)
-    n_gal = min(gallery, len(pairs))
-    gal_at = {round(i * (len(pairs) - 1) / max(n_gal - 1, 1)) for i in range(n_gal)} if n_gal else set()
-    samples: list[list[torch.Tensor]] = []
-    changed, used_sources, greys, upscaled = [], set(), [], 0
-    batch = colorizer.batch_size if colorizer is not None else 8
 
+    # -- the loop: read a chunk of crops, colorize their grey (or take the predictions), score
+    n_gal = min(gallery, len(pairs))
+    shown = {round(i * (len(pairs) - 1) / max(n_gal - 1, 1)) for i in range(n_gal)} if n_gal else set()
+    gallery_rows: list[list[torch.Tensor]] = []
+    tally = _Tally(skipped)
+    batch = colorizer.batch_size if colorizer is not None else 8
     bar = tqdm(total=len(pairs), desc="evaluate", unit="img", disable=not progress)
     for start in range(0, len(pairs), batch):
-        chunk = []
-        for k, (g, p) in enumerate(pairs[start : start + batch], start):
-            try:
-                gt, up = _read_crop(g, size, max_pixels)
-            except ImageError as e:
-                skipped.append((str(g), _why(e, g)))
-                bar.update(1)
-                continue
-            if is_grey(gt):  # nothing to score colours against (training skips these too)
-                greys.append(str(g))
-                skipped.append((str(g), f"grey ground truth (|R - G| and |G - B| at most {GREY_TOLERANCE} levels everywhere): "
-                                        "no colours to score against"))
-                bar.update(1)
-                continue
-            try:
-                pred = _read_crop(p, size, max_pixels)[0] if p is not None else None
-            except ImageError as e:
-                skipped.append((str(g), f"prediction {p}: {_why(e, p)}"))
-                bar.update(1)
-                continue
-            upscaled += up
-            chunk.append((k, g, gt, pred))
-        if not chunk:
-            continue
-        gts = torch.stack([c[2] for c in chunk])
-        rows: dict[str, torch.Tensor] = {}
-        extra: list[list[torch.Tensor]] = [[] for _ in chunk]
-        if colorizer is None:
-            rows[label] = torch.stack([c[3] for c in chunk])
-        else:
-            preds = colorizer.predict([c[2].permute(1, 2, 0).numpy() for c in chunk])
-            rows[label] = torch.cat([p.rgb(colorizer.decode, colorizer.temperature) for p in preds]).cpu()
-            if hlabel is not None:
-                outs = []
-                for i, p in enumerate(preds):
-                    masks = generate_masks(p, source, sam=sam, **mask_params)
-                    h = harmonize_prediction(p, masks, **hparams)
-                    changed.append(h.changed)
-                    used_sources.add(masks.source)
-                    outs.append(h.rgb(colorizer.decode, colorizer.temperature).cpu())
-                    if chunk[i][0] in gal_at:
-                        extra[i].append(torch.from_numpy(np.array(overlay(p, masks))).permute(2, 0, 1).float() / 255)
-                rows[hlabel] = torch.cat(outs)
-        gt_feats = fd(gts.to(device)) if fd is not None else None
-        for name, pred in rows.items():
-            metrics[name].update(pred, gts, gt_features=gt_feats)
-        for i, c in enumerate(chunk):
-            if c[0] in gal_at:
-                grey = torch.from_numpy(grey_image(c[2].permute(1, 2, 0).numpy(), None)).permute(2, 0, 1).float() / 255
-                samples.append([grey, *extra[i], *(rows[n][i] for n in rows), c[2]])
+        chunk = pairs[start : start + batch]
+        samples = _read_samples(chunk, start, crop, max_pixels, tally)
+        if samples:
+            gts = torch.stack([s.gt for s in samples])
+            overlays: dict[int, torch.Tensor] = {}
+            if colorizer is None:
+                rows = {label: [s.pred for s in samples]}
+            else:
+                plain, harmonised, overlays = _colorized(samples, colorizer, harmonization, sam, tally, shown)
+                rows = {label: plain} | ({hlabel: harmonised} if harmonised is not None else {})
+            rows = {name: torch.cat([x.view(-1, *x.shape[-3:]) for x in rgbs]) for name, rgbs in rows.items()}
+            gt_feats = fd(gts.to(device)) if fd is not None else None
+            for name, pred in rows.items():
+                metrics[name].update(pred, gts, gt_features=gt_feats)
+            for i, s in enumerate(samples):
+                if s.index in shown:
+                    grey = _picture(Image.fromarray(grey_image(s.rgb, None)))
+                    gallery_rows.append([grey, *([overlays[s.index]] if s.index in overlays else []),
+                                         *(rows[n][i] for n in rows), s.gt])
         bar.update(len(chunk))
     bar.close()
 
-    if greys:
-        shown = ", ".join(Path(f).name for f in greys[:20]) + (f" and {len(greys) - 20} more" if len(greys) > 20 else "")
-        notes["grey"] = (f"{len(greys)} grey ground truth{'s' if len(greys) > 1 else ''} not scored (no colours to "
-                         f"score against; training skips grey photos too): {shown}")
-    if upscaled:
-        notes["upscaled"] = (f"{upscaled} ground truth{'s' if upscaled > 1 else ''} had a shorter side under {size} px "
-                             f"and {'were' if upscaled > 1 else 'was'} upscaled")
-    if hlabel is not None and changed:
-        notes["harmonisation"] = (
-            f"masks from {', '.join(sorted(used_sources))}; {100 * float(np.mean(changed)):.2f}% of pixels recoloured "
-            f"on average; thresholds " + ", ".join(f"{k}={v}" for k, v in hparams.items())
-        )
     heads = ["grey", *(["masks"] if hlabel else []), *(["prediction"] if colorizer is None else ["CCC++"]),
              *(["harmonised"] if hlabel else []), "ground truth"]
     return EvalResult(
         rows={name: m.compute() for name, m in metrics.items()},
-        notes=notes,
-        skipped=skipped,
-        gallery=_gallery(samples, heads) if samples else None,
-        settings={"gt": str(gt_dir), "pred": str(pred_dir) if pred_dir else None, "size": size, "harmonize": harmonize,
-                  "harmonize_params": hparams if hlabel else None, "images": len(pairs)},
+        notes=notes | _tally_notes(tally, crop, harmonization if hlabel else None),
+        skipped=tally.skipped,
+        gallery=_gallery(gallery_rows, heads) if gallery_rows else None,
+        settings={"gt": str(gt_dir), "pred": str(pred_dir) if pred_dir else None, "crop": crop,
+                  "harmonization": harmonization.as_dict() if hlabel else None, "images": len(pairs)},
     )
+
+
+def _tally_notes(tally: _Tally, crop: int, harmonization: Harmonization | None) -> dict[str, str]:
+    notes = {}
+    if tally.greys:
+        greys = tally.greys
+        shown = ", ".join(Path(f).name for f in greys[:20]) + (f" and {len(greys) - 20} more" if len(greys) > 20 else "")
+        notes["grey"] = (f"{len(greys)} grey ground truth{'s' if len(greys) > 1 else ''} not scored (no colours to "
+                         f"score against; training skips grey photos too): {shown}")
+    if tally.upscaled:
+        n = tally.upscaled
+        notes["upscaled"] = (f"{n} ground truth{'s' if n > 1 else ''} had a shorter side under {crop} px "
+                             f"and {'were' if n > 1 else 'was'} upscaled")
+    if harmonization is not None and tally.changed:
+        notes["harmonisation"] = (
+            f"masks from {', '.join(sorted(tally.sources))}; {100 * float(np.mean(tally.changed)):.2f}% of pixels "
+            "recoloured on average; thresholds " + ", ".join(f"{k}={v}" for k, v in harmonization.thresholds.items())
+        )
+    return notes
 
 
 def _clean(v: Any) -> Any:
@@ -388,7 +412,7 @@ def write_report(result: EvalResult, out: str | Path, command: str | None = None
         lines += ["```", command, "```", ""]
     n = max((int(r.get("images", 0)) for r in result.rows.values()), default=0)
     lines += [markdown_table(result.rows), "",
-              f"{n} images, shorter side {result.settings.get('size')} + centre crop; TAR and CCAR in %, "
+              f"{n} images, shorter side {result.settings.get('crop')} + centre crop; TAR and CCAR in %, "
               "CCAR (GT) is the ground truth's own class coverage; grid: the a*b* change across the lines of "
               "the network's 8-cell grid at 1/4 of its input over the change elsewhere (blocks give well over 1, "
               "natural images about 1; grid_gt in metrics.json is the ground truth's)."]
@@ -408,30 +432,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import Colorizer
 
     try:
+        check_crop(args.crop)
         check_size(args.size)
     except ValueError as e:
-        print(f"error: --size: {e}", file=sys.stderr)
-        return 2
-    if args.model_size < 32 or args.model_size % 32:
-        print(f"error: --model-size must be a positive multiple of 32, got {args.model_size}", file=sys.stderr)
+        print(f"error: --{'crop' if 'crop' in str(e) else 'size'}: {e}", file=sys.stderr)
         return 2
     if args.hint_points is not None:
         return _cmd_hints(args)
     colorizer = sam = None
     try:
+        harmonization = harmonization_for(args.harmonize, min_area=args.min_area, dominance=args.dominance,
+                                          max_dev=args.max_dev, sigma=args.sigma, points_per_side=args.points_per_side)
         if args.model is not None:
-            colorizer = Colorizer(args.model, device=args.device, size=args.model_size, decode=args.decode,
+            colorizer = Colorizer(args.model, device=args.device, size=args.size, decoding=args.decode,
                                   batch_size=args.batch, revision=args.revision)
         if args.harmonize == "sam" and args.sam:
             sam = load_sam(args.sam, model_type=args.sam_type, device=colorizer.device if colorizer else "cpu")
-        mask_params = {"points_per_side": args.points_per_side} if sam is not None else {}
         result = evaluate_folder(
-            args.gt, args.pred, colorizer, args.harmonize, sam, size=args.size,
-            harmonize_params={"min_area": args.min_area, "dominance": args.dominance, "max_dev": args.max_dev,
-                              "sigma": args.sigma},
-            mask_params=mask_params, lpips=args.lpips_weights or not args.no_perceptual,
+            args.gt, args.pred, colorizer, harmonization, sam, crop=args.crop, lpips=args.lpips_weights or not args.no_perceptual,
             fid=args.fid_weights or not args.no_perceptual, gallery=args.gallery, limit=args.limit,
-            progress=not args.quiet, model_size=args.model_size,
+            progress=not args.quiet, model_size=args.size,
         )
     except (ModelLoadError, SamLoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -469,13 +489,13 @@ def _cmd_hints(args: argparse.Namespace) -> int:
         print(f"error: --hint-points takes counts >= 0 such as 0,1,2,5,10,20, got {args.hint_points!r}", file=sys.stderr)
         return 2
     try:
-        colorizer = Colorizer(args.model, device=args.device, size=args.model_size, decode=args.decode,
+        colorizer = Colorizer(args.model, device=args.device, size=args.size, decoding=args.decode,
                               revision=args.revision)
     except (ModelLoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     paths = _images_in(Path(args.gt))[: args.limit]
-    rows, skipped, gallery = evaluate_hints(paths, colorizer, lambda p: _read_crop(p, args.size, MAX_PIXELS)[0],
+    rows, skipped, gallery = evaluate_hints(paths, colorizer, lambda p: _read_crop(p, args.crop, MAX_PIXELS)[0],
                                             counts, gallery=args.gallery, progress=not args.quiet)
     command = "ccc evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None
     written = write_hint_report(rows, Path(args.out), gallery, command)
@@ -484,6 +504,23 @@ def _cmd_hints(args: argparse.Namespace) -> int:
         print(f"  skipped {f}: {why}", file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in written.values())}", file=sys.stderr)
     return 0 if any(r["images"] for r in rows.values()) else 1
+
+
+def add_harmonization_flags(p: argparse.ArgumentParser) -> None:
+    """``--harmonize`` and its thresholds, their defaults :class:`~ccc_nodes.settings.Harmonization`'s."""
+    d = Harmonization()
+    p.add_argument("--harmonize", default="off", choices=HARMONIZE_CHOICES,
+                   help="also score the predictions after harmonisation with these masks (default off)")
+    p.add_argument("--sam", metavar="CKPT", help="SAM checkpoint: a .pth file or a Hub repo id (for --harmonize sam)")
+    p.add_argument("--sam-type", default=SAM_MODEL_TYPES[0], choices=SAM_MODEL_TYPES, help="SAM architecture of --sam")
+    p.add_argument("--points-per-side", type=int, default=d.points_per_side,
+                   help=f"SAM automatic mask generator grid (default {d.points_per_side})")
+    for name, what in (("min_area", "skip masks under this fraction of the image (not pixels)"),
+                       ("dominance", "the mode class must hold this fraction of a mask"),
+                       ("max_dev", "a*b* distance from the mode beyond which pixels are replaced"),
+                       ("sigma", "feathering in pixels")):
+        default = getattr(d, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, help=f"{what} (default {default:g})")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -495,21 +532,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      "(or NAME.png, as `ccc colorize` writes x.gif; or the same stem)")
     src.add_argument("--model", metavar="REPO_OR_DIR", help="colorize the ground truth's grey with this model ('default': the embedded one)")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model")
-    p.add_argument("--harmonize", default="none", choices=HARMONIZE_CHOICES,
-                   help="also score the predictions after harmonisation with these masks (default none)")
-    p.add_argument("--sam", metavar="CKPT", help="SAM checkpoint: a .pth file or a Hub repo id (for --harmonize sam)")
-    p.add_argument("--sam-type", default="vit_b", choices=("vit_b", "vit_l", "vit_h"), help="SAM architecture of --sam")
-    p.add_argument("--points-per-side", type=int, default=32, help="SAM automatic mask generator grid (default 32)")
-    for name, v, what in (("min-area", "min_area", "skip masks under this fraction of the image"),
-                          ("dominance", "dominance", "the mode class must hold this fraction of a mask"),
-                          ("max-dev", "max_dev", "a*b* distance from the mode beyond which pixels are replaced"),
-                          ("sigma", "sigma", "feathering in pixels")):
-        p.add_argument(f"--{name}", type=float, default=HARMONIZE_DEFAULTS[v], help=f"{what} (default {HARMONIZE_DEFAULTS[v]})")
-    p.add_argument("--size", type=int, default=256,
-                   help="evaluation size: shorter side, then centre crop; a multiple of 4, at least 32 (default 256)")
-    p.add_argument("--model-size", type=int, default=224, help="network input size, a multiple of 32 (default 224); "
-                   "with --pred, that of the network that made them: the grid ratio looks for its 8-cell grid")
-    p.add_argument("--decode", default="argmax", choices=("argmax", "annealed-mean"))
+    add_harmonization_flags(p)
+    p.add_argument("--crop", type=int, default=EVAL_SIZE, help="the evaluation view: shorter side, then centre crop; "
+                   f"a multiple of 4, at least 32 (default {EVAL_SIZE})")
+    p.add_argument("--size", type=int, default=INPUT_SIZE, help=f"network input size, a multiple of 32 (default "
+                   f"{INPUT_SIZE}); with --pred, that of the network that made them: the grid ratio looks for its "
+                   "8-cell grid")
+    p.add_argument("--decode", default=Decoding().mode, choices=DECODE_MODES)
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--out", default="evaluation", metavar="DIR", help="where metrics.json, metrics.md, gallery.png go")

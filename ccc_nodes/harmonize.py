@@ -4,19 +4,20 @@ reconstructed).
 Class rebalancing leaves occasional off-colour pixels inside objects and at their edges;
 object masks make each object's colour consistent::
 
-    pred = Colorizer().predict(image)[0]                 # a Prediction
-    masks = generate_masks(pred, "sam", sam=sam)         # or "classical", or given masks
-    out = harmonize(pred, masks)                         # a Prediction too
-    out.rgb()                                            # harmonised sRGB (1, 3, H, W)
-    out.changed, out.masks_used                          # what it did
+    Colorizer().run(image, harmonization=Harmonization("sam"), sam=sam)   # the whole job
 
-For a batch, loop: ``[harmonize(p, generate_masks(p, ...)) for p in preds]``.
+    pred = Colorizer().predict(image)[0]                 # or step by step: a Prediction
+    out = harmonize_with(pred, Harmonization("sam"), sam=sam)   # masks, then Algorithm 1
+    out.rgb()                                            # harmonised sRGB (1, 3, H, W)
+    out.changed, out.masks_used, out.notes               # what it did
+
+:func:`harmonize` is Algorithm 1 on masks already made.
 
 The algorithm, at the masks' resolution (H, W):
 1. a*b* is decoded at model resolution and upsampled bilinearly to (H, W) (what
    :meth:`Prediction.rgb` would show); the predicted class map is upsampled (nearest).
 2. Masks are taken from the largest to the smallest; masks smaller than ``min_area``
-   (fraction of the image) are skipped.
+   (a fraction of the image, not pixels) are skipped.
 3. In a mask, the histogram of predicted classes gives the mode class c. If c holds at
    least ``dominance`` of the mask, every pixel of the mask whose a*b* lies farther than
    ``max_dev`` from c's bin centre is set to it; pixels near the mode keep their own
@@ -29,19 +30,21 @@ The algorithm, at the masks' resolution (H, W):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
 from .classes import ColorClasses
-from .masks import MaskSet
+from .masks import MaskSet, generate_masks, masks_name
 from .pipeline import Prediction, decode_ab
+from .settings import Decoding, Harmonization
 
-__all__ = ["HARMONIZE_DEFAULTS", "HarmonizedPrediction", "harmonize", "harmonize_ab", "masks_fit"]
+__all__ = ["HarmonizedPrediction", "harmonize", "harmonize_ab", "harmonize_with", "masks_fit"]
 
-# METHOD.md section 9 defaults (min_area and sigma are this project's choice).
-HARMONIZE_DEFAULTS = {"min_area": 0.002, "dominance": 0.3, "max_dev": 12.0, "sigma": 1.0}
+# Algorithm 1's thresholds; their defaults live in Harmonization (METHOD.md s. 9).
+_DEFAULT = Harmonization()
 
 
 def _feather(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -60,10 +63,10 @@ def harmonize_ab(
     class_map: torch.Tensor,
     masks: torch.Tensor,
     classes: ColorClasses,
-    min_area: float = HARMONIZE_DEFAULTS["min_area"],
-    dominance: float = HARMONIZE_DEFAULTS["dominance"],
-    max_dev: float = HARMONIZE_DEFAULTS["max_dev"],
-    sigma: float = HARMONIZE_DEFAULTS["sigma"],
+    min_area: float = _DEFAULT.min_area,
+    dominance: float = _DEFAULT.dominance,
+    max_dev: float = _DEFAULT.max_dev,
+    sigma: float = _DEFAULT.sigma,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """The harmonisation on tensors of one image (see the module docstring).
 
@@ -133,6 +136,8 @@ class HarmonizedPrediction(Prediction):
       changed: fraction of pixels whose colour was replaced (argmax decoding).
       masks_used: how many masks had a dominant class and were applied.
       harmonized_classes: harmonised class map ``(1, H, W)`` (argmax decoding).
+      decoded: harmonised a*b* per :class:`~ccc_nodes.settings.Decoding`, filled as asked.
+      notes: what was done, in words (the mask source, a fallback taken, what changed).
     """
 
     masks: MaskSet | None = None
@@ -140,19 +145,24 @@ class HarmonizedPrediction(Prediction):
     changed: float = 0.0
     masks_used: int = 0
     harmonized_classes: torch.Tensor | None = None
-    _cache: dict = field(default_factory=dict, repr=False)
+    decoded: dict[Decoding, torch.Tensor] = field(default_factory=dict, repr=False)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def source(self) -> str:
         """Which mask source was used (``"sam:vit_b"``, ``"classical:felzenszwalb"``, ``"given"``)."""
         return self.masks.source if self.masks is not None else "none"
 
-    def ab(self, mode: str = "argmax", temperature: float = 0.38) -> torch.Tensor:
-        key = (mode, float(temperature))
-        if key not in self._cache:
-            ab = decode_ab(self.logits, self.classes, mode, temperature)
-            self._cache[key] = harmonize_ab(ab, self.class_map, self.masks.masks, self.classes, **self.params)[0]
-        return self._cache[key]
+    @property
+    def shown_classes(self) -> torch.Tensor:
+        return self.harmonized_classes if self.harmonized_classes is not None else self.class_map
+
+    def ab(self, decoding: Decoding | str | None = None) -> torch.Tensor:
+        decoding = Decoding.of(decoding)
+        if decoding not in self.decoded:
+            ab = decode_ab(self.logits, self.classes, decoding)
+            self.decoded[decoding] = harmonize_ab(ab, self.class_map, self.masks.masks, self.classes, **self.params)[0]
+        return self.decoded[decoding]
 
 
 def masks_fit(image_size: tuple[int, int], mask_size: tuple[int, int], rel_tol: float = 0.02) -> bool:
@@ -174,10 +184,10 @@ def masks_fit(image_size: tuple[int, int], mask_size: tuple[int, int], rel_tol: 
 def harmonize(
     prediction: Prediction,
     masks: MaskSet | torch.Tensor,
-    min_area: float = HARMONIZE_DEFAULTS["min_area"],
-    dominance: float = HARMONIZE_DEFAULTS["dominance"],
-    max_dev: float = HARMONIZE_DEFAULTS["max_dev"],
-    sigma: float = HARMONIZE_DEFAULTS["sigma"],
+    min_area: float = _DEFAULT.min_area,
+    dominance: float = _DEFAULT.dominance,
+    max_dev: float = _DEFAULT.max_dev,
+    sigma: float = _DEFAULT.sigma,
 ) -> HarmonizedPrediction:
     """Harmonise one image's colours with object masks (METHOD.md section 9).
 
@@ -197,13 +207,33 @@ def harmonize(
     (h0, w0), (h, w) = prediction.size, masks.size
     if not masks_fit(prediction.size, masks.size):
         raise ValueError(f"masks of {w}x{h} do not match the image of {w0}x{h0} (different aspect ratio)")
-    params = {"min_area": min_area, "dominance": dominance, "max_dev": max_dev, "sigma": sigma}
-    ab = decode_ab(prediction.logits, prediction.classes, "argmax")
+    params = Harmonization(min_area=min_area, dominance=dominance, max_dev=max_dev, sigma=sigma).thresholds
+    argmax = Decoding("argmax")
+    ab = decode_ab(prediction.logits, prediction.classes, argmax)
     out, out_cls, replaced, used = harmonize_ab(ab, prediction.class_map, masks.masks, prediction.classes, **params)
-    result = HarmonizedPrediction(
+    return HarmonizedPrediction(
         L=prediction.L, logits=prediction.logits, classes=prediction.classes, alpha=prediction.alpha,
         masks=masks, params=params, changed=float(replaced.float().mean()), masks_used=used,
-        harmonized_classes=out_cls,
+        harmonized_classes=out_cls, decoded={argmax: out},
     )
-    result._cache[("argmax", 0.38)] = out
-    return result
+
+
+def harmonize_with(
+    prediction: Prediction, settings: Harmonization | None = None, *, masks: Any = None, sam: Any = None
+) -> HarmonizedPrediction:
+    """The harmonisation step of the job: object masks (given, else from ``settings.masks``
+    with ``sam``), then :func:`harmonize` with ``settings``' thresholds; ``notes`` says
+    what was done in words."""
+    settings = settings or Harmonization()
+    if masks is None:
+        with_sam = sam is not None and settings.masks != "classical"
+        params = {"points_per_side": settings.points_per_side, **settings.sam_options} if with_sam else {}
+        masks = generate_masks(prediction, settings.masks, sam=sam, **params)
+    elif not isinstance(masks, MaskSet):
+        masks = generate_masks(prediction, masks)
+    out = harmonize(prediction, masks, **settings.thresholds)
+    if getattr(masks, "note", ""):
+        out.notes.append(masks.note)
+    out.notes.append(f"Harmonised with {masks_name(masks.source)}: {out.masks_used} of {len(masks)} masks had a "
+                     f"dominant class; {out.changed:.1%} of the pixels were recoloured.")
+    return out

@@ -102,7 +102,7 @@ def evaluate_hints(
         gt_classes = class_map(gt[None], classes)
         for n in counts:
             steered = apply_hints(pred, pool[:n], regions=regions[:n])
-            out = steered.rgb(colorizer.decode, colorizer.temperature).clamp(0, 1)
+            out = steered.rgb(colorizer.decoding).clamp(0, 1)
             for name, value in _scores(out, gt[None], gt_classes, classes).items():
                 scores[n][name].append(value)
             lab = rgb_to_lab(out)[0]
@@ -110,8 +110,8 @@ def evaluate_hints(
             dl[n].append(float((lab[0] - L_in[0, 0]).abs().mean()))
         if len(tiles) < gallery and shown:
             grey = join_lab(pred.L, torch.zeros(1, 2, 1, 1))
-            auto = pred.rgb(colorizer.decode, colorizer.temperature)
-            three = apply_hints(pred, pool[:shown], regions=regions[:shown]).rgb(colorizer.decode, colorizer.temperature)
+            auto = pred.rgb(colorizer.decoding)
+            three = apply_hints(pred, pool[:shown], regions=regions[:shown]).rgb(colorizer.decoding)
             tiles.append([grey[0], auto[0], _marked(three[0], pool[:shown]), gt])
     rows = {}
     for n in counts:

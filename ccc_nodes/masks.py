@@ -47,6 +47,7 @@ __all__ = [
     "given_masks",
     "grey_image",
     "load_sam",
+    "masks_name",
     "overlay",
     "sam_masks",
 ]
@@ -365,6 +366,16 @@ def generate_masks(image: Any, source: Any = "auto", sam=None, **params) -> Mask
     if source == "classical":
         return classical_masks(image, **params)
     raise ValueError(f"mask source must be 'sam', 'classical', 'auto' or masks, got {source!r}")
+
+
+def masks_name(source: str) -> str:
+    """A mask source id (``classical:felzenszwalb``, ``sam:vit_b``, ``given``) in words."""
+    kind, _, detail = source.partition(":")
+    if kind == "classical":
+        return f"classical ({ {'felzenszwalb': 'Felzenszwalb', 'slic': 'SLIC'}.get(detail, detail)}) segmentation"
+    if kind == "sam":
+        return f"SAM ({detail}) masks" if detail.startswith("vit_") else "SAM masks"
+    return f"{source} masks"
 
 
 # ------------------------------------------------------------------ picture

@@ -37,12 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from .cache import cached
-from .harmonize import HARMONIZE_DEFAULTS, harmonize
+from .harmonize import harmonize_with
 from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior, parse_color
 from .hub import DEFAULT_MODEL, ModelLoadError, load_model, resolve_source
-from .masks import SAM_MODEL_TYPES, MaskSet, generate_masks, given_masks, overlay
-from .metrics import METRIC_NAMES, ColorMetrics, is_grey, markdown_table, metric_classes
-from .pipeline import DECODE_MODES, PRECISIONS, Colorizer, Prediction, check_size, class_map_rgb, pick_device
+from .masks import SAM_MODEL_TYPES, MaskSet, given_masks, overlay
+from .metrics import GREY_RULE, METRIC_NAMES, markdown_table, metric_classes, score_each
+from .pipeline import PRECISIONS, Colorizer, ColorizeResult, Prediction, check_size, class_map_rgb, pick_device
+from .settings import DECODE_MODES, INPUT_SIZE, Decoding, Harmonization
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
@@ -131,13 +132,14 @@ class _Progress:
         self(self.done)
 
 
-def _decoded(preds: list[Prediction], decode: str, temperature: float, progress: _Progress | None = None) -> list:
-    """Each prediction decoded to RGB, the host's interrupt checked before each image."""
-    progress = progress or _Progress(len(preds))
+def _rendered(results: list[ColorizeResult], progress: _Progress | None = None) -> list[torch.Tensor]:
+    """Each result's RGB (decoded and joined with L on first use), the host's interrupt
+    checked before each image."""
+    progress = progress or _Progress(len(results))
     out = []
-    for p in preds:
+    for r in results:
         progress.check()
-        out.append(p.rgb(decode, temperature))
+        out.append(r.rgb)
     return out
 
 
@@ -283,26 +285,39 @@ def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
     return other
 
 
-def _predict(colorizer: Colorizer, image: torch.Tensor, progress: _Progress | None = None) -> ClassBatch:
+def _chunked(colorizer: Colorizer, image: torch.Tensor, call: Callable[[list], list],
+             progress: _Progress | None = None) -> list:
+    """``call`` over the images of a batch in chunks, progress reported after each."""
     _managed(colorizer.model, colorizer.device)
     items = _images(image)
     step = colorizer.batch_size if colorizer.device.type != "cpu" else 1  # CPU: batching does not pay (README)
     progress = progress or _Progress(len(items))
-    preds: list[Prediction] = []
+    out: list = []
     for start in range(0, len(items), step):
-        preds += colorizer.predict(items[start : start + step])
-        progress(len(preds))
-    return ClassBatch(preds)
+        out += call(items[start : start + step])
+        progress(len(out))
+    return out
+
+
+def _predict(colorizer: Colorizer, image: torch.Tensor) -> ClassBatch:
+    return ClassBatch(_chunked(colorizer, image, colorizer.predict))
+
+
+def _run(colorizer: Colorizer, image: torch.Tensor, **job) -> list[torch.Tensor]:
+    """:meth:`Colorizer.run` over a batch, in chunks, with progress -> each image's RGB."""
+    progress = _Progress(len(_images(image)))
+    return _rendered(_chunked(colorizer, image, lambda items: colorizer.run(items, **job), progress), progress)
 
 
 # ------------------------------------------------------------------ nodes
-_SIZE = ("INT", {"default": 224, "min": 32, "max": 2048, "step": 32,
+_DEC, _HARM = Decoding(), Harmonization()  # the defaults of the widgets below (settings.py)
+_SIZE = ("INT", {"default": INPUT_SIZE, "min": 32, "max": 2048, "step": 32,
                  "tooltip": "Square input size of the network, a multiple of 32 (paper: 224)."})
-_DECODE = (list(DECODE_MODES), {"default": "argmax",
+_DECODE = (list(DECODE_MODES), {"default": _DEC.mode,
                                 "tooltip": "argmax: bin centre of the most probable class (paper, Eq. 17-18); "
                                            "annealed-mean: softmax(logits/T)-weighted mean of the centres."})
-_TEMPERATURE = ("FLOAT", {"default": 0.38, "min": 0.01, "max": 10.0, "step": 0.01,
-                          "tooltip": "Annealed-mean temperature T (Zhang et al. 2016: 0.38)."})
+_TEMPERATURE = ("FLOAT", {"default": _DEC.temperature, "min": 0.01, "max": 10.0, "step": 0.01,
+                          "tooltip": f"Annealed-mean temperature T (Zhang et al. 2016: {_DEC.temperature:g})."})
 
 
 class CCCModelLoader:
@@ -364,7 +379,7 @@ class CCCGrayscaleToClasses:
     def VALIDATE_INPUTS(cls, size):  # noqa: N802
         return validate_inputs(cls, size=size)
 
-    def predict(self, ccc_model, image, size=224):
+    def predict(self, ccc_model, image, size=INPUT_SIZE):
         return (_predict(_with_size(ccc_model, size), image),)
 
 
@@ -382,8 +397,9 @@ class CCCClassesToLab:
     DESCRIPTION = ("Decodes classes to a*b* (Eq. 17-18), upsamples them to the full size and joins them with "
                    "the original L. class_map shows each pixel's most probable class at constant L.")
 
-    def decode(self, classes, decode="argmax", temperature=0.38):
-        images = _decoded(classes.predictions, decode, temperature)
+    def decode(self, classes, decode=_DEC.mode, temperature=_DEC.temperature):
+        decoding = Decoding(decode, temperature)
+        images = _rendered([ColorizeResult(p, decoding) for p in classes.predictions])
         maps = [class_map_image(p) for p in classes.predictions]
         return (_to_image(images), _to_image(maps))
 
@@ -406,10 +422,8 @@ class CCCColorize:
     def VALIDATE_INPUTS(cls, size):  # noqa: N802
         return validate_inputs(cls, size=size)
 
-    def colorize(self, ccc_model, image, decode="argmax", temperature=0.38, size=224):
-        progress = _Progress(image.shape[0] if isinstance(image, torch.Tensor) and image.dim() == 4 else 1)
-        batch = _predict(_with_size(ccc_model, size), image, progress)
-        return (_to_image(_decoded(batch.predictions, decode, temperature, progress)),)
+    def colorize(self, ccc_model, image, decode=_DEC.mode, temperature=_DEC.temperature, size=INPUT_SIZE):
+        return (_to_image(_run(_with_size(ccc_model, size), image, decoding=Decoding(decode, temperature))),)
 
 
 class CCCSAMLoader:
@@ -488,23 +502,23 @@ class CCCSAMHarmonize:
 
     @classmethod
     def INPUT_TYPES(cls):  # noqa: N802
-        d = HARMONIZE_DEFAULTS
+        d = _HARM
         return {
             "required": {
                 "classes": ("CCC_CLASSES",),
-                "min_area": ("FLOAT", {"default": d["min_area"], "min": 0.0, "max": 1.0, "step": 0.001,
+                "min_area": ("FLOAT", {"default": d.min_area, "min": 0.0, "max": 1.0, "step": 0.001,
                                        "tooltip": "Skip masks smaller than this fraction of the image."}),
-                "dominance": ("FLOAT", {"default": d["dominance"], "min": 0.0, "max": 1.0, "step": 0.01,
+                "dominance": ("FLOAT", {"default": d.dominance, "min": 0.0, "max": 1.0, "step": 0.01,
                                         "tooltip": "A mask is harmonised if its most frequent class holds this share."}),
-                "max_dev": ("FLOAT", {"default": d["max_dev"], "min": 0.0, "max": 300.0, "step": 0.5,
+                "max_dev": ("FLOAT", {"default": d.max_dev, "min": 0.0, "max": 300.0, "step": 0.5,
                                       "tooltip": "Pixels whose a*b* is farther than this from the mode class are replaced."}),
-                "sigma": ("FLOAT", {"default": d["sigma"], "min": 0.0, "max": 50.0, "step": 0.1,
+                "sigma": ("FLOAT", {"default": d.sigma, "min": 0.0, "max": 50.0, "step": 0.1,
                                     "tooltip": "Gaussian feathering of the replaced region, in pixels."}),
             },
             "optional": {
                 "sam_model": ("SAM_MODEL", {"tooltip": "SAM's automatic masks on the grey image."}),
                 "mask": ("MASK", {"tooltip": "Masks to use instead of SAM's."}),
-                "points_per_side": ("INT", {"default": 32, "min": 4, "max": 128,
+                "points_per_side": ("INT", {"default": d.points_per_side, "min": 4, "max": 128,
                                             "tooltip": "SAM's prompt grid (points_per_side^2 prompts)."}),
             },
         }
@@ -516,26 +530,23 @@ class CCCSAMHarmonize:
     DESCRIPTION = ("Makes each object's colour consistent: masks from SAM, from the MASK input, or (neither "
                    "given) a classical segmentation. 'masks' shows the masks used.")
 
-    def harmonize(self, classes, min_area, dominance, max_dev, sigma, sam_model=None, mask=None, points_per_side=32):
+    def harmonize(self, classes, min_area, dominance, max_dev, sigma, sam_model=None, mask=None,
+                  points_per_side=_HARM.points_per_side):
         preds = classes.predictions
-        if mask is not None:
-            masks = _image_masks(mask, len(preds), classes.size)
-        else:
-            params = {"points_per_side": points_per_side} if sam_model is not None else {}
-            progress = _Progress(len(preds))
-            masks = []
-            for i, p in enumerate(preds):
-                try:
-                    masks.append(generate_masks(p, "auto", sam=None if sam_model is None else _managed(sam_model),
-                                                **params))
-                except ImportError as e:  # the classical fallback needs scikit-image, SAM segment-anything
-                    raise ImportError(f"SAM Harmonize needs the 'sam' extra: pip install scikit-image "
-                                      f"segment-anything (or 'ccc-nodes[sam]'); {e}") from e
-                progress(i + 1)
-        out = [harmonize(p, m, min_area=min_area, dominance=dominance, max_dev=max_dev, sigma=sigma)
-               for p, m in zip(preds, masks, strict=True)]
-        shown = [torch.from_numpy(np.asarray(overlay(p, m), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-                 for p, m in zip(preds, masks, strict=True)]
+        settings = Harmonization(min_area=min_area, dominance=dominance, max_dev=max_dev, sigma=sigma,
+                                 points_per_side=points_per_side)
+        given = _image_masks(mask, len(preds), classes.size) if mask is not None else [None] * len(preds)
+        sam = None if sam_model is None else _managed(sam_model)
+        progress, out = _Progress(len(preds)), []
+        for p, m in zip(preds, given, strict=True):
+            try:
+                out.append(harmonize_with(p, settings, masks=m, sam=sam))
+            except ImportError as e:  # the classical fallback needs scikit-image, SAM segment-anything
+                raise ImportError(f"SAM Harmonize needs the 'sam' extra: pip install scikit-image "
+                                  f"segment-anything (or 'ccc-nodes[sam]'); {e}") from e
+            progress(len(out))
+        shown = [torch.from_numpy(np.asarray(overlay(p, h.masks), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+                 for p, h in zip(preds, out, strict=True)]
         shown = [torch.nn.functional.interpolate(x, size=classes.size, mode="bilinear") for x in shown]
         result = (ClassBatch(out), _to_image(shown))
         note = _empty_mask_note(mask, len(preds)) if mask is not None else None
@@ -556,9 +567,6 @@ def _empty_mask_note(mask: torch.Tensor, n_images: int) -> str | None:
         f"{', '.join(map(str, empty))} is"
     return (f"{which} empty (all zeros), so nothing was harmonised there. LoadImage gives a blank mask for a "
             "photo without alpha: paint the region in the mask editor, or connect a SAM model instead.")
-
-
-GREY_REFERENCE_NA = ("cnr", "tar")  # the metrics that compare with the reference's classes
 
 
 class CCCMetrics:
@@ -593,23 +601,16 @@ class CCCMetrics:
                                                  align_corners=False)
         gt = gt.expand(pred.shape[0], -1, -1, -1)
         classes, _ = metric_classes(ccc_model.classes if ccc_model is not None else None)
-        rows, total, grey = {}, ColorMetrics(classes), []
-        for i in range(pred.shape[0]):
-            one = ColorMetrics(classes)
-            one.update(pred[i : i + 1], gt[i : i + 1])
-            rows[f"image {i + 1}"] = row = one.compute()
-            if is_grey(gt[i]):  # one reference class: CNR would count predicted classes, TAR means nothing
-                grey.append(i + 1)
-                row.update({k: None for k in GREY_REFERENCE_NA})
-            else:
-                total.update(pred[i : i + 1], gt[i : i + 1])
-        if pred.shape[0] > 1 and len(grey) < pred.shape[0]:
-            rows["all" if not grey else "all colour references"] = total.compute()
+        each, total, grey = score_each(pred, gt, classes)  # a grey reference: left out of the total, as ccc evaluate
+        rows = {f"image {i + 1}": row for i, row in enumerate(each)}
+        grey = [i + 1 for i in grey]
+        if pred.shape[0] > 1 and total is not None:
+            rows["all" if not grey else "all colour references"] = total
         # grid: the node does not know the network's input size, so its grid cannot be found here
         table = markdown_table(rows, [k for k in METRIC_NAMES if k not in ("lpips", "fid", "grid")])
         if grey:
             which = f"Reference {grey[0]} is" if len(grey) == 1 else f"References {', '.join(map(str, grey))} are"
-            table += (f"\n\n{which} grey: there are no colours to score against, "
+            table += (f"\n\n{which} grey ({GREY_RULE}): there are no colours to score against, "
                       "so CNR and TAR are n/a there" + (f", and 'all colour references' leaves {'it' if len(grey) == 1 else 'them'} out."
                                                      if len(rows) > len(grey) else
                       ". Connect the colour original as the reference."))
@@ -753,11 +754,12 @@ class CCCColorizeSequence:
                    "frames' warped by optical flow where the flow is reliable, and reset at scene cuts, so "
                    "colours do not flicker. Needs the 'video' extra (OpenCV).")
 
-    def colorize(self, ccc_model, image, temporal=True, carry=None, decode="argmax", temperature=0.38, size=224):
+    def colorize(self, ccc_model, image, temporal=True, carry=None, decode=_DEC.mode,
+                 temperature=_DEC.temperature, size=INPUT_SIZE):
         from .temporal import TEMPORAL_DEFAULTS, TemporalSettings, colorize_sequence
 
         colorizer = copy.copy(_with_size(ccc_model, size))
-        colorizer.decode, colorizer.temperature = decode, temperature
+        colorizer.decoding = Decoding(decode, temperature)
         _managed(colorizer.model, colorizer.device)  # inside ComfyUI: back on its device after an unload
         settings = TEMPORAL_DEFAULTS if carry is None else TemporalSettings(carry=carry)
         frames = _images(image)

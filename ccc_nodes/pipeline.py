@@ -4,11 +4,13 @@ The flow in one screen, after richzhang/colorization:
 
     L_full = lightness(image)                    # full resolution, never thrown away
     logits = model(resize(L_full, size))         # (B, K, size/4, size/4)
-    ab     = decode_ab(logits, classes, mode)    # argmax bin centre or annealed mean
+    ab     = decode_ab(logits, classes, decoding) # argmax bin centre or annealed mean
     rgb    = join_lab(L_full, ab)                # ab upsampled to full size, Lab -> sRGB
 
-Each step is a plain function; :class:`Colorizer` strings them together with batching,
-devices and precision, and is what the nodes, server, Space and CLI call.
+Each step is a plain function. :meth:`Colorizer.run` is the whole job, the one entry
+point the nodes, server, Space and CLI call: predict -> steer (colour hints, a reference)
+-> object masks -> harmonise -> render, with batching, devices and precision; its
+settings are :class:`~ccc_nodes.settings.Decoding` and :class:`~ccc_nodes.settings.Harmonization`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,10 +32,19 @@ from .color import lab_to_rgb, rgb_to_L
 from .hub import load_model
 from .images import MAX_PIXELS, to_rgb
 from .modeling import STRIDE, CCCNet
+from .onnx_runtime import OnnxModel, is_onnx_file
+from .settings import DECODE_MODES, Decoding, Harmonization
+
+if TYPE_CHECKING:
+    from .harmonize import HarmonizedPrediction
+    from .masks import MaskSet
 
 __all__ = [
     "DECODE_MODES",
+    "ColorizeResult",
     "Colorizer",
+    "Decoding",
+    "Harmonization",
     "Prediction",
     "check_size",
     "class_map_rgb",
@@ -45,7 +56,6 @@ __all__ = [
     "resolve_precision",
 ]
 
-DECODE_MODES = ("argmax", "annealed-mean")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -133,24 +143,19 @@ def resize_L(L: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(L, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def decode_ab(
-    logits: torch.Tensor, classes: ColorClasses, mode: str = "argmax", temperature: float = 0.38
-) -> torch.Tensor:
-    """logits ``(B, K, h, w)`` -> a*b* ``(B, 2, h, w)``.
+def decode_ab(logits: torch.Tensor, classes: ColorClasses, decoding: Decoding | str | None = None) -> torch.Tensor:
+    """logits ``(B, K, h, w)`` -> a*b* ``(B, 2, h, w)``, by ``decoding`` (a
+    :class:`~ccc_nodes.settings.Decoding`, a mode name, or None for the default).
 
     ``argmax``: the bin centre of the most probable class (Eq. 17-18).
     ``annealed-mean``: the mean of the class centres under softmax(logits / T)
-    (Zhang et al. 2016, T = 0.38).
+    (Zhang et al. 2016).
     """
-    if mode == "argmax":
+    decoding = Decoding.of(decoding)
+    if decoding.mode == "argmax":
         return classes.decode(logits.argmax(dim=1))
-    if mode == "annealed-mean":
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        probs = torch.softmax(logits.float() / temperature, dim=1)
-        centers = classes.centers.to(logits.device)
-        return torch.einsum("bkhw,kc->bchw", probs, centers)
-    raise ValueError(f"decode mode must be one of {DECODE_MODES}, got {mode!r}")
+    probs = torch.softmax(logits.float() / decoding.temperature, dim=1)
+    return torch.einsum("bkhw,kc->bchw", probs, classes.centers.to(logits.device))
 
 
 def _bilinear_taps(n_in: int, n_out: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -231,12 +236,18 @@ class Prediction:
         """Most probable class per pixel ``(1, h, w)``."""
         return self.logits.argmax(dim=1)
 
-    def ab(self, mode: str = "argmax", temperature: float = 0.38) -> torch.Tensor:
-        return decode_ab(self.logits, self.classes, mode, temperature)
+    def ab(self, decoding: Decoding | str | None = None) -> torch.Tensor:
+        """a*b* ``(1, 2, h, w)`` decoded by ``decoding`` (:func:`decode_ab`)."""
+        return decode_ab(self.logits, self.classes, decoding)
 
-    def rgb(self, mode: str = "argmax", temperature: float = 0.38) -> torch.Tensor:
+    def rgb(self, decoding: Decoding | str | None = None) -> torch.Tensor:
         """Colorized sRGB ``(1, 3, H, W)`` in [0, 1] at the input's full size."""
-        return join_lab(self.L, self.ab(mode, temperature))
+        return join_lab(self.L, self.ab(decoding))
+
+    @property
+    def shown_classes(self) -> torch.Tensor:
+        """The class map to show: the most probable class (harmonised predictions show theirs)."""
+        return self.class_map
 
 
 def _to_output(rgb: torch.Tensor, like: Any, alpha: np.ndarray | None) -> Any:
@@ -260,17 +271,61 @@ def _to_output(rgb: torch.Tensor, like: Any, alpha: np.ndarray | None) -> Any:
     return out
 
 
+@dataclass
+class ColorizeResult:
+    """One image through the whole job (:meth:`Colorizer.run`).
+
+    Attributes:
+      prediction: what the network said, after steering by hints or a reference.
+      decoding: how it was decoded.
+      harmonized: the harmonised prediction, or None without harmonisation.
+      masks: the object masks used (None without harmonisation).
+      notes: what the user should know, in words (a fallback taken, what harmonisation did).
+    """
+
+    prediction: Prediction
+    decoding: Decoding
+    harmonized: HarmonizedPrediction | None = None
+    notes: list[str] = field(default_factory=list)
+    _rgb: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def final(self) -> Prediction:
+        """The prediction the colours come from: the harmonised one, else :attr:`prediction`."""
+        return self.harmonized if self.harmonized is not None else self.prediction
+
+    @property
+    def masks(self) -> MaskSet | None:
+        return None if self.harmonized is None else self.harmonized.masks
+
+    @property
+    def rgb(self) -> torch.Tensor:
+        """sRGB ``(1, 3, H, W)`` in [0, 1] at the input's full size."""
+        if self._rgb is None:
+            self._rgb = self.final.rgb(self.decoding)
+        return self._rgb
+
+    @property
+    def class_map(self) -> torch.Tensor:
+        """The class map to show ``(1, h, w)``: the harmonised one after harmonisation."""
+        return self.final.shown_classes
+
+    def image(self, like: Any) -> Any:
+        """The colours as the kind of object ``like`` is (PIL, numpy, tensor)."""
+        return _to_output(self.rgb, like, self.prediction.alpha)
+
+
 class Colorizer:
     """Colorize images with a CCC++ model.
 
     Arguments:
       model: a :class:`CCCNet`, or what :func:`ccc_nodes.load_model` takes (``None`` for
-        the embedded default, a folder, or a Hub repo id).
+        the embedded default, a folder, or a Hub repo id), or an exported ``.onnx`` file or
+        :class:`~ccc_nodes.onnx_runtime.OnnxModel` (run by onnxruntime, in fp32).
       device: ``"auto"`` (CUDA > MPS > CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
       size: the square input size of the network, a multiple of 32 (paper: 224).
       precision: ``"auto"`` (bf16/fp16 on GPU, fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
-      decode: ``"argmax"`` (paper) or ``"annealed-mean"``.
-      temperature: annealed-mean temperature.
+      decoding: a :class:`~ccc_nodes.settings.Decoding` or a mode name (default argmax).
       batch_size: images per forward pass.
       max_pixels: refuse larger inputs (decompression bombs).
     """
@@ -282,8 +337,7 @@ class Colorizer:
         device: str | torch.device = "auto",
         size: int = 224,
         precision: str = "auto",
-        decode: str = "argmax",
-        temperature: float = 0.38,
+        decoding: Decoding | str | None = None,
         batch_size: int = 8,
         max_pixels: int = MAX_PIXELS,
         revision: str | None = None,
@@ -291,19 +345,22 @@ class Colorizer:
         check_size(size)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if decode not in DECODE_MODES:
-            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+        decoding = Decoding.of(decoding)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if is_onnx_file(model):  # an exported network, run by onnxruntime
+            model = OnnxModel(model)
+        if isinstance(model, OnnxModel) and precision not in ("auto", "fp32"):
+            raise ValueError(f"an ONNX model runs in fp32 (onnxruntime), not {precision}: use precision auto or fp32")
         self.device = pick_device(device)
         if self.device.type == "cpu" and precision == "bf16":
             warnings.warn("precision bf16 on the CPU (autocast) runs many times slower than fp32; use auto or fp32 "
                           "there", stacklevel=2)
-        if not isinstance(model, CCCNet):
+        if not isinstance(model, (CCCNet, OnnxModel)):
             model = load_model(model, revision=revision)
         self.model = model.to(self.device).eval()
-        self.size, self.precision, self.decode = size, precision, decode
-        self.temperature, self.batch_size, self.max_pixels = temperature, batch_size, max_pixels
+        self.size, self.precision, self.decoding = size, precision, decoding
+        self.batch_size, self.max_pixels = batch_size, max_pixels
 
     @property
     def classes(self) -> ColorClasses:
@@ -333,30 +390,69 @@ class Colorizer:
             ]
         return preds
 
-    def colorize(self, images: Any | Sequence[Any], hints: Sequence[Any] | None = None, reference: Any = None) -> Any:
-        """Colorize one image or a list; each output is the same size and kind as its input
-        (PIL -> PIL RGB or RGBA, numpy -> numpy ``(H, W, 3)``, tensor -> ``(3, H, W)``).
+    def run(
+        self,
+        images: Any | Sequence[Any],
+        *,
+        hints: Sequence[Any] | None = None,
+        reference: Any = None,
+        harmonization: Harmonization | None = None,
+        masks: Any = None,
+        sam: Any = None,
+        decoding: Decoding | str | None = None,
+    ) -> ColorizeResult | list[ColorizeResult]:
+        """The whole job: predict -> steer -> object masks -> harmonise -> render.
 
-        ``hints``: colour hints (:class:`~ccc_nodes.hints.Hint`) for one image, or one list
-        of them per image of a list. ``reference``: an image or a palette whose colours
-        steer every image (or a :class:`~ccc_nodes.hints.GlobalHint`)."""
+        Arguments:
+          images: one image or a list (anything :func:`~ccc_nodes.images.to_rgb` takes).
+          hints: colour hints (:class:`~ccc_nodes.hints.Hint`) for one image, or one list
+            of them per image of a list (METHOD.md s. 13).
+          reference: an image, a palette or a :class:`~ccc_nodes.hints.GlobalHint` whose
+            colours steer every image.
+          harmonization: :class:`~ccc_nodes.settings.Harmonization`, or None for none.
+          masks: object masks for one image (anything
+            :func:`~ccc_nodes.masks.given_masks` takes, or a MaskSet), or one per image of a
+            list (None for none); they replace ``harmonization.masks``. Without
+            ``harmonization``, the images given masks are harmonised with the defaults.
+          sam: a loaded SAM model (:func:`~ccc_nodes.masks.load_sam`), for SAM masks.
+          decoding: overrides the Colorizer's decoding for this call.
+
+        Returns one :class:`ColorizeResult` per image (one for one image, a list for a list).
+        """
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
-        per_image = [hints] if single else list(hints) if hints is not None else [None] * len(items)
-        if len(per_image) != len(items):
-            raise ValueError(f"hints: {len(per_image)} lists of hints for {len(items)} images")
+        n = len(items)
+        per_hints = _per_image(hints, n, single, "hints")
+        per_masks = _per_image(masks, n, single, "masks")
+        decoding = self.decoding if decoding is None else Decoding.of(decoding)
         steer = None
-        if reference is not None or any(per_image):
+        if reference is not None or any(per_hints):
             from .hints import steering
 
             steer = steering(self.classes, reference)
-        outs = []
-        for item, pred, hs in zip(items, self.predict(items), per_image, strict=True):
+        results = []
+        for pred, hs, given in zip(self.predict(items), per_hints, per_masks, strict=True):
             if steer is not None:
                 pred = steer(pred, hs or ())
-            rgb = pred.rgb(self.decode, self.temperature)
-            outs.append(_to_output(rgb, item, pred.alpha))
-        return outs[0] if single else outs
+            result = ColorizeResult(pred, decoding)
+            settings = harmonization if harmonization is not None or given is None else Harmonization()
+            if settings is not None:
+                from .harmonize import harmonize_with
+
+                result.harmonized = harmonize_with(pred, settings, masks=given, sam=sam)
+                result.notes += result.harmonized.notes
+            results.append(result)
+        return results[0] if single else results
+
+    def colorize(self, images: Any | Sequence[Any], hints: Sequence[Any] | None = None, reference: Any = None,
+                 **job: Any) -> Any:
+        """Colorize one image or a list; each output is the same size and kind as its input
+        (PIL -> PIL RGB or RGBA, numpy -> numpy ``(H, W, 3)``, tensor -> ``(3, H, W)``).
+        ``hints``, ``reference`` and the rest: as :meth:`run`."""
+        results = self.run(images, hints=hints, reference=reference, **job)
+        if isinstance(results, ColorizeResult):
+            return results.image(images)
+        return [r.image(item) for r, item in zip(results, images, strict=True)]
 
     __call__ = colorize
 
@@ -370,3 +466,15 @@ class Colorizer:
                 batch = []
         if batch:
             yield from self.colorize(batch)
+
+
+def _per_image(value: Any, n: int, single: bool, what: str) -> list[Any]:
+    """A per-image argument of :meth:`Colorizer.run` as one entry per image."""
+    if single:
+        return [value]
+    if value is None:
+        return [None] * n
+    value = list(value)
+    if len(value) != n:
+        raise ValueError(f"{what}: {len(value)} lists of {what} for {n} images (give one per image)")
+    return value

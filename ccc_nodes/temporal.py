@@ -249,7 +249,7 @@ def colorize_sequence(
         del batch
         for pred in preds:
             logits = state.step(pred) if temporal else pred.logits
-            yield join_lab(pred.L, decode_ab(logits, colorizer.classes, colorizer.decode, colorizer.temperature))
+            yield join_lab(pred.L, decode_ab(logits, colorizer.classes, colorizer.decoding))
 
 
 class WarpingError:

@@ -50,14 +50,12 @@ from ccc_figures import bin_table, class_grid, class_map_picture, to_uint8
 from ccc_nodes import ColorClasses, Colorizer, ImageError, ModelLoadError, load_model
 from ccc_nodes.cache import MODELS, cached  # noqa: F401 - app.MODELS: the cache this page fills
 from ccc_nodes.color import lab_to_rgb
-from ccc_nodes.evaluate import eval_crop
-from ccc_nodes.harmonize import HARMONIZE_DEFAULTS, harmonize
-from ccc_nodes.hints import HINT_DEFAULTS, HintError, format_hint, palette_prior, parse_hints, steering
+from ccc_nodes.hints import HINT_DEFAULTS, HintError, format_hint, palette_prior, parse_hints
 from ccc_nodes.hub import DEFAULT_MODEL
-from ccc_nodes.images import ImageTooLarge, open_image, to_rgb
-from ccc_nodes.masks import SAM_CHECKPOINTS, SAM_MODEL_TYPES, generate_masks, grey_image, load_sam, overlay
+from ccc_nodes.images import EVAL_SIZE, ImageTooLarge, eval_crop, is_grey, open_image, to_rgb
+from ccc_nodes.masks import SAM_CHECKPOINTS, SAM_MODEL_TYPES, grey_image, load_sam, overlay
 from ccc_nodes.metrics import MetricUnavailable, compare, load_lpips
-from ccc_nodes.pipeline import DECODE_MODES
+from ccc_nodes.settings import DECODE_MODES, HARMONIZE_CHOICES, INPUT_SIZE, Decoding, Harmonization, harmonization_for
 
 try:  # ZeroGPU: a GPU is attached only inside functions decorated with spaces.GPU
     import spaces
@@ -79,12 +77,12 @@ def on_gpu(seconds):
     return wrap
 
 
-def photo_seconds(source, rgb, size, decode, temperature, masks_from, params, *rest, **kwargs) -> int:
+def photo_seconds(source, rgb, size, decoding, harmonization, *rest, **kwargs) -> int:
     """GPU seconds to ask for one photo: the network and join (a few seconds, more for
     large photos and inputs), plus SAM's automatic masks, which grow with its point grid."""
     seconds = 5 + 2 * rgb.shape[0] * rgb.shape[1] / 1e6 + 4 * (size / 224) ** 2
-    if masks_from == "sam":
-        seconds += 10 + 30 * (float(params.get("points_per_side", 32)) / 32) ** 2
+    if harmonization is not None and harmonization.masks == "sam":
+        seconds += 10 + 30 * (harmonization.points_per_side / 32) ** 2
     return int(min(120, seconds))
 
 
@@ -99,8 +97,8 @@ DISPLAY_SIDE = 1600  # longest side of the pictures shown in the page; the downl
 MIN_DISPLAY_SIDE = 256  # small photos are shown enlarged (nearest neighbour) to at least this short side
 CONCURRENCY = int(os.environ.get("CCC_SPACE_CONCURRENCY", "2"))  # requests run at once; others queue
 SIZES = (128, 768)  # input size slider range (multiples of 32; paper: 224)
+DECODING, HARMONIZATION = Decoding(), Harmonization()  # the controls' defaults (ccc_nodes.settings)
 SIZE_STEP = 32  # the network takes multiples of this
-TEMPERATURE = 0.38  # annealed-mean temperature (Zhang et al. 2016), the slider's start
 # The other sliders: (minimum, maximum, step, label). run() checks what it is sent against these
 # itself (with a message and no traceback), so the sliders pass typed or API values on as they are.
 SLIDERS = {
@@ -112,9 +110,6 @@ SLIDERS = {
     "hint_strength": (0.0, 1.0, 0.05, "Hint strength"),
     "reference_strength": (0.0, 4.0, 0.1, "Reference strength"),
 }
-HARMONIZE = ("off", "SAM", "classical")
-COLOUR_SPREAD = 4 / 255  # a photo is colour if its channels differ by more than this on average
-EVAL_SIDE = 256  # metrics protocol (METHOD.md s. 10): shorter side resized to 256, centre crop
 FORMAT_HINT = "Upload a JPEG, PNG, WebP, TIFF or BMP photo."
 LPIPS_NA = "LPIPS n/a (its weights are not installed on this server)"
 
@@ -236,10 +231,7 @@ def read_photo(path: str | None) -> tuple[np.ndarray, np.ndarray | None, np.ndar
         raise user_error(_too_big(name, e.pixels)) from e
     except ImageError as e:
         raise user_error(f"{str(e).replace(str(path), name)}. {FORMAT_HINT}") from e
-    step = max(1, int((rgb.shape[0] * rgb.shape[1] / 1e6) ** 0.5))  # about a million pixels decide
-    sample = rgb[::step, ::step]
-    spread = float((sample.max(axis=2) - sample.min(axis=2)).mean())
-    reference = rgb if spread > COLOUR_SPREAD else None
+    reference = None if is_grey(rgb) else rgb  # the one grey rule (training, ccc evaluate, the Metrics node)
     return rgb, reference, alpha, name
 
 
@@ -314,74 +306,44 @@ def _save_png(image: np.ndarray, stem: str, alpha: np.ndarray | None = None) -> 
 # ----------------------------------------------------------------------------- the work
 
 
-def masks_name(source: str) -> str:
-    """A mask source id (``classical:felzenszwalb``, ``sam:vit_b``) in words."""
-    kind, _, detail = source.partition(":")
-    if kind == "classical":
-        return f"classical ({ {'felzenszwalb': 'Felzenszwalb', 'slic': 'SLIC'}.get(detail, detail)}) segmentation"
-    if kind == "sam":
-        return f"SAM ({detail}) masks" if detail.startswith("vit_") else "SAM masks"
-    return f"{source} masks"
-
-
 @on_gpu(photo_seconds)
 def colorize_on_device(
-    source: str, rgb: np.ndarray, size: int, decode: str, temperature: float, masks_from: str | None,
-    params: dict, sam: tuple | None, shown: tuple[int, int], report=None, hints: str = "",
-    reference: np.ndarray | None = None, reference_strength: float = HINT_DEFAULTS["reference_strength"],
+    source: str, rgb: np.ndarray, size: int, decoding: Decoding, harmonization: Harmonization | None,
+    sam: tuple | None, shown: tuple[int, int], report=None, hints: str = "", reference: np.ndarray | None = None,
+    reference_strength: float = HINT_DEFAULTS["reference_strength"],
 ) -> dict:
-    """The network (and harmonisation) on the best device.
+    """The core's job (:meth:`Colorizer.run`) on the best device.
 
     Arguments:
       source: the model (already loaded into the cache by the caller).
       rgb: the photo ``(H, W, 3)`` in [0, 1] (only its L is used).
-      size, decode, temperature: the Colorizer's input size, decode mode and annealed-mean
-        temperature.
-      masks_from: None (no harmonisation), ``"sam"`` or ``"classical"``.
-      params: harmonisation thresholds (:func:`ccc_nodes.harmonize.harmonize`) and
-        ``points_per_side`` for SAM.
-      sam: (checkpoint, type) of the SAM model when ``masks_from == "sam"`` (loaded into
-        the cache by the caller).
-      shown: (H, W) of the display pictures: the grey picture and the class map are drawn
-        at that size (not at the photo's, then shrunk).
+      size, decoding: the network's input size and the decoding.
+      harmonization: the harmonisation settings (mask source ``"sam"`` or
+        ``"classical"``), or None for none.
+      sam: (checkpoint, type) of the SAM model for SAM masks (loaded into the cache by the caller).
+      shown: (H, W) of the display pictures: the grey picture and the mask overlay are
+        drawn at that size (not at the photo's, then shrunk).
       report: called with a stage name when harmonisation starts (None on ZeroGPU).
       hints: point hints, one ``X,Y,#RRGGBB[,S]`` per line (photo pixels).
       reference: a reference photo ``(h, w, 3)`` whose palette steers the colours, or None.
       reference_strength: its weight.
 
     Returns plain arrays (ZeroGPU runs this in another process): ``grey`` uint8 at
-    ``shown``, ``colour`` uint8 ``(H, W, 3)`` at full size, ``classes`` ``(1, h, w)``,
-    ``masks`` (overlay picture or None), ``note``.
+    ``shown``, ``colour`` uint8 ``(H, W, 3)`` at full size, ``classes`` (the class map
+    to show), ``masks`` (overlay picture or None), ``notes``.
     """
-    colorizer = Colorizer(get_model(source), size=size, decode=decode, temperature=temperature)
-    pred = colorizer.predict(rgb)[0]
-    if hints.strip() or reference is not None:  # steered before harmonisation (METHOD.md s. 11)
-        prior = None if reference is None else palette_prior(reference, colorizer.classes, reference_strength)
-        pred = steering(colorizer.classes, prior)(pred, parse_hints(hints))
-    L = pred.L.float()
+    colorizer = Colorizer(get_model(source), size=size, decoding=decoding)
+    prior = None if reference is None else palette_prior(reference, colorizer.classes, reference_strength)
+    if report is not None and harmonization is not None:
+        report("Harmonising")
+    net = get_sam(*sam).to(colorizer.device) if sam is not None else None
+    result = colorizer.run(rgb, hints=parse_hints(hints), reference=prior, harmonization=harmonization, sam=net)
+    L = result.prediction.L.float()
     if tuple(L.shape[-2:]) != tuple(shown) and shown[0] <= L.shape[-2]:  # shrink; enlarging is _fit's
         L = F.interpolate(L, size=tuple(shown), mode="bilinear", antialias=True, align_corners=False)
-    out = {"grey": grey_image(L, None), "masks": None, "note": ""}
-    if masks_from is None:
-        return out | {"colour": to_uint8(pred.rgb(decode, temperature)[0].permute(1, 2, 0)),
-                      "classes": pred.class_map}
-    if report is not None:
-        report("Harmonising")
-    thresholds = {k: params[k] for k in ("min_area", "dominance", "max_dev")}
-    if masks_from == "sam":
-        net = get_sam(*sam).to(colorizer.device)
-        masks = generate_masks(pred, "sam", sam=net, points_per_side=int(params["points_per_side"]))
-    else:
-        masks = generate_masks(pred, "classical")
-    result = harmonize(pred, masks, **thresholds)  # Algorithm 1 (METHOD.md s. 9)
-    note = (f"Harmonised with {masks_name(result.source)}: {result.masks_used} of {len(masks)} masks had a "
-            f"dominant class; {result.changed:.1%} of the pixels were recoloured.")
-    return out | {
-        "colour": to_uint8(result.rgb(decode, temperature)[0].permute(1, 2, 0)),
-        "classes": result.harmonized_classes,
-        "masks": np.asarray(overlay(L, masks)),
-        "note": note,
-    }
+    return {"grey": grey_image(L, None), "colour": to_uint8(result.rgb[0].permute(1, 2, 0)),
+            "classes": result.class_map, "masks": None if result.masks is None else np.asarray(overlay(L, result.masks)),
+            "notes": result.notes}
 
 
 METRIC_ROWS = (  # key, label, what it says (METHOD.md s. 10, paper Eq. 19-27)
@@ -406,7 +368,7 @@ def metrics_table(colour: np.ndarray, reference: np.ndarray, classes: ColorClass
     says so, and the server log says what is missing."""
     lpips = get_lpips()
     missing = isinstance(lpips, Exception)
-    values = compare(eval_crop(colour, EVAL_SIDE)[None], eval_crop(reference, EVAL_SIDE)[None], classes,
+    values = compare(eval_crop(colour, EVAL_SIZE)[None], eval_crop(reference, EVAL_SIZE)[None], classes,
                      lpips=None if missing else lpips)
     rows = []
     for key, label, meaning in METRIC_ROWS:
@@ -468,7 +430,7 @@ def reveal(table, download):
 
 
 def run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_area, sam_checkpoint, sam_type,
-        points_per_side, temperature=TEMPERATURE, hints="", reference=None,
+        points_per_side, temperature=DECODING.temperature, hints="", reference=None,
         reference_strength=HINT_DEFAULTS["reference_strength"], progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
     """The page's one action: photo and controls -> before/after, class map, masks
     overlay, metrics (no rows without a reference), full-resolution download, notes
@@ -527,18 +489,14 @@ def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_are
             raise user_error(str(e)) from e
         log_once(("model", source), "model %s could not be loaded: %s", source, e, exc=e)
         raise user_error("The model could not be loaded on this server; please try again later.") from e
-    if harmonize_with not in HARMONIZE:
-        raise user_error(f"Harmonisation must be one of {', '.join(HARMONIZE)}, got {harmonize_with!r}.")
+    if harmonize_with not in HARMONIZE_CHOICES:
+        raise user_error(f"Harmonisation must be one of {', '.join(HARMONIZE_CHOICES)}, got {harmonize_with!r}.")
     if decode not in DECODE_MODES:
         raise user_error(f"Decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}.")
     if is_locked:
         sam_checkpoint, sam_type = default_sam()
     if sam_type not in SAM_MODEL_TYPES:
         raise user_error(f"SAM type must be one of {', '.join(SAM_MODEL_TYPES)}, got {sam_type!r}.")
-    temperature = slider_number("temperature", temperature)
-    params = {"dominance": slider_number("dominance", dominance), "max_dev": slider_number("max_dev", max_dev),
-              "min_area": slider_number("min_area", min_area),
-              "points_per_side": round(slider_number("points_per_side", points_per_side))}
     net_size = snap_size(size)
     masks_from, sam, sam_note = _masks_source(harmonize_with, sam_checkpoint, sam_type)
     if sam_note:
@@ -550,20 +508,24 @@ def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_are
 
     progress(0.2, desc="Colorizing" + (" and harmonising" if masks_from and not REPORT_FROM_DEVICE else ""))
     try:
-        out = colorize_on_device(source, rgb, net_size, decode, temperature, masks_from, params, sam, shown,
+        decoding = Decoding(decode, slider_number("temperature", temperature))
+        harmonization = harmonization_for(
+            masks_from, dominance=slider_number("dominance", dominance), max_dev=slider_number("max_dev", max_dev),
+            min_area=slider_number("min_area", min_area),
+            points_per_side=round(slider_number("points_per_side", points_per_side)))
+        out = colorize_on_device(source, rgb, net_size, decoding, harmonization, sam, shown,
                                  report if REPORT_FROM_DEVICE else None, hints or "", palette_rgb, palette_strength)
     except (ValueError, ImageError) as e:  # bad thresholds or modes: the core says which
         log.warning("colorization refused the request: %s", e)
         raise user_error(str(e)) from e
 
     colour = out["colour"]
-    mode = f"annealed-mean (T = {temperature:g})" if decode == "annealed-mean" else decode
     notes = [(f"**{name}**: {w}x{h} px, model `{shown_source}` ({net.encoder_name} encoder, "
-              f"K = {net.classes.K} classes), input {net_size}, {mode}.")]
+              f"K = {net.classes.K} classes), input {net_size}, {decoding.describe()}.")]
     if float(size) != net_size:
         notes.append(f"Input size {float(size):g} was rounded to {net_size}: the network takes multiples of "
                      f"{SIZE_STEP} from {SIZES[0]} to {SIZES[1]}.")
-    notes += [n for n in (sam_note, out["note"]) if n]
+    notes += [n for n in (sam_note, *out["notes"]) if n]
     if n_hints or palette_rgb is not None:
         steer = [f"{n_hints} colour hint{'s' if n_hints != 1 else ''}"] if n_hints else []
         steer += [f"the reference palette (strength {palette_strength:g})"] if palette_rgb is not None else []
@@ -572,7 +534,7 @@ def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_are
         progress(0.75, desc="Measuring against the reference")
         table, metrics_note = metrics_table(colour, reference, net.classes)
         notes.append("Colour photo: it was turned grey and kept as the reference; metrics on the evaluation "
-                     f"view (shorter side {EVAL_SIDE}, centre crop).")
+                     f"view (shorter side {EVAL_SIZE}, centre crop).")
         notes += [metrics_note] if metrics_note else []
     else:
         table = []
@@ -730,7 +692,7 @@ def harmonize_control(sam_ready: bool, is_locked: bool) -> dict:
         sam_label, info = "SAM (not set up)", info + "; SAM is not set up on this server: classical masks are used"
     else:
         sam_label, info = "SAM (no checkpoint)", info + "; SAM needs a checkpoint, else classical masks are used"
-    return {"choices": [("off", "off"), (sam_label, "SAM"), ("classical", "classical")], "info": info}
+    return {"choices": [("off", "off"), (sam_label, "sam"), ("classical", "classical")], "info": info}
 
 
 def slider(name: str, value: float, **kwargs) -> gr.Slider:
@@ -757,7 +719,7 @@ def colorize_clip_on_device(source: str, clip: str, size: int, decode: str, prog
     """The clip colorized frame by frame and in temporal mode (METHOD.md s. 14) -> two MP4 paths."""
     from ccc_nodes.video import colorize_video
 
-    colorizer = Colorizer(get_model(source), size=size, decode=decode)
+    colorizer = Colorizer(get_model(source), size=size, decoding=decode)
     stem = uuid.uuid4().hex[:8]
     paths = []
     for n, temporal in enumerate((False, True)):
@@ -833,10 +795,10 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                         info="'default' (embedded), a Hub repo id (owner/name) or a model folder",
                         elem_id="model",
                     )
-                size = lenient(gr.Slider(*SIZES, value=224, step=SIZE_STEP, label="Input size", elem_id="size",
+                size = lenient(gr.Slider(*SIZES, value=INPUT_SIZE, step=SIZE_STEP, label="Input size", elem_id="size",
                                          info="the network's square input side, a multiple of 32 (paper: 224)"))
-                decode = lenient(gr.Radio(list(DECODE_MODES), value="argmax", label="Decode", elem_id="decode"))
-                temperature = slider("temperature", TEMPERATURE, label="Temperature (annealed-mean)",
+                decode = lenient(gr.Radio(list(DECODE_MODES), value=DECODING.mode, label="Decode", elem_id="decode"))
+                temperature = slider("temperature", DECODING.temperature, label="Temperature (annealed-mean)",
                                      visible=False, elem_id="temperature",
                                      info="lower: closer to argmax; 1: the plain mean of the class centres")
                 harmonize = lenient(gr.Radio(value="off", label="Harmonisation", elem_id="harmonize",
@@ -860,11 +822,11 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                     palette_strength = slider("reference_strength", HINT_DEFAULTS["reference_strength"],
                                               label="Reference strength", elem_id="reference-strength")
                 with gr.Accordion("Harmonisation settings", open=False, elem_id="harmonize-settings"):
-                    dominance = slider("dominance", HARMONIZE_DEFAULTS["dominance"],
+                    dominance = slider("dominance", HARMONIZATION.dominance,
                                        info="share of a mask its most frequent class must hold")
-                    max_dev = slider("max_dev", HARMONIZE_DEFAULTS["max_dev"], label="Max deviation (a*b*)",
+                    max_dev = slider("max_dev", HARMONIZATION.max_dev, label="Max deviation (a*b*)",
                                      info="pixels farther than this from the mask's class are recoloured")
-                    min_area = slider("min_area", HARMONIZE_DEFAULTS["min_area"],
+                    min_area = slider("min_area", HARMONIZATION.min_area,
                                       info="fraction of the image; smaller masks are skipped")
                     if is_locked:
                         sam_checkpoint = gr.Textbox(value=public_name(sam_start), label="SAM checkpoint",

@@ -147,7 +147,7 @@ def test_python_api_runs_without_extras(base_env, model_dir):
 
 @pytest.mark.parametrize(("args", "extra"), [
     (["serve", "--port", "1"], "server"),
-    (["evaluate", "--gt", "GT", "--model", "MODEL", "--model-size", "64", "--device", "cpu", "--harmonize",
+    (["evaluate", "--gt", "GT", "--model", "MODEL", "--size", "64", "--device", "cpu", "--harmonize",
       "classical", "--no-perceptual", "-q"], "eval"),
 ])
 def test_commands_of_an_extra_name_it_in_one_line(base_env, model_dir, tmp_path, photo, args, extra):

@@ -16,6 +16,7 @@ from ccc_nodes.evaluate import eval_crop, evaluate_folder
 from ccc_nodes.masks import grey_image
 from ccc_nodes.metrics import ColorMetrics, metric_classes, mse
 from ccc_nodes.pipeline import Colorizer
+from ccc_nodes.settings import Harmonization
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_cli_with_a_model_and_classical_harmonisation(gt_dir, tmp_path, small_mo
     )
     out = tmp_path / "out"
     rc = main(["evaluate", "--gt", str(gt_dir), "--model", str(model_dir), "--harmonize", "classical",
-               "--model-size", "64", "--out", str(out), "--fid-weights", str(tmp_path / "feat.pt"), "-q", "--gallery", "2"])
+               "--size", "64", "--out", str(out), "--fid-weights", str(tmp_path / "feat.pt"), "-q", "--gallery", "2"])
     assert rc == 0
     report = json.loads((out / "metrics.json").read_text())
     rows = report["rows"]
@@ -88,8 +89,9 @@ def test_sam_harmonisation_row_with_a_small_sam(gt_dir, small_model):
     from helpers import tiny_sam
 
     res = evaluate_folder(
-        gt_dir, colorizer=Colorizer(small_model, device="cpu", size=64), harmonize="sam", sam=tiny_sam(),
-        mask_params={"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+        gt_dir, colorizer=Colorizer(small_model, device="cpu", size=64), sam=tiny_sam(),
+        harmonization=Harmonization("sam", points_per_side=4,
+                                    sam_options={"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}),
         lpips=False, fid=False, gallery=0, limit=3, progress=False,  # the first 3 files hold a broken one
     )
     assert list(res.rows) == ["CCC++", "CCC++ + harmonisation (sam)"]
@@ -167,21 +169,21 @@ def test_a_small_image_is_upscaled_and_said_so(tmp_path):
 
 
 # ---------------------------------------------------------------- arguments and failures
-@pytest.mark.parametrize("size", ["0", "-8", "30", "16"])
-def test_bad_size_is_refused_up_front(gt_dir, tmp_path, capsys, size):
-    rc = main(["evaluate", "--gt", str(gt_dir), "--pred", str(gt_dir), "--size", size, "--out", str(tmp_path / "o"),
+@pytest.mark.parametrize("crop", ["0", "-8", "30", "16"])
+def test_bad_crop_is_refused_up_front(gt_dir, tmp_path, capsys, crop):
+    rc = main(["evaluate", "--gt", str(gt_dir), "--pred", str(gt_dir), "--crop", crop, "--out", str(tmp_path / "o"),
                "--no-perceptual", "-q"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "--size" in err and "multiple of 4" in err and "Traceback" not in err
+    assert "--crop" in err and "multiple of 4" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="multiple of 4"):
-        evaluate_folder(gt_dir, gt_dir, size=int(size), lpips=False, fid=False, progress=False)
+        evaluate_folder(gt_dir, gt_dir, crop=int(crop), lpips=False, fid=False, progress=False)
 
 
-def test_bad_model_size_names_the_option(gt_dir, tmp_path, capsys):
-    assert main(["evaluate", "--gt", str(gt_dir), "--model", "default", "--model-size", "50", "--out", str(tmp_path / "o")]) == 2
-    assert "--model-size must be a positive multiple of 32" in capsys.readouterr().err
+def test_bad_network_size_names_the_option(gt_dir, tmp_path, capsys):
+    assert main(["evaluate", "--gt", str(gt_dir), "--model", "default", "--size", "50", "--out", str(tmp_path / "o")]) == 2
+    assert "--size: size must be a positive multiple of 32" in capsys.readouterr().err
 
 
 def test_a_folder_of_unreadable_files_exits_1_with_the_reasons(tmp_path, capsys):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ccc_nodes import Colorizer, ImageError
+from ccc_nodes import Colorizer, Decoding, Harmonization, ImageError
 from ccc_nodes.color import rgb_to_lab
 from ccc_nodes.pipeline import decode_ab, join_lab
 
@@ -126,7 +126,7 @@ def test_predictions_give_classes_and_probabilities(colorizer, photo):
 
 def test_annealed_mean_tends_to_argmax_at_low_temperature(small_model):
     logits = torch.randn(1, small_model.num_classes, 4, 4) * 100
-    hot = decode_ab(logits, small_model.classes, "annealed-mean", temperature=1e-3)
+    hot = decode_ab(logits, small_model.classes, Decoding("annealed-mean", temperature=1e-3))
     assert torch.allclose(hot, decode_ab(logits, small_model.classes, "argmax"), atol=1e-3)
 
 
@@ -158,7 +158,9 @@ def test_bad_inputs_are_clear_errors(small_model, photo):
     with pytest.raises(ValueError, match="multiple of 32"):
         Colorizer(small_model, size=100)
     with pytest.raises(ValueError, match="decode"):
-        Colorizer(small_model, decode="mean")
+        Colorizer(small_model, decoding="mean")
+    with pytest.raises(ValueError, match="temperature"):
+        Colorizer(small_model, decoding=Decoding("annealed-mean", 0.0))
     col = Colorizer(small_model, device="cpu", size=64, max_pixels=10_000)
     with pytest.raises(ImageError, match="over the limit"):
         col(photo)
@@ -211,3 +213,42 @@ def test_class_map_picture_is_the_bin_centre_at_constant_L():
     assert torch.allclose(lab[0, 0, :, :3], torch.full((4, 3), 60.0), atol=0.05)  # in gamut: L exact
     assert torch.allclose(lab[0, 1:, :, :3].mean(dim=(1, 2)), torch.tensor([3.0, 3.0]), atol=0.1)
     assert lab[0, 1, :, 3:].mean() > 60  # the red class on the right half, nearest-upsampled
+
+
+def test_run_is_the_whole_job_and_colorize_is_its_picture(small_model, photo):
+    col = Colorizer(small_model, device="cpu", size=64)
+    plain = col.run(photo)
+    assert plain.harmonized is None and plain.masks is None and plain.notes == []
+    assert plain.rgb.shape == (1, 3, *photo.shape[:2])
+    assert torch.equal(plain.class_map, plain.prediction.class_map)
+    assert np.array_equal(col(photo), plain.image(photo))  # colorize is run's picture, to the byte
+    # harmonisation: masks from the settings' source; without SAM, "auto" falls back and says so
+    auto = col.run(photo, harmonization=Harmonization())
+    assert auto.masks is not None and auto.masks.source.startswith("classical")
+    assert "no SAM model was given" in auto.notes[0] and "Harmonised with classical" in auto.notes[-1]
+    assert auto.class_map.shape == (1, *auto.masks.size)  # the harmonised map, at the masks' size
+    # given masks replace the source, and alone imply harmonisation with the defaults
+    half = np.zeros(photo.shape[:2], bool)
+    half[:, : photo.shape[1] // 2] = True
+    given = col.run(photo, masks=half[None])
+    assert given.masks.source == "given" and len(given.masks) == 1
+    assert given.harmonized.params == Harmonization().thresholds
+    # the decoding of the call overrides the Colorizer's
+    annealed = col.run(photo, decoding="annealed-mean")
+    assert annealed.decoding == Decoding("annealed-mean") and not torch.allclose(annealed.rgb, plain.rgb)
+    two = col.run([photo, photo], masks=[None, half[None]])
+    assert two[0].harmonized is None and two[1].masks.source == "given"
+    with pytest.raises(ValueError, match="1 lists of masks for 2 images"):
+        col.run([photo, photo], masks=[half[None]])
+
+
+def test_settings_refuse_bad_values_in_words():
+    with pytest.raises(ValueError, match="mask source"):
+        Harmonization("SAM")
+    with pytest.raises(ValueError, match="dominance"):
+        Harmonization(dominance=1.5)
+    with pytest.raises(ValueError, match="points_per_side"):
+        Harmonization(points_per_side=0)
+    with pytest.raises(TypeError, match="decoding"):
+        Decoding.of(0.38)
+    assert Decoding.of(None) == Decoding() and Decoding.of("argmax") == Decoding()

@@ -3,10 +3,8 @@ loopback and called through gradio_client. The browser tests are in test_space_b
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,61 +19,15 @@ from PIL import Image
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 
-from conftest import make_model
+from helpers import EXAMPLES, free_port, load_app, make_model, serve
 
-from ccc_nodes import DEFAULT_MODEL_DIR, ColorClasses
+from ccc_nodes import ColorClasses, Decoding, Harmonization
 from ccc_nodes.color import rgb_to_lab
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 RUN_DEFAULTS = {"model": "", "size": 224, "decode": "argmax", "harmonize_with": "off", "dominance": 0.3,
                 "max_dev": 12.0, "min_area": 0.002, "sam_checkpoint": "", "sam_type": "vit_b", "points_per_side": 8,
                 "temperature": 0.38}
-
-
-def load_app():
-    """space/app.py as a module (it is a script beside its helpers, not a package)."""
-    if "ccc_space_app" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("ccc_space_app", ROOT / "space" / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["ccc_space_app"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["ccc_space_app"]
-
-
-def space_model(tmp_path_factory) -> str:
-    """The embedded default once it is there; until then a small model saved here."""
-    if (DEFAULT_MODEL_DIR / "config.json").is_file():
-        return "default"
-    folder = tmp_path_factory.mktemp("space_model")
-    make_model(kept=list(range(200, 1100, 3))).save_pretrained(folder)
-    return str(folder)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(app, model: str):
-    """Build the page for ``model`` and serve it on a free loopback port -> (demo, url)."""
-    demo = app.build_demo(model)
-    _, url, _ = app.launch(demo, "127.0.0.1", free_port(), block=False)
-    return demo, url
-
-
-@pytest.fixture(scope="module")
-def app():
-    return load_app()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory, app):
-    source = space_model(tmp_path_factory)
-    os.environ[app.MODEL_ENV] = source
-    yield source
-    os.environ.pop(app.MODEL_ENV, None)
 
 
 def run(app, photo, **overrides):
@@ -129,9 +81,9 @@ def test_classical_harmonisation_shows_masks_and_says_what_it_did(app, model):
 
 
 def test_sam_without_checkpoint_falls_back_and_says_so(app, model):
-    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM")[5]
+    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="sam")[5]
     assert "SAM needs a checkpoint" in notes and "Harmonised with classical (Felzenszwalb) segmentation" in notes
-    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM", sam_checkpoint="/nowhere/sam.pth")[5]
+    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="sam", sam_checkpoint="/nowhere/sam.pth")[5]
     assert "SAM could not load '/nowhere/sam.pth'" in notes and "Harmonised with classical" in notes
 
 
@@ -143,7 +95,7 @@ def test_a_broken_sam_checkpoint_falls_back_and_is_logged_once(app, model, tmp_p
     photo = str(EXAMPLES / "grey" / "rocket.jpg")
     with caplog.at_level(logging.INFO, logger="ccc_space"):
         for _ in range(2):
-            notes = run(app, photo, harmonize_with="SAM", sam_checkpoint=str(bad))[5]
+            notes = run(app, photo, harmonize_with="sam", sam_checkpoint=str(bad))[5]
             assert "SAM could not load" in notes and "Harmonised with classical (Felzenszwalb) segmentation" in notes
             assert "list index" not in notes and "Traceback" not in notes
     lines = [r for r in caplog.records if "could not be loaded" in r.getMessage()]
@@ -156,7 +108,7 @@ def test_any_failure_loading_sam_falls_back(app, model, monkeypatch):
         raise IndexError("list index out of range")
 
     monkeypatch.setattr(app, "load_sam", broken)
-    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM", sam_checkpoint="owner/some-sam")[5]
+    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="sam", sam_checkpoint="owner/some-sam")[5]
     assert "SAM could not load 'owner/some-sam'" in notes and "Harmonised with classical" in notes
 
 
@@ -176,7 +128,7 @@ def test_sam_harmonisation_runs_the_real_mask_generator(app, model):
     ).eval()
     app.MODELS.put(("sam", "tiny-sam", "vit_b"), sam)
     try:
-        notes = run(app, str(EXAMPLES / "grey" / "chelsea.jpg"), harmonize_with="SAM", sam_checkpoint="tiny-sam",
+        notes = run(app, str(EXAMPLES / "grey" / "chelsea.jpg"), harmonize_with="sam", sam_checkpoint="tiny-sam",
                     points_per_side=4)[5]
     finally:
         app.MODELS.pop(("sam", "tiny-sam", "vit_b"))
@@ -348,7 +300,7 @@ def test_locked_page_fixes_model_and_sam(app, model, tmp_path, monkeypatch):
         assert box.interactive is False and box.value == value
     assert component(demo, "sam-type").interactive is False
 
-    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), model="/etc", harmonize_with="SAM",
+    notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), model="/etc", harmonize_with="sam",
                 sam_checkpoint="/etc/passwd")[5]
     assert "model `my_model`" in notes and "/etc" not in notes and server not in notes
     assert "SAM could not be loaded on this server" in notes
@@ -356,7 +308,7 @@ def test_locked_page_fixes_model_and_sam(app, model, tmp_path, monkeypatch):
 
     monkeypatch.setenv(app.SAM_ENV, "")
     if not app.default_sam()[0]:  # no SAM checkpoint beside app.py either
-        notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="SAM")[5]
+        notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="sam")[5]
         assert "SAM is not set up on this server" in notes and "Harmonised with classical" in notes
 
     monkeypatch.setenv(app.MODEL_ENV, str(tmp_path / "server" / "gone"))
@@ -373,11 +325,11 @@ def test_unlocked_page_offers_sam_only_with_a_checkpoint(app, model, monkeypatch
     demo = app.build_demo()
     assert component(demo, "model").interactive is not False
     harmonize = component(demo, "harmonize")
-    assert dict((v, k) for k, v in harmonize.choices)["SAM"] == "SAM (no checkpoint)"
+    assert dict((v, k) for k, v in harmonize.choices)["sam"] == "SAM (no checkpoint)"
     assert "SAM needs a checkpoint, else classical masks are used" in harmonize.info
     monkeypatch.setenv(app.SAM_ENV, "owner/sam-repo")
     harmonize = component(app.build_demo(), "harmonize")
-    assert dict((v, k) for k, v in harmonize.choices)["SAM"] == "SAM" and "checkpoint" not in harmonize.info
+    assert dict((v, k) for k, v in harmonize.choices)["sam"] == "SAM" and "checkpoint" not in harmonize.info
 
 
 def test_steps_around_a_run_clear_the_outputs_and_show_what_is_there(app):
@@ -519,7 +471,7 @@ def test_api_reports_a_non_image(served, tmp_path, capfd):
     for name, value, message in (("temperature", 5, "Temperature must lie in [0.05, 1], got 5"),
                                  ("dominance", 3, "Dominance must lie in [0.05, 1], got 3"),
                                  ("decode", "median", "Decode must be one of argmax, annealed-mean, got 'median'"),
-                                 ("harmonize_with", "paint", "Harmonisation must be one of off, SAM, classical"),
+                                 ("harmonize_with", "paint", "Harmonisation must be one of off, sam, classical"),
                                  ("sam_type", "vit_x", "SAM type must be one of vit_b, vit_l, vit_h")):
         with pytest.raises(Exception) as e:
             client.predict(photo, api_name="/colorize", **{**RUN_DEFAULTS, name: value})
@@ -622,11 +574,13 @@ def test_example_runs_are_cached_per_controls(app, model):
 
 def test_zero_gpu_duration_grows_with_the_work(app):
     small, big = np.zeros((300, 451, 3)), np.zeros((4000, 6000, 3))
-    plain = app.photo_seconds("default", small, 224, "argmax", 0.38, None, {"points_per_side": 32})
-    assert plain < app.photo_seconds("default", big, 224, "argmax", 0.38, None, {"points_per_side": 32})
-    sam = app.photo_seconds("default", small, 224, "argmax", 0.38, "sam", {"points_per_side": 32})
-    assert plain < app.photo_seconds("default", small, 224, "argmax", 0.38, "sam", {"points_per_side": 16}) < sam
-    assert app.photo_seconds("default", big, 768, "argmax", 0.38, "sam", {"points_per_side": 64}) == 120
+    argmax, sam_at = Decoding(), lambda n: Harmonization("sam", points_per_side=n)
+    plain = app.photo_seconds("default", small, 224, argmax, None)
+    assert plain < app.photo_seconds("default", big, 224, argmax, None)
+    assert plain == app.photo_seconds("default", small, 224, argmax, Harmonization("classical"))
+    sam = app.photo_seconds("default", small, 224, argmax, sam_at(32))
+    assert plain < app.photo_seconds("default", small, 224, argmax, sam_at(16)) < sam
+    assert app.photo_seconds("default", big, 768, argmax, sam_at(64)) == 120
 
 
 def test_api_takes_hints_and_a_reference(served):
