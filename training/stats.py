@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ccc_nodes.classes import PAPER_MIN_FRACTION, ColorClasses
+from ccc_nodes.classes import PAPER_MIN_FRACTION, ColorClasses, ab_at_output
 from ccc_nodes.color import rgb_to_lab
 from training.data import CORRUPT, OK, ImageDataset, Source, list_sources
 
@@ -52,8 +51,7 @@ class _HistogramDataset(ImageDataset):
         x, status = super().__getitem__(i)[:2]
         if status != OK:
             return torch.zeros(self.codec.num_bins, dtype=torch.long), status
-        ab = F.avg_pool2d(rgb_to_lab(x[None].float() / 255.0)[:, 1:], 4)
-        return self.codec.histogram(ab), OK
+        return self.codec.histogram(ab_at_output(rgb_to_lab(x[None].float() / 255.0))), OK
 
 
 def _sum(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, list[int]]:
