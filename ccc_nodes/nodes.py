@@ -1,6 +1,6 @@
 """ComfyUI nodes (V1 contract) over the CCC++ core.
 
-The node names follow the data flow of ARCHITECTURE.md::
+The node names follow the data flow of docs/ARCHITECTURE.md::
 
     CCC++ Model Loader -> CCC_MODEL            CCC++ SAM Loader -> SAM_MODEL
     IMAGE --[Grayscale -> Classes]--> CCC_CLASSES --[SAM Harmonize (+ SAM_MODEL or MASK)]-->

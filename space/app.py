@@ -2,7 +2,7 @@
 
 Upload a photo (grey, or colour: then it is turned grey and kept as the reference), pick
 a model and the decoding, optionally harmonise with object masks, and compare. The page
-only parses inputs, calls ``ccc_nodes`` and formats the results (ARCHITECTURE.md).
+only parses inputs, calls ``ccc_nodes`` and formats the results (docs/ARCHITECTURE.md).
 
 Run locally::
 
@@ -639,7 +639,7 @@ a\\*b\\* colour classes, decoded to colour and joined with the photo's own full-
 lightness. Upload a grey photo, or a colour one to compare against it, then **Colorize**.
 """
 
-METHOD = """
+METHOD = f"""
 1. **Colour space.** The photo's L\\* (CIE Lab) is all the network sees; it predicts a\\*b\\*.
 2. **Colour classes (Eq. 9-12).** The a\\*b\\* plane is cut into square bins of side 6
    (36 x 36 = 1296 bins). Only bins frequent in a reference set of photos are kept as
@@ -651,14 +651,14 @@ METHOD = """
    rare colours are not washed out.
 4. **Decoding (Eq. 17-18).** *argmax* takes the centre of the most probable class (the
    paper); *annealed-mean* averages the class centres under a sharpened softmax
-   (Zhang et al. 2016, temperature T = 0.38 by default: lower is closer to argmax,
+   (Zhang et al. 2016, temperature T = {DECODING.temperature:g} by default: lower is closer to argmax,
    1 is the plain mean). The a\\*b\\* map is upsampled and joined with the
    full-resolution L, so large photos keep every detail of their lightness.
 5. **Harmonisation (Algorithm 1).** Object masks (SAM, or a classical segmentation)
    are visited largest first; where one class holds at least *dominance* of a mask,
    pixels farther than *max deviation* from it take its colour, with a feathered edge.
 6. **Metrics (Eq. 19-27).** Against a colour reference, on the evaluation view (shorter
-   side 256, centre crop): MSE, PSNR, SSIM, LPIPS, UIQI; TAR (pixels in the reference's
+   side {EVAL_SIZE}, centre crop): MSE, PSNR, SSIM, LPIPS, UIQI; TAR (pixels in the reference's
    class), CNR and CCAR (how many classes are used); colourfulness and its difference.
 """
 

@@ -27,6 +27,8 @@ def test_the_readme_python_example_runs_in_the_checkout():
     opened = re.findall(r"Image\.open\(\"([^\"]+)\"\)", code)
     assert opened and all((ROOT / f).is_file() for f in opened), opened
     check = "\nassert colour.size == grey.size and pred.class_map.shape == (1, 56, 56), (colour.size, pred.class_map.shape)\n"
+    check += ("assert result.rgb.shape[-2:] == grey.size[::-1] and len(result.masks) > 0 "
+              "and result.notes[-1].startswith('Harmonised with classical'), result.notes\n")
     r = subprocess.run([sys.executable, "-c", code + check], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
 

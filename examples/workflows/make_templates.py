@@ -29,33 +29,37 @@ FRAMES_FILE = ROOT / "examples" / "frames" / "chelsea_pan.gif"  # a clip: LoadIm
 # The template graphs (API format). LoadImage names are files ComfyUI's input/ must hold:
 # chelsea.jpg (examples/grey), chelsea_reference.jpg (examples/reference/chelsea.jpg),
 # chelsea_mask.png (examples/masks), chelsea_pan.gif (examples/frames).
+from ccc_nodes.settings import INPUT_SIZE, Decoding  # noqa: E402 - the widgets' defaults
+
+_DEC = Decoding()
+_DECODE = {"decode": _DEC.mode, "temperature": _DEC.temperature}
 _MODEL = {"class_type": "CCCModelLoader", "inputs": {"model": "default", "device": "auto", "precision": "auto"}}
 TEMPLATES: dict[str, tuple[str, dict]] = {
     "ccc_colorize": ("One node: Load Image -> CCC++ Colorize -> Save Image", {
         "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
         "2": _MODEL,
         "3": {"class_type": "CCCColorize", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "decode": "argmax",
-                                                      "temperature": 0.38, "size": 224}},
+                                                      "temperature": _DEC.temperature, "size": INPUT_SIZE}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "ccc_colorized"}},
     }),
     "ccc_classes": ("The modular graph: Grayscale -> Classes -> Classes -> Lab, with the class map", {
         "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
         "2": _MODEL,
-        "3": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "size": 224}},
+        "3": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "size": INPUT_SIZE}},
         "4": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["3", 0], "decode": "annealed-mean",
-                                                          "temperature": 0.38}},
+                                                          "temperature": _DEC.temperature}},
         "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "ccc_colorized"}},
         "6": {"class_type": "PreviewImage", "inputs": {"images": ["4", 1]}},
     }),
     "ccc_harmonize_mask": ("Harmonisation with a MASK from core Load Image (paint it in the mask editor)", {
         "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
         "2": _MODEL,
-        "3": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "size": 224}},
+        "3": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "size": INPUT_SIZE}},
         "7": {"class_type": "LoadImage", "inputs": {"image": "chelsea_mask.png"}},
         "4": {"class_type": "CCCSAMHarmonize", "inputs": {"classes": ["3", 0], "mask": ["7", 1], "min_area": 0.002,
                                                           "dominance": 0.3, "max_dev": 12.0, "sigma": 1.0,
                                                           "points_per_side": 32}},
-        "5": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["4", 0], "decode": "argmax", "temperature": 0.38}},
+        "5": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["4", 0], **_DECODE}},
         "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "ccc_harmonized"}},
         "8": {"class_type": "PreviewImage", "inputs": {"images": ["4", 1]}},
     }),
@@ -63,20 +67,20 @@ TEMPLATES: dict[str, tuple[str, dict]] = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea_reference.jpg"}},
         "2": _MODEL,
         "3": {"class_type": "CCCColorize", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "decode": "argmax",
-                                                      "temperature": 0.38, "size": 224}},
+                                                      "temperature": _DEC.temperature, "size": INPUT_SIZE}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "ccc_colorized"}},
         "5": {"class_type": "CCCMetrics", "inputs": {"image": ["3", 0], "reference": ["1", 0], "ccc_model": ["2", 0]}},
     }),
     "ccc_hints": ("Colour hints: a painted MASK and a point steer the colours (chain as many as you like)", {
         "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
         "2": _MODEL,
-        "3": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "size": 224}},
+        "3": {"class_type": "CCCGrayscaleToClasses", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "size": INPUT_SIZE}},
         "7": {"class_type": "LoadImage", "inputs": {"image": "chelsea_mask.png"}},
         "4": {"class_type": "CCCColorHint", "inputs": {"classes": ["3", 0], "color": "#c8793c", "strength": 1.0,
                                                        "mask": ["7", 1], "x": -1, "y": -1}},
         "5": {"class_type": "CCCColorHint", "inputs": {"classes": ["4", 0], "color": "#5d8aa8", "strength": 0.8,
                                                        "x": 20, "y": 20}},
-        "6": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["5", 0], "decode": "argmax", "temperature": 0.38}},
+        "6": {"class_type": "CCCClassesToLab", "inputs": {"classes": ["5", 0], **_DECODE}},
         "8": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "ccc_hinted"}},
     }),
     "ccc_colorize_sequence": ("A clip as an IMAGE batch (a multi-frame Load Image, or Load Video): "
@@ -84,8 +88,8 @@ TEMPLATES: dict[str, tuple[str, dict]] = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea_pan.gif"}},
         "2": _MODEL,
         "3": {"class_type": "CCCColorizeSequence", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "temporal": True,
-                                                              "carry": 0.7, "decode": "argmax", "temperature": 0.38,
-                                                              "size": 224}},
+                                                              "carry": 0.7, **_DECODE,
+                                                              "size": INPUT_SIZE}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "ccc_sequence"}},
     }),
 }
