@@ -8,9 +8,7 @@ import json
 import os
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -18,12 +16,11 @@ from PIL import Image
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
+from helpers import Counted, Echo, graph, grey_png, run_prompt, upload  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
-
-WORKFLOW = Path(__file__).resolve().parents[1] / "examples" / "workflows" / "colorize_api.json"
 
 
 class Gate:
@@ -51,22 +48,6 @@ class Gate:
         raise TimeoutError("gate never opened")
 
 
-class Echo:
-    """A test output node that answers its text at once."""
-
-    @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802
-        return {"required": {"text": ("STRING", {"default": ""})}}
-
-    RETURN_TYPES = ()
-    FUNCTION = "echo"
-    OUTPUT_NODE = True
-    CATEGORY = "test"
-
-    def echo(self, text):
-        return {"ui": {"text": [text]}}
-
-
 class Odd(Echo):
     """A test output node whose ui holds values JSON cannot: NaN, infinity, a numpy scalar, an object."""
 
@@ -74,39 +55,6 @@ class Odd(Echo):
         import numpy as np
 
         return {"ui": {"values": [float("nan"), float("-inf"), 1.5], "scalar": [np.float32(2.5)], "thing": [Ellipsis]}}
-
-
-class Counted:
-    """A test output node that counts its INPUT_TYPES calls (a model loader's scan the disk)."""
-
-    calls = 0
-
-    @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802
-        cls.calls += 1
-        return {"required": {"a": ("INT", {"default": 0, "min": 0}), "b": ("FLOAT", {"default": 0.0}),
-                             "c": ("STRING", {"default": ""})}, "optional": {"d": ("BOOLEAN", {"default": False})}}
-
-    RETURN_TYPES = ()
-    FUNCTION = "run"
-    OUTPUT_NODE = True
-    CATEGORY = "test"
-
-    def run(self, a, b, c, d=False):
-        return {"ui": {"text": [c]}}
-
-
-def grey_png(h=48, w=64, frames=1, fmt="PNG") -> bytes:
-    from skimage import data
-
-    im = Image.fromarray(data.astronaut()).convert("L").resize((w, h))
-    buf = io.BytesIO()
-    if frames > 1:
-        seq = [im.rotate(90 * i) for i in range(frames)]
-        seq[0].save(buf, format=fmt, save_all=True, append_images=seq[1:])
-    else:
-        im.save(buf, format=fmt)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +76,6 @@ def client(server):
         yield c
 
 
-def upload(client, data: bytes, name: str, **fields):
-    return client.post("/upload/image", files={"image": (name, data, "image/png")}, data=fields)
-
-
 @pytest.fixture(scope="module")
 def uploaded(client):
     r = upload(client, grey_png(), "grey.png", overwrite="true")
@@ -139,39 +83,8 @@ def uploaded(client):
     return r.json()["name"]
 
 
-def graph(image="grey.png", prefix="ccc", model="small", size=64):
-    g = json.loads(WORKFLOW.read_text())
-    g["1"]["inputs"]["image"] = image
-    g["2"]["inputs"]["model"] = model
-    g["3"]["inputs"]["size"] = size
-    g["4"]["inputs"]["filename_prefix"] = prefix
-    return g
-
-
-def run(server, client, prompt, timeout=120):
-    """Post a prompt as one websocket client; return (prompt_id, messages for it, history entry)."""
-    cid = uuid.uuid4().hex
-    with connect(f"ws://{server.host}:{server.port}/ws?clientId={cid}") as ws:
-        first = json.loads(ws.recv(timeout=10))
-        assert first["type"] == "status" and first["data"]["sid"] == cid
-        r = client.post("/prompt", json={"prompt": prompt, "client_id": cid})
-        assert r.status_code == 200, r.text
-        pid = r.json()["prompt_id"]
-        msgs = []
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            m = json.loads(ws.recv(timeout=timeout))
-            if m["type"] != "status":
-                assert m["data"]["prompt_id"] == pid
-                msgs.append(m)
-            if m["type"] == "executing" and m["data"]["node"] is None:
-                break
-    entry = client.get(f"/history/{pid}").json()[pid]
-    return pid, msgs, entry
-
-
 def test_a_workflow_colorizes_through_prompt_ws_history_and_view(server, client, uploaded):
-    pid, msgs, entry = run(server, client, graph(uploaded, prefix="first"))
+    pid, msgs, entry = run_prompt(server, client, graph(uploaded, prefix="first"))
     kinds = [m["type"] for m in msgs]
     assert kinds[:2] == ["execution_start", "execution_cached"] and kinds[-2:] == ["execution_success", "executing"]
     assert [m["data"]["node"] for m in msgs if m["type"] == "executing"] == ["2", "1", "3", "4", None]
@@ -198,14 +111,14 @@ def test_a_workflow_colorizes_through_prompt_ws_history_and_view(server, client,
 
 
 def test_unchanged_nodes_are_served_from_cache(server, client, uploaded):
-    run(server, client, graph(uploaded, prefix="cached"))
-    _, msgs, entry = run(server, client, graph(uploaded, prefix="cached"))
+    run_prompt(server, client, graph(uploaded, prefix="cached"))
+    _, msgs, entry = run_prompt(server, client, graph(uploaded, prefix="cached"))
     cached = next(m for m in msgs if m["type"] == "execution_cached")["data"]["nodes"]
     assert sorted(cached) == ["1", "2", "3", "4"]
     assert not [m for m in msgs if m["type"] == "executing" and m["data"]["node"] is not None]
     assert entry["outputs"]["4"]["images"][0]["filename"] == "cached_00001_.png"  # reported, not re-saved
     # Change one widget: only that node and those after it run again.
-    _, msgs, _ = run(server, client, graph(uploaded, prefix="cached2"))
+    _, msgs, _ = run_prompt(server, client, graph(uploaded, prefix="cached2"))
     assert [m["data"]["node"] for m in msgs if m["type"] == "executing"] == ["4", None]
 
 
@@ -223,7 +136,7 @@ def test_batches_flow_through_every_node(server, client):
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}},
         "8": {"class_type": "CCCMetrics", "inputs": {"image": ["5", 0], "reference": ["1", 0], "ccc_model": ["2", 0]}},
     }
-    _, _msgs, entry = run(server, client, g)
+    _, _msgs, entry = run_prompt(server, client, g)
     assert entry["status"]["status_str"] == "success", entry["status"]
     saved = entry["outputs"]["6"]["images"]
     assert [i["subfolder"] for i in saved] == ["batch"] * 3 and len({i["filename"] for i in saved}) == 3
@@ -491,13 +404,13 @@ def test_settings_and_userdata_refuse_bad_bodies(client):
 def test_a_failing_node_fails_its_prompt_and_the_server_goes_on(server, client, uploaded):
     g = graph(uploaded, prefix="fails")
     g["2"]["inputs"]["repo_or_path"] = str(server.base / "no-such-model")
-    _, msgs, entry = run(server, client, g)
+    _, msgs, entry = run_prompt(server, client, g)
     error = next(m["data"] for m in msgs if m["type"] == "execution_error")
     assert error["node_id"] == "2" and error["node_type"] == "CCCModelLoader"
     assert "does not exist" in error["exception_message"] and error["exception_type"].endswith("ModelLoadError")
     assert entry["status"]["status_str"] == "error" and entry["outputs"] == {}
     assert not list((server.base / "output").glob("fails*"))
-    _, _, entry = run(server, client, graph(uploaded, prefix="after_failure"))
+    _, _, entry = run_prompt(server, client, graph(uploaded, prefix="after_failure"))
     assert entry["status"]["status_str"] == "success"
 
 
@@ -549,7 +462,7 @@ def test_uploads_are_checked_capped_and_never_half_written(server, client):
 
 def test_twenty_concurrent_clients_lose_nothing(server, client, uploaded):
     def one(i):
-        return run(server, client, graph(uploaded, prefix=f"client{i:02d}"), timeout=300)
+        return run_prompt(server, client, graph(uploaded, prefix=f"client{i:02d}"), timeout=300)
 
     with ThreadPoolExecutor(20) as pool:
         results = list(pool.map(one, range(20)))

@@ -1,7 +1,7 @@
 """ComfyUI's own web editor (comfyui-frontend-package) served by this server, in a real
 browser: Debian's headless Chromium driven by Playwright opens ``/``, loads the example
-colorization workflow, presses Run and finds the colorized image. Skipped only when
-Chromium (or the Playwright package) is absent.
+colorization workflow, presses Run and finds the colorized image. Without Chromium or the
+Playwright package it is skipped, and fails in CI (helpers.chromium).
 
 ``CCC_EDITOR_SCREENSHOT=docs/comfyui_editor.png pytest tests/test_server_browser.py``
 also writes the screenshot docs/COMFYUI.md shows.
@@ -12,37 +12,23 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-sync_api = pytest.importorskip("playwright.sync_api")
 httpx = pytest.importorskip("httpx")
 
-from test_server import WORKFLOW, grey_png  # noqa: E402
+from helpers import BROWSER_FLAGS, BROWSER_TIMEOUT_MS, WORKFLOW, close_dialogs, grey_png  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread, frontend_root  # noqa: E402
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 120_000  # a shared 2-core CI machine: generous, never part of what is tested
 OUTPUT_IMAGE = "Object.values(window.app.nodeOutputs || {}).flatMap(o => o.images || []).find(i => i.type === 'output')"
 
 
-def close_dialogs(page) -> None:
-    """Dismiss what the editor pops up on start (e.g. its default graph's missing nodes)."""
-    for _ in range(4):
-        if page.locator(".p-dialog-mask").count() == 0:
-            return
-        page.keyboard.press("Escape")
-        page.wait_for_timeout(300)
+def test_the_editor_runs_a_colorization_workflow(chromium, tmp_path, small_model, monkeypatch):
+    from playwright.sync_api import sync_playwright
 
-
-def test_the_editor_runs_a_colorization_workflow(tmp_path, small_model, monkeypatch):
     assert frontend_root() is not None, "install the server extra: comfyui-frontend-package"
     small_model.save_pretrained(tmp_path / "models" / "ccc" / "small")
     monkeypatch.setenv("CCC_MODELS_DIR", str(tmp_path / "models"))
@@ -51,17 +37,17 @@ def test_the_editor_runs_a_colorization_workflow(tmp_path, small_model, monkeypa
     workflow["2"]["inputs"]["model"] = "small"
     workflow["3"]["inputs"]["size"] = 64
     config = ServerConfig(base_dir=tmp_path / "work", models_dir=tmp_path / "models")
-    with ServerThread(config) as srv, httpx.Client(base_url=srv.url) as client, sync_api.sync_playwright() as p:
+    with ServerThread(config) as srv, httpx.Client(base_url=srv.url) as client, sync_playwright() as p:
         r = client.post("/upload/image", files={"image": ("grey.png", grey_png(240, 320), "image/png")})
         assert r.status_code == 200
         client.post("/api/settings/Comfy.Minimap.Visible", json=False)  # keep the output in view
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
         page = browser.new_page(viewport={"width": 1160, "height": 560})
-        page.set_default_timeout(TIMEOUT_MS)
+        page.set_default_timeout(BROWSER_TIMEOUT_MS)
         failed = []
         page.on("response", lambda resp: failed.append(resp.url) if resp.status >= 500 else None)
         page.goto(srv.url + "/")
-        page.wait_for_function("window.app && window.app.graph && window.app.graph._nodes", timeout=TIMEOUT_MS)
+        page.wait_for_function("window.app && window.app.graph && window.app.graph._nodes", timeout=BROWSER_TIMEOUT_MS)
         close_dialogs(page)
         # The editor knows this server's nodes (from /object_info).
         assert page.evaluate("!!LiteGraph.registered_node_types['CCCColorize']")
@@ -70,7 +56,7 @@ def test_the_editor_runs_a_colorization_workflow(tmp_path, small_model, monkeypa
         types = page.evaluate("window.app.graph._nodes.map(n => n.type).sort()")
         assert types == ["CCCColorize", "CCCModelLoader", "LoadImage", "SaveImage"]
         page.get_by_role("button", name="Run").first.click()
-        page.wait_for_function(f"!!({OUTPUT_IMAGE})", timeout=TIMEOUT_MS)
+        page.wait_for_function(f"!!({OUTPUT_IMAGE})", timeout=BROWSER_TIMEOUT_MS)
         image = page.evaluate(OUTPUT_IMAGE)
         assert image["filename"].startswith("ccc_colorized_") and image["subfolder"] == ""
         # The browser can load the output as the editor shows it, through /view.

@@ -13,9 +13,9 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 hypothesis = pytest.importorskip("hypothesis")
+from helpers import Counted, Echo, grey_png  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from test_server import Counted, Echo, grey_png  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
 

@@ -18,7 +18,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from test_server import Counted, graph, grey_png, run  # noqa: E402
+from helpers import Counted, graph, grey_png, run_prompt  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
 from ccc_nodes.server.safety import host_allowed  # noqa: E402
@@ -110,7 +110,7 @@ def test_locked_loaders_refuse_every_other_path_alike(server, client, uploaded, 
                   str(server.root / "elsewhere" / "model"), str(tmp_path / "absent"), "owner/unlisted", "~/.bashrc"):
         g = graph(uploaded, prefix="locked", model="small", size=64)
         g["2"]["inputs"]["repo_or_path"] = given
-        _, msgs, entry = run(server, client, g)
+        _, msgs, entry = run_prompt(server, client, g)
         error = next(m["data"] for m in msgs if m["type"] == "execution_error")
         assert error["node_type"] == "CCCModelLoader" and entry["status"]["status_str"] == "error"
         assert "locked" in error["exception_message"] and given not in error["exception_message"]
@@ -121,7 +121,7 @@ def test_locked_loaders_refuse_every_other_path_alike(server, client, uploaded, 
     for given in ("small", str(server.root / "models" / "ccc" / "small")):
         g = graph(uploaded, prefix="mine", model="default", size=64)
         g["2"]["inputs"]["repo_or_path"] = given
-        _, _, entry = run(server, client, g)
+        _, _, entry = run_prompt(server, client, g)
         assert entry["status"]["status_str"] == "success", given
 
 
@@ -247,13 +247,13 @@ def test_all_frames_together_are_bounded_by_the_pixel_limit(server, client):
     (server.base / "input" / "placed.gif").write_bytes(bomb)
     g = {"1": {"class_type": "LoadImage", "inputs": {"image": "placed.gif"}},
          "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
-    _, msgs, entry = run(server, client, g)
+    _, msgs, entry = run_prompt(server, client, g)
     error = next(m["data"] for m in msgs if m["type"] == "execution_error")
     assert error["node_type"] == "LoadImage" and "64 frames" in error["exception_message"]
     # Within the limit together, a multi-frame file still loads as a batch.
     r = client.post("/upload/image", files={"image": ("ok.gif", gif(12, 256), "image/gif")})
     assert r.status_code == 200, r.text
-    _, _, entry = run(server, client, {**g, "1": {"class_type": "LoadImage", "inputs": {"image": r.json()["name"]}}})
+    _, _, entry = run_prompt(server, client, {**g, "1": {"class_type": "LoadImage", "inputs": {"image": r.json()["name"]}}})
     assert entry["status"]["status_str"] == "success" and len(entry["outputs"]["2"]["images"]) == 12
 
 

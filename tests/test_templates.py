@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -80,16 +79,12 @@ def test_ccc_serve_lists_and_serves_the_templates(tmp_path):
 
 
 # ------------------------------------------------------------------ in the browser
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TIMEOUT_MS = 240_000  # a shared 2-core machine: generous, never part of what is tested
 
 
 @pytest.fixture(scope="module")
-def editor(tmp_path_factory):
+def editor(chromium, tmp_path_factory):
     """(url, http client) of ccc serve, or of the real ComfyUI at $CCC_COMFYUI_URL."""
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
     httpx = pytest.importorskip("httpx")
     if url := os.environ.get("CCC_COMFYUI_URL"):
         with httpx.Client(base_url=url, timeout=60) as client:
@@ -103,9 +98,9 @@ def editor(tmp_path_factory):
         yield srv.url, client
 
 
-def test_the_editor_loads_and_runs_every_template(editor):
+def test_the_editor_loads_and_runs_every_template(chromium, editor):
+    from helpers import BROWSER_FLAGS, close_dialogs
     from playwright.sync_api import sync_playwright
-    from test_server_browser import FLAGS, close_dialogs
 
     url, client = editor
     for name, path in INPUTS.items():
@@ -113,7 +108,7 @@ def test_the_editor_loads_and_runs_every_template(editor):
         assert r.status_code == 200, r.text
     client.post("/api/settings/Comfy.Minimap.Visible", json=False)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 800})
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url + "/")

@@ -64,7 +64,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from test_server import run  # noqa: E402
+from helpers import run_prompt  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
 
@@ -93,7 +93,7 @@ def test_an_image_batch_goes_through_the_example_workflow(server):
         for temporal in (True, False):
             graph["3"]["inputs"]["temporal"] = temporal
             graph["4"]["inputs"]["filename_prefix"] = f"seq_{temporal}"
-            _, msgs, entry = run(server, client, graph)
+            _, msgs, entry = run_prompt(server, client, graph)
             assert entry["status"]["status_str"] == "success", entry["status"]
             assert any(m["type"] == "progress" and m["data"]["node"] == "3" and m["data"]["max"] == 6 for m in msgs)
             saved = entry["outputs"]["4"]["images"]
