@@ -2,9 +2,9 @@ import json
 
 import pytest
 import torch
+from helpers import make_model
 
 from ccc_nodes.modeling import CCCNet, Decoder, SkipDecoder
-from tests.conftest import make_model
 
 
 def test_paper_configuration_shape_and_size():
