@@ -14,7 +14,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CycleError", "ValidationResult", "execution_order", "is_link", "node_info", "signatures", "validate_prompt"]
+__all__ = ["CycleError", "ValidationResult", "error_answer", "execution_order", "is_link", "node_info", "signatures",
+           "validate_prompt"]
 
 Registry = Mapping[str, type]
 ValidationResult = tuple[bool, "dict | None", list[str], dict[str, dict]]
@@ -34,6 +35,11 @@ def is_link(value: Any) -> bool:
 
 def _error(kind: str, message: str, details: str = "", **extra: Any) -> dict:
     return {"type": kind, "message": message, "details": details, "extra_info": extra}
+
+
+def error_answer(kind: str, message: str, details: str = "") -> dict:
+    """ComfyUI's body of a refused request: ``{"error": {...}, "node_errors": {}}``."""
+    return {"error": _error(kind, message, details), "node_errors": {}}
 
 
 def _input_info(spec: dict, name: str) -> tuple[Any, str | None, dict]:
