@@ -136,6 +136,7 @@ def test_colorize_runs_without_extras(base_env, model_dir, tmp_path, photo):
     assert Image.open(tmp_path / "out" / "cat.jpg").size == (451, 300)
 
 
+@pytest.mark.slow
 def test_python_api_runs_without_extras(base_env, model_dir):
     code = ("import sys\nfrom PIL import Image\nfrom ccc_nodes import Colorizer\n"
             f"out = Colorizer({str(model_dir)!r}, size=64, device='cpu')(Image.new('L', (80, 60), 128))\n"
@@ -145,6 +146,7 @@ def test_python_api_runs_without_extras(base_env, model_dir):
     assert r.stdout.split() == ["(80,", "60)", "RGB"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "extra"), [
     (["serve", "--port", "1"], "server"),
     (["evaluate", "--gt", "GT", "--model", "MODEL", "--size", "64", "--device", "cpu", "--harmonize",

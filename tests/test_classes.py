@@ -33,6 +33,7 @@ def test_round_trip_deviation_is_s_over_2_max_and_s_over_4_mean(s):
     assert abs(dev.mean().item() - s / 4) < 0.01
 
 
+@pytest.mark.slow
 def test_nearest_kept_matches_brute_force():
     g = torch.Generator().manual_seed(3)
     kept = torch.randperm(1296, generator=g)[:137].tolist()

@@ -23,6 +23,7 @@ def inputs(tmp_path, photo):
     return src
 
 
+@pytest.mark.slow
 def test_folder_recursive_keeps_names_and_reports_bad_files(inputs, model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     rc = ccc_colorize(inputs, "-o", out, "--model", model_dir)
@@ -36,6 +37,7 @@ def test_folder_recursive_keeps_names_and_reports_bad_files(inputs, model_dir, t
     assert not list(out.rglob("*.part"))
 
 
+@pytest.mark.slow
 def test_files_and_globs_succeed_with_exit_zero(inputs, model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     rc = ccc_colorize(inputs / "cat.jpg", str(inputs / "sub" / "*.png"), "-o", out, "--model", model_dir, "--batch", "2")
@@ -43,6 +45,7 @@ def test_files_and_globs_succeed_with_exit_zero(inputs, model_dir, tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "cat.jpg", "crop.png"]
 
 
+@pytest.mark.slow
 def test_explicit_non_image_and_missing_inputs_are_reported(inputs, model_dir, tmp_path, capsys):
     rc = ccc_colorize(inputs / "notes.txt", tmp_path / "missing.png", inputs / "cat.jpg", "-o", tmp_path / "o", "--model", model_dir)
     err = capsys.readouterr().err
@@ -82,6 +85,7 @@ def test_collect_jobs_prefixes_folders_when_several_inputs(tmp_path):
     assert problems == []
 
 
+@pytest.mark.slow
 def test_console_script_runs(inputs, model_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "ccc_nodes.cli", "colorize", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"),
                         "--model", str(model_dir), "--size", "64", "--device", "cpu"], capture_output=True, text=True, timeout=300)
@@ -89,6 +93,7 @@ def test_console_script_runs(inputs, model_dir, tmp_path):
     assert np.asarray(Image.open(tmp_path / "o" / "cat.jpg")).shape == (300, 451, 3)
 
 
+@pytest.mark.slow
 def test_two_inputs_with_one_output_name_keep_the_first_and_report_the_second(inputs, model_dir, tmp_path, capsys):
     twin = inputs / "crop.png"  # same name as sub/crop.png, other picture
     Image.fromarray(np.zeros((40, 64, 3), np.uint8)).save(twin)

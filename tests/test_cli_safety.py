@@ -38,6 +38,7 @@ def test_an_input_inside_the_output_folder_is_never_overwritten(grey, model_dir,
     assert f"skipped {tmp_path / 'a' / 'one.jpg'}: output {tmp_path / 'out' / 'one.jpg'} would overwrite an input" in err
 
 
+@pytest.mark.slow
 def test_a_renamed_output_never_replaces_an_input_beside_it(grey, model_dir, tmp_path, capsys):
     folder = tmp_path / "d"
     folder.mkdir()
@@ -117,6 +118,7 @@ def test_links_are_reported_and_the_real_file_is_colorized(tree, tmp_path):
     assert any(name == str(tree / "more") and "links to folders are not followed" in why for name, why in problems)
 
 
+@pytest.mark.slow
 def test_unreadable_folders_and_files_are_reported_and_fail_the_run(tree, model_dir, tmp_path):
     (tree / "link.jpg").unlink()
     (tree / "dangling.jpg").unlink()
@@ -140,6 +142,7 @@ def test_unreadable_folders_and_files_are_reported_and_fail_the_run(tree, model_
 
 
 # ------------------------------------------------------------------ 6: one image too big for memory
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the address-space limit is Linux's")
 def test_an_image_too_big_for_memory_is_reported_and_the_rest_done(model_dir, tmp_path):
     import resource

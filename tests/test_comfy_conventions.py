@@ -36,6 +36,7 @@ def bicubic_image(photo: np.ndarray, scale: float = 1.7) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
 
 
+@pytest.mark.slow
 def test_image_values_slightly_outside_0_1_are_clamped_not_refused(colorizer, photo):
     image = bicubic_image(photo)
     assert image.min() < -0.05 and image.max() > 1.05  # really outside, as ComfyUI gives it
@@ -94,6 +95,7 @@ def test_sam_loader_queues_with_an_empty_models_folder_and_a_path(tmp_path, monk
     assert not ok and "no SAM checkpoint chosen" in str(node_errors["1"])
 
 
+@pytest.mark.slow
 def test_an_all_zero_mask_is_reported_in_the_node_output(colorizer, photo):
     image = torch.from_numpy(photo).float().div(255)[None]
     (classes,) = nodes.CCCGrayscaleToClasses().predict(colorizer, image, size=64)
@@ -111,6 +113,7 @@ def test_bf16_on_the_cpu_is_warned_about(small_model):
         Colorizer(small_model, device="cpu", precision="bf16")
 
 
+@pytest.mark.slow
 def test_error_types_have_plain_module_names_when_loaded_as_a_pack(tmp_path):
     """ComfyUI names the pack's module after its path; its error dialog shows the exception's
     module and name. The core must not be a sub-module of that path-named module."""

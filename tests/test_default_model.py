@@ -39,6 +39,7 @@ def test_colorizes_a_grey_photo(default_model, photo):
     assert colorfulness(rgb).item() > 5.0  # grey input has colourfulness 0: it added colour
 
 
+@pytest.mark.slow
 def test_reduced_precision_path_agrees_with_fp32(default_model, photo):
     fp32 = Colorizer(default_model, device="cpu", precision="fp32").predict(photo)[0]
     bf16 = Colorizer(default_model, device="cpu", precision="bf16").predict(photo)[0]

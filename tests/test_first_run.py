@@ -22,6 +22,7 @@ def readme_python_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_python_example_runs_in_the_checkout():
     code = readme_python_example()
     opened = re.findall(r"Image\.open\(\"([^\"]+)\"\)", code)
@@ -106,6 +107,7 @@ def test_run_workflow_prints_clean_paths_against_ccc_serve(tmp_path, model_dir):
     assert "//" not in r.stdout and Path(saved.group(2)).is_file()
 
 
+@pytest.mark.slow
 def test_the_readme_hints_example_runs_after_the_python_one():
     text = (ROOT / "README.md").read_text()
     hints = re.search(r"```python\n(.*?)```", text[text.index("\n## Colour hints\n"):], re.S).group(1)

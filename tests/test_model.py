@@ -7,6 +7,7 @@ from helpers import make_model
 from ccc_nodes.modeling import CCCNet, Decoder, SkipDecoder
 
 
+@pytest.mark.slow
 def test_paper_configuration_shape_and_size():
     model = CCCNet(encoder="densenet121", kept=list(range(532)))  # K = 532 as on Places365
     assert model.encoder.num_features == 1024
@@ -19,6 +20,7 @@ def test_paper_configuration_shape_and_size():
     assert out.shape == (1, 532, 56, 56)
 
 
+@pytest.mark.slow
 def test_fully_convolutional_any_multiple_of_32(small_model):
     with torch.no_grad():
         out = small_model(torch.rand(2, 1, 256, 320) * 100)
@@ -46,6 +48,7 @@ def test_save_and_load_round_trip(tmp_path, small_model):
         assert torch.allclose(loaded(x), small_model(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_half_precision_weights_load_into_float32(tmp_path):
     model = make_model(kept=[1, 2, 666])
     half = make_model(kept=[1, 2, 666]).half()
@@ -58,6 +61,7 @@ def test_half_precision_weights_load_into_float32(tmp_path):
         assert (loaded.eval()(x) - model(x)).abs().max() < 0.05
 
 
+@pytest.mark.slow
 def test_skip_decoder_reads_strides_16_8_4_from_feature_info():
     model = make_model(kept=list(range(40)))  # Table IV
     skip = CCCNet(encoder="mobilenetv3_small_050", decoder_channels=(32, 16, 16), kept=list(range(40)),
@@ -77,6 +81,7 @@ def test_skip_decoder_reads_strides_16_8_4_from_feature_info():
     assert d[16, 16] > 0 and d[16, 16] > 3 * d[8, 8]
 
 
+@pytest.mark.slow
 def test_config_says_which_decoder_and_old_configs_load_as_table4(tmp_path):
     skip = CCCNet(encoder="mobilenetv3_small_050", decoder_channels=(16, 16, 16), kept=[1, 2, 3], decoder="skip")
     skip.save_pretrained(tmp_path / "skip")

@@ -20,6 +20,7 @@ def colorizer(small_model):
     return Colorizer(small_model, device="cpu", size=64)
 
 
+@pytest.mark.slow
 def test_output_keeps_size_and_kind(colorizer, photo):
     pil = Image.fromarray(photo)
     out = colorizer(pil)
@@ -41,6 +42,7 @@ def test_full_resolution_L_is_kept(neutral_model, photo):
     assert np.abs(lab_out[0] - L_in).max() < 0.6  # only 8-bit rounding differs: no blur from 64 px
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA", "La", "RGBa", "I;16", "I", "F", "CMYK", "1"])
 def test_every_pil_mode(colorizer, photo, mode):
     im = Image.fromarray(photo)
@@ -94,6 +96,7 @@ def test_batch_of_different_sizes_matches_one_by_one(small_model, photo):
         np.testing.assert_allclose(out.astype(int), col(im).astype(int), atol=1)
 
 
+@pytest.mark.slow
 def test_iter_colorize_is_lazy_and_equals_colorize(small_model, photo):
     col = Colorizer(small_model, device="cpu", size=64, batch_size=2)
     pulled = []
@@ -138,6 +141,7 @@ def test_join_lab_upsamples_ab_and_keeps_L():
     assert torch.allclose(rgb_to_lab(rgb)[:, 0], L[:, 0], atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(37, 53), (224, 224), (301, 7)])
 def test_strips_give_the_whole_image_result(shape):
     # Full-resolution conversions go in strips (bounded memory); each strip upsamples its
@@ -177,6 +181,7 @@ def test_float_arrays_outside_zero_one_are_refused_not_clipped(small_model, phot
     assert col(photo.astype(np.float32) / 255 * 1.005).shape == photo.shape  # resampling overshoot is fine
 
 
+@pytest.mark.slow
 def test_max_pixels_is_the_one_limit(tmp_path):
     from ccc_nodes.images import open_image
 

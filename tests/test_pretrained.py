@@ -20,6 +20,7 @@ def _chelsea(size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, size", [("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
                                         ("efficientnet_lite2", 260)])
 def test_package_weights_map_onto_timm_and_see_a_cat(name, size):
@@ -34,6 +35,7 @@ def test_package_weights_map_onto_timm_and_see_a_cat(name, size):
         assert rgb.eval()(_chelsea(size)).argmax().item() == EGYPTIAN_CAT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["table4", "skip"])
 def test_imagenet_init_goes_through_timms_stem_adaptation(decoder):
     from timm.models._manipulate import adapt_input_conv
@@ -52,6 +54,7 @@ def test_imagenet_init_goes_through_timms_stem_adaptation(decoder):
     assert ("conv_head.weight" in got) == (decoder == "table4")  # features_only has no head
 
 
+@pytest.mark.slow
 def test_exported_encoder_file_is_the_same_start(tmp_path, capsys):
     from training.pretrained import load_encoder_weights, main
 
