@@ -40,6 +40,7 @@ def test_eval_crop_is_shorter_side_then_centre_square():
     assert row[:60].max() < 0.05 and row[70:186].min() > 0.95 and row[196:].max() < 0.05
 
 
+@pytest.mark.slow
 def test_prediction_folder_scores_matching_files_and_lists_the_rest(gt_dir, tmp_path):
     pred = tmp_path / "pred"
     (pred / "sub").mkdir(parents=True)
@@ -57,6 +58,7 @@ def test_prediction_folder_scores_matching_files_and_lists_the_rest(gt_dir, tmp_
     assert res.notes["lpips"].startswith("not computed")
 
 
+@pytest.mark.slow
 def test_cli_with_a_model_and_classical_harmonisation(gt_dir, tmp_path, small_model, monkeypatch):
     model_dir = tmp_path / "model"
     small_model.save_pretrained(model_dir)
@@ -85,6 +87,7 @@ def test_cli_with_a_model_and_classical_harmonisation(gt_dir, tmp_path, small_mo
     assert gallery.size == (5 * 128, 18 + 2 * 128)  # grey, masks, CCC++, harmonised, ground truth
 
 
+@pytest.mark.slow
 def test_sam_harmonisation_row_with_a_small_sam(gt_dir, small_model):
     from helpers import tiny_sam
 
@@ -110,6 +113,7 @@ def test_bad_arguments_are_refused(gt_dir, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- degenerate ground truths
+@pytest.mark.slow
 def test_grey_and_tiny_ground_truths_are_skipped_not_scored(tmp_path, capsys):
     """camera (grey) scored CNR 37 alone and a flat 1x1 image 10: neither is scored now."""
     gt, pred = tmp_path / "gt", tmp_path / "pred"

@@ -218,6 +218,7 @@ def ccc(*args, cwd=None):
                           cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_hints_colour_the_region_and_bad_hints_fail_in_one_line(tmp_path, two_tone):
     src = tmp_path / "disc.png"
     Image.fromarray(two_tone).save(src)
@@ -241,6 +242,7 @@ def test_cli_hints_colour_the_region_and_bad_hints_fail_in_one_line(tmp_path, tw
     assert r.returncode == 1 and "outside the 160x120 image" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_colour_hint_and_reference_palette_nodes_chain_over_a_batch(colorizer, two_tone):
     from ccc_nodes.nodes import NODE_CLASS_MAPPINGS as N
     from ccc_nodes.nodes import ClassBatch
@@ -354,6 +356,7 @@ def test_sampled_hints_take_the_ground_truths_colour():
     assert [h.point for h in again] == [h.point for h in hints]  # seeded
 
 
+@pytest.mark.slow
 def test_evaluate_hint_points_scores_and_reports(tmp_path):
     from skimage import data
 

@@ -34,17 +34,20 @@ def _offline_load(cache: Path, source: str, revision: str | None = None) -> subp
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_repo_id_loads_from_local_cache_offline(hub_cache, small_model):
     r = _offline_load(hub_cache, HUB_REPO)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"K {small_model.num_classes}" in r.stdout
 
 
+@pytest.mark.slow
 def test_revision_by_commit_hash(hub_cache):
     r = _offline_load(hub_cache, HUB_REPO, revision=HUB_COMMIT)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_missing_repo_offline_gives_clear_error(hub_cache):
     r = _offline_load(hub_cache, "ccc-test/not-cached")
     assert r.returncode == 3
@@ -103,6 +106,7 @@ def _unreachable_load(cache: Path, source: str) -> subprocess.CompletedProcess:
     ))
 
 
+@pytest.mark.slow
 def test_unreachable_hub_fails_at_once_with_the_clear_error(hub_cache):
     r = _unreachable_load(hub_cache, "ccc-test/not-cached")
     assert r.returncode == 3, r.stdout + r.stderr
@@ -113,6 +117,7 @@ def test_unreachable_hub_fails_at_once_with_the_clear_error(hub_cache):
     assert "hf download ccc-test/not-cached" in msg and "pass its path instead of the repo id" in msg
 
 
+@pytest.mark.slow
 def test_unreachable_hub_still_loads_a_cached_repo(hub_cache, small_model):
     r = _unreachable_load(hub_cache, HUB_REPO)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -125,6 +130,7 @@ def _load_in(env_extra: dict, code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_hub_model_can_land_in_a_model_folder(fake_hub, tmp_path, small_model):
     """local_dir: the files go to a folder the user sees (ComfyUI's models/ccc/owner--name), not the
     Hugging Face cache; without network that folder is used."""

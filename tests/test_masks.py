@@ -52,6 +52,7 @@ def test_grey_image_is_what_the_model_sees(image):
     assert grey_image(image, max_side=60).shape == (40, 60, 3)
 
 
+@pytest.mark.slow
 def test_grey_image_of_a_long_thin_image_keeps_a_short_side():
     strip = np.tile(np.linspace(0, 255, 20000).astype(np.uint8), (20, 1))  # 20000x20
     grey = grey_image(strip, max_side=512)
@@ -76,6 +77,7 @@ def test_sam_automatic_mask_generator_runs_end_to_end(sam, image):
     assert len(none) == 0 and none.size == (100, 150)
 
 
+@pytest.mark.slow
 def test_sam_masks_drive_harmonisation_of_a_real_prediction(sam, image, small_model):
     pred = Colorizer(small_model, device="cpu", size=64).predict(image)[0]
     # The untrained model predicts one colour: give it noisy logits, so there is work to do.
@@ -104,6 +106,7 @@ def test_load_sam_from_a_file_and_from_the_hub_cache(sam, tmp_path):
     assert torch.equal(hub.state_dict()[key], sam.state_dict()[key])
 
 
+@pytest.mark.slow
 def test_load_sam_with_an_unreachable_hub_fails_at_once(tmp_path):
     need("segment_anything", "pip install -e '.[sam]'")  # load_sam refuses before any download without it
     r = run_with_unreachable_hub(tmp_path / "hub", (
@@ -155,6 +158,7 @@ def test_auto_falls_back_to_classical_and_says_so(image):
         generate_masks(image, "sam")
 
 
+@pytest.mark.slow
 def test_auto_uses_a_sam_it_is_given(image, sam):
     assert generate_masks(image, "auto", sam=sam, points_per_side=2, pred_iou_thresh=0.0,
                           stability_score_thresh=0.0).source == "sam:custom"

@@ -59,6 +59,7 @@ def test_psnr_has_one_convention_for_identical_images():
     assert compare(a[0], a[0], CLASSES)["psnr"] == pytest.approx(PSNR_MAX)
 
 
+@pytest.mark.slow
 def test_metric_classes_are_the_models_else_the_embedded_defaults():
     from ccc_nodes.hub import load_model
 
@@ -167,6 +168,7 @@ def test_lpips_arithmetic_by_hand():
     assert two(x, y).item() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_lpips_loader_matches_torchmetrics_on_the_same_weights(tmp_path):
     """The real loading code (AlexNet + the v0.1 linear layers) on a random AlexNet: the
     same numbers as torchmetrics' LPIPS with that backbone."""
@@ -229,6 +231,7 @@ def test_frechet_distance_matches_scipy_and_streams():
         FeatureStats().mean_cov()
 
 
+@pytest.mark.slow
 def test_fid_in_the_set_metrics_with_a_small_feature_network(tmp_path):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -297,6 +300,7 @@ def test_grid_sums_count_every_neighbour_pair_once():
         grid_sums(torch.zeros(2, 8, 8))
 
 
+@pytest.mark.slow
 def test_color_metrics_report_the_grid_ratio_at_model_resolution():
     g = torch.Generator().manual_seed(1)
     L = torch.full((4, 1, 224, 224), 60.0)

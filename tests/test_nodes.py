@@ -59,6 +59,7 @@ def test_every_node_follows_the_v1_contract():
     assert N.CCCMetrics.OUTPUT_NODE is True
 
 
+@pytest.mark.slow
 def test_the_checkout_loads_as_a_comfyui_pack_without_comfy(tmp_path):
     """ComfyUI imports custom_nodes/<pack>/__init__.py under its path as module name;
     do the same in a fresh interpreter and check nothing from ``comfy`` was needed."""
@@ -103,6 +104,7 @@ def test_loader_hub_errors_say_what_to_do(models_dir, monkeypatch):
         N.CCCModelLoader().load("default", "cpu", "fp32", repo_or_path="ccc-test/absent-model")
 
 
+@pytest.mark.slow
 def test_classes_then_lab_is_the_core_colorizer_on_a_batch(colorizer, batch):
     (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, batch, size=64)
     assert isinstance(classes, N.ClassBatch) and len(classes) == 3 and classes.size == (48, 64)
@@ -121,6 +123,7 @@ def test_classes_then_lab_is_the_core_colorizer_on_a_batch(colorizer, batch):
     assert (L_in - L_out).abs().mean() < 1.5
 
 
+@pytest.mark.slow
 def test_size_changes_the_model_resolution_without_reloading(colorizer, batch):
     (small,) = N.CCCGrayscaleToClasses().predict(colorizer, batch[:1], size=32)
     (big,) = N.CCCGrayscaleToClasses().predict(colorizer, batch[:1], size=96)
@@ -210,6 +213,7 @@ def test_harmonize_mask_batch_rules(colorizer, batch):
         N.CCCSAMHarmonize().harmonize(classes, 0.0, 0.3, 12.0, 0.0, mask=torch.ones(2, 48, 64))
 
 
+@pytest.mark.slow
 def test_harmonize_with_a_real_tiny_sam_and_the_classical_fallback(colorizer, batch):
     from helpers import tiny_sam  # skipped without segment-anything; a failure in CI
 
@@ -222,6 +226,7 @@ def test_harmonize_with_a_real_tiny_sam_and_the_classical_fallback(colorizer, ba
     assert all("no SAM" in p.masks.note for p in fallback.predictions)
 
 
+@pytest.mark.slow
 def test_harmonize_node_on_a_long_thin_image(colorizer):
     """A 4000x20 image: the classical masks (512x3 before) were refused as another aspect ratio."""
     from skimage import data
@@ -248,6 +253,7 @@ def test_sam_loader_validation_and_errors(tmp_path, monkeypatch):
         N.CCCSAMLoader().load("vit_b", "cpu", checkpoint="mine.pth")
 
 
+@pytest.mark.slow
 def test_metrics_table(colorizer, batch):
     result = N.CCCMetrics().measure(batch[:1], batch[:1])
     table = result["ui"]["text"][0]
@@ -267,6 +273,7 @@ def test_metrics_table(colorizer, batch):
         N.CCCMetrics().measure(out, batch[:2])
 
 
+@pytest.mark.slow
 def test_metrics_without_a_model_use_the_default_models_classes_as_ccc_evaluate(colorizer, batch, tmp_path):
     """All 1296 bins capped the node's CCAR near 53 %; `ccc evaluate --pred` used K = 526."""
     from PIL import Image
