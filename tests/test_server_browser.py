@@ -26,6 +26,7 @@ from ccc_nodes.server import ServerConfig, ServerThread, frontend_root  # noqa: 
 OUTPUT_IMAGE = "Object.values(window.app.nodeOutputs || {}).flatMap(o => o.images || []).find(i => i.type === 'output')"
 
 
+@pytest.mark.slow
 def test_the_editor_runs_a_colorization_workflow(chromium, tmp_path, small_model, monkeypatch):
     from playwright.sync_api import sync_playwright
 

@@ -67,12 +67,14 @@ def answered(r: httpx.Response) -> None:
         json.loads(r.content)  # always encodable, always complete
 
 
+@pytest.mark.slow
 @FUZZ
 @given(body=bodies | json_values)
 def test_prompt_bodies(client, body):
     answered(client.post("/prompt", json=body))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(raw=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
 def test_prompt_raw_bytes(client, raw):
@@ -95,6 +97,7 @@ def test_view(client, params):
     answered(client.get("/view", params=params))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(path=names, method=st.sampled_from(["GET", "POST", "DELETE"]), body=st.binary(max_size=100),
        query=st.dictionaries(st.sampled_from(["overwrite", "full_info", "dir", "recurse", "split"]),

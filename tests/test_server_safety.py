@@ -271,6 +271,7 @@ def test_system_stats_reports_real_free_memory(client):
 
 
 # ------------------------------------------------------------------ 9: uploads off the event loop
+@pytest.mark.slow
 def test_other_requests_are_served_while_an_upload_is_checked(tmp_path):
     import numpy as np
 

@@ -98,6 +98,7 @@ def editor(chromium, tmp_path_factory):
         yield srv.url, client
 
 
+@pytest.mark.slow
 def test_the_editor_loads_and_runs_every_template(chromium, editor):
     from helpers import BROWSER_FLAGS, close_dialogs
     from playwright.sync_api import sync_playwright
