@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+pytestmark = pytest.mark.slow  # one fresh process loading torch and segment-anything (about 30 s)
+
 # repo -> (HTTP status, X-Error-Code) of every file request; other repos exist and have no
 # such revision ("nope") or no such file
 ANSWERS = {"ccc-test/missing": (404, "RepoNotFound"), "ccc-test/gated": (403, "GatedRepo")}
