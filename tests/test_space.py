@@ -48,6 +48,7 @@ def test_grey_photo_gives_colour_at_full_size_and_no_metrics(app, model):
     assert saved.shape == (300, 451, 3) and np.array_equal(saved, after)
 
 
+@pytest.mark.slow
 def test_colour_photo_is_kept_as_reference_and_measured(app, model):
     photo = str(EXAMPLES / "reference" / "chelsea.jpg")
     slider, _, _, table, _, notes = run(app, photo)
@@ -65,6 +66,7 @@ def test_colour_photo_is_kept_as_reference_and_measured(app, model):
     assert (lpips == "n/a" and "LPIPS n/a (its weights are not installed on this server)" in notes) or float(lpips) >= 0
 
 
+@pytest.mark.slow
 def test_decode_modes_differ_and_input_size_is_used(app, model):
     photo = str(EXAMPLES / "grey" / "coffee.jpg")
     argmax = run(app, photo)[0][1]
@@ -73,6 +75,7 @@ def test_decode_modes_differ_and_input_size_is_used(app, model):
     assert "input 128" in run(app, photo, size=128)[5]
 
 
+@pytest.mark.slow
 def test_classical_harmonisation_shows_masks_and_says_what_it_did(app, model):
     _, _, masks_pic, _, _, notes = run(app, str(EXAMPLES / "grey" / "astronaut.jpg"), harmonize_with="classical")
     assert masks_pic is not None and masks_pic.shape[2] == 3 and masks_pic.std() > 0
@@ -80,6 +83,7 @@ def test_classical_harmonisation_shows_masks_and_says_what_it_did(app, model):
     assert "classical:" not in notes  # the page speaks in words, not the core's ids
 
 
+@pytest.mark.slow
 def test_sam_without_checkpoint_falls_back_and_says_so(app, model):
     notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="sam")[5]
     assert "SAM needs a checkpoint" in notes and "Harmonised with classical (Felzenszwalb) segmentation" in notes
@@ -87,6 +91,7 @@ def test_sam_without_checkpoint_falls_back_and_says_so(app, model):
     assert "SAM could not load '/nowhere/sam.pth'" in notes and "Harmonised with classical" in notes
 
 
+@pytest.mark.slow
 def test_a_broken_sam_checkpoint_falls_back_and_is_logged_once(app, model, tmp_path, caplog):
     """A text file given as the checkpoint (as a visitor typed /etc/passwd): the request
     goes on with classical masks and a short note; the server logs one line, no traceback."""
@@ -102,6 +107,7 @@ def test_a_broken_sam_checkpoint_falls_back_and_is_logged_once(app, model, tmp_p
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING and lines[0].exc_info is None
 
 
+@pytest.mark.slow
 def test_any_failure_loading_sam_falls_back(app, model, monkeypatch):
     """Whatever loading SAM raises (not only the core's SamLoadError), the page goes on."""
     def broken(*args, **kwargs):
@@ -112,6 +118,7 @@ def test_any_failure_loading_sam_falls_back(app, model, monkeypatch):
     assert "SAM could not load 'owner/some-sam'" in notes and "Harmonised with classical" in notes
 
 
+@pytest.mark.slow
 def test_sam_harmonisation_runs_the_real_mask_generator(app, model):
     """A tiny SAM built here (random weights) stands in the page's SAM cache: the page's
     path through SamAutomaticMaskGenerator and harmonise runs end to end."""
@@ -135,6 +142,7 @@ def test_sam_harmonisation_runs_the_real_mask_generator(app, model):
     assert "Harmonised with SAM masks" in notes
 
 
+@pytest.mark.slow
 def test_large_photo_keeps_full_resolution_download(app, model, tmp_path, monkeypatch):
     stripes = np.where(np.arange(3000) % 2, 140, 100).astype(np.uint8)  # 1-pixel stripes, far below model scale
     big = np.repeat(stripes[None], 1800, axis=0)  # 5.4 MP
@@ -184,6 +192,7 @@ def test_huge_photo_is_refused_before_decoding(app, model, tmp_path):
     assert e.value.message == "huge.png: the photo is 45 MP; this Space takes up to 40 MP: shrink it."
 
 
+@pytest.mark.slow
 def test_tiny_photo_is_shown_enlarged_with_sharp_pixels(app, model, tmp_path):
     """An 8x8 photo: the pictures shown are enlarged by a whole factor (nearest neighbour)
     so the panes keep their size; the download stays 8x8."""
@@ -200,6 +209,7 @@ def test_tiny_photo_is_shown_enlarged_with_sharp_pixels(app, model, tmp_path):
     assert app.display_size(10, 1000) == (10, 1000)  # enlarging stops at the display side
 
 
+@pytest.mark.slow
 def test_typed_input_size_is_rounded_to_a_multiple_of_32(app, model):
     notes = run(app, str(EXAMPLES / "grey" / "coffee.jpg"), size=200)[5]
     assert "input 192" in notes and "Input size 200 was rounded to 192" in notes
@@ -207,6 +217,7 @@ def test_typed_input_size_is_rounded_to_a_multiple_of_32(app, model):
     assert "rounded" not in run(app, str(EXAMPLES / "grey" / "coffee.jpg"), size=256)[5]
 
 
+@pytest.mark.slow
 def test_transparency_is_kept_in_the_download(app, model, tmp_path):
     rgba = np.zeros((60, 80, 4), dtype=np.uint8)
     rgba[..., :3] = np.linspace(0, 255, 80, dtype=np.uint8)[None, :, None]
@@ -223,6 +234,7 @@ def test_transparency_is_kept_in_the_download(app, model, tmp_path):
     assert Image.open(download).mode == "RGB" and "transparency" not in notes
 
 
+@pytest.mark.slow
 def test_annealed_mean_temperature_is_used(app, model):
     photo = str(EXAMPLES / "grey" / "coffee.jpg")
     sharp = run(app, photo, decode="annealed-mean", temperature=0.05)
@@ -233,6 +245,7 @@ def test_annealed_mean_temperature_is_used(app, model):
         run(app, photo, decode="annealed-mean", temperature=0)
 
 
+@pytest.mark.slow
 def test_progress_names_each_stage(app, model):
     stages = []
     run(app, str(EXAMPLES / "reference" / "chelsea.jpg"), harmonize_with="classical",
@@ -258,6 +271,7 @@ def test_user_errors_leave_no_traceback_and_failures_are_logged_once(app, model,
     assert len(logged) == 1 and logged[0].levelno == logging.ERROR  # one traceback, in the server log
 
 
+@pytest.mark.slow
 def test_lpips_unavailable_note_names_nothing_on_the_server(app, model, monkeypatch):
     def missing(*args, **kwargs):
         raise app.MetricUnavailable("LPIPS needs /root/.cache/torch/alexnet.pth: run `python -c ...` and copy it")
@@ -279,6 +293,7 @@ def component(demo, elem_id: str):
     return found[0]
 
 
+@pytest.mark.slow
 def test_locked_page_fixes_model_and_sam(app, model, tmp_path, monkeypatch):
     """CCC_SPACE_LOCKED=1 (a public page): the model and SAM boxes cannot be changed, the
     handler uses the configured ones whatever it is sent, and nothing in the page names a
@@ -317,6 +332,7 @@ def test_locked_page_fixes_model_and_sam(app, model, tmp_path, monkeypatch):
     assert e.value.message == "The model could not be loaded on this server; please try again later."
 
 
+@pytest.mark.slow
 def test_unlocked_page_offers_sam_only_with_a_checkpoint(app, model, monkeypatch):
     monkeypatch.delenv(app.LOCKED_ENV, raising=False)
     monkeypatch.setenv(app.SAM_ENV, "")
@@ -434,6 +450,7 @@ def served(app, model):
     demo.close()
 
 
+@pytest.mark.slow
 def test_api_colorizes_through_gradio_client(served):
     from gradio_client import Client, handle_file
 
@@ -448,6 +465,7 @@ def test_api_colorizes_through_gradio_client(served):
     assert "coffee.jpg" in notes
 
 
+@pytest.mark.slow
 def test_api_rounds_an_input_size_it_is_sent(served):
     from gradio_client import Client, handle_file
 
@@ -458,6 +476,7 @@ def test_api_rounds_an_input_size_it_is_sent(served):
         assert f"Input size {sent} was rounded to {used}" in notes and f"input {used}," in notes
 
 
+@pytest.mark.slow
 def test_api_reports_a_non_image(served, tmp_path, capfd):
     from gradio_client import Client, handle_file
 
@@ -479,6 +498,7 @@ def test_api_reports_a_non_image(served, tmp_path, capfd):
     assert "Traceback" not in capfd.readouterr().err  # a visitor's mistake is no server fault
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_queued_and_all_answered(served):
     from gradio_client import Client, handle_file
 
@@ -490,6 +510,7 @@ def test_concurrent_requests_are_queued_and_all_answered(served):
     assert names == sorted(p.name for p in (EXAMPLES / "grey").glob("*.jpg"))
 
 
+@pytest.mark.slow
 def test_python_space_app_py_starts_the_page(tmp_path):
     """The README's command: ``python space/app.py``, port from $PORT, model from --model."""
     import httpx
@@ -533,6 +554,7 @@ def _ab_near(rgb: np.ndarray, y0: int, y1: int, x0: int, x1: int, colour: str) -
     return float((lab[1:] - torch.tensor(parse_color(colour)).view(2, 1, 1)).norm(dim=0).mean())
 
 
+@pytest.mark.slow
 def test_hints_and_a_reference_steer_the_result(app, model):
     photo = str(EXAMPLES / "grey" / "chelsea.jpg")
     (_, plain), *_ = run(app, photo)
@@ -559,6 +581,7 @@ def test_a_click_on_the_picker_adds_a_hint_in_photo_pixels(app, tmp_path):
     assert app._hex("rgba(46, 134, 193, 1)") == "#2e86c1"
 
 
+@pytest.mark.slow
 def test_example_runs_are_cached_per_controls(app, model):
     photo = str(EXAMPLES / "grey" / "chelsea.jpg")
     controls = [RUN_DEFAULTS[k] for k in ("model", "size", "decode", "harmonize_with", "dominance", "max_dev",
@@ -583,6 +606,7 @@ def test_zero_gpu_duration_grows_with_the_work(app):
     assert app.photo_seconds("default", big, 768, argmax, sam_at(64)) == 120
 
 
+@pytest.mark.slow
 def test_api_takes_hints_and_a_reference(served):
     from gradio_client import Client, handle_file
 

@@ -11,13 +11,11 @@ gr = pytest.importorskip("gradio")
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-import test_space
-from test_video import audio_packets, make_clip, pan
+from helpers import audio_packets, make_clip, pan, serve
 
 from ccc_nodes.video import probe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-app, model, serve = test_space.app, test_space.model, test_space.serve  # the Space's fixtures and server
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +30,7 @@ def decoded(path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
 
 
+@pytest.mark.slow
 def test_the_handler_gives_both_clips_with_sound(app, model, clip):
     single, temporal = app.run_video(str(clip), model, 224, "argmax", progress=lambda *a, **k: None)
     for path in (single, temporal):
@@ -58,6 +57,7 @@ def test_limits_and_bad_files_are_page_messages(app, model, tmp_path):
     assert app.VIDEO_LIMITS.startswith("Clips up to 10 s and 300 frames")
 
 
+@pytest.mark.slow
 def test_the_page_states_the_limit_and_serves_the_api(app, model, clip):
     from gradio_client import Client, handle_file
 

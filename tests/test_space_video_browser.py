@@ -1,23 +1,19 @@
 """The Space's video section in a real browser (Debian's headless Chromium, Playwright): the
 limit is on the page, a clip uploaded and colorized comes back as two playable videos.
-Skipped only when Chromium or Playwright is absent."""
+Without Chromium or Playwright it is skipped, and fails in CI (helpers.chromium)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from test_space import load_app, serve, space_model
-from test_space_browser import FLAGS, TIMEOUT_MS
-from test_video import make_clip, pan
+from helpers import BROWSER_TIMEOUT_MS, load_app, make_clip, pan, serve, space_model
+
+pytestmark = pytest.mark.slow  # a real browser: left out of the fast lane
 
 
 @pytest.fixture(scope="module")
@@ -30,24 +26,22 @@ def page_url(tmp_path_factory):
     os.environ.pop(app.MODEL_ENV, None)
 
 
-def test_a_clip_goes_in_and_two_videos_come_out(page_url, tmp_path):
+def test_a_clip_goes_in_and_two_videos_come_out(browser, page_url, tmp_path):
     from skimage import data
 
     url, app = page_url
     clip = make_clip(tmp_path / "clip.mp4", pan(data.chelsea(), 6))
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        page.wait_for_selector("#colorize")
-        page.get_by_text("Video: frame by frame and temporal").first.click()
-        page.get_by_text(app.VIDEO_LIMITS).first.wait_for()  # the limit, stated on the page
-        page.set_input_files("#clip input[type=file]", str(clip))
-        page.wait_for_selector("#clip video")
-        page.click("#colorize-clip")
-        for box in ("#clip-frame-by-frame", "#clip-temporal"):
-            page.wait_for_selector(f"{box} video")
-            page.wait_for_function("(sel) => { const v = document.querySelector(sel + ' video');"
-                                   " return v && v.readyState >= 1 && v.videoWidth === 64; }", arg=box)
-        browser.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(BROWSER_TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#colorize")
+    page.get_by_text("Video: frame by frame and temporal").first.click()
+    page.get_by_text(app.VIDEO_LIMITS).first.wait_for()  # the limit, stated on the page
+    page.set_input_files("#clip input[type=file]", str(clip))
+    page.wait_for_selector("#clip video")
+    page.click("#colorize-clip")
+    for box in ("#clip-frame-by-frame", "#clip-temporal"):
+        page.wait_for_selector(f"{box} video")
+        page.wait_for_function("(sel) => { const v = document.querySelector(sel + ' video');"
+                               " return v && v.readyState >= 1 && v.videoWidth === 64; }", arg=box)
+    page.close()
