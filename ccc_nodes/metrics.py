@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .classes import ColorClasses, ab_at_output, classes_at_output
+from .classes import OUTPUT_SCALE, ColorClasses, ab_at_output, classes_at_output
 from .color import rgb_to_lab
 from .images import GREY_TOLERANCE, is_grey
 from .metrics_report import METRIC_NAMES, markdown_table
@@ -271,7 +271,7 @@ def _grid_ab(rgb: torch.Tensor, scale: int, cells: int | None) -> torch.Tensor:
     return ab_at_output(lab, scale)
 
 
-def class_map(rgb: torch.Tensor, classes: ColorClasses, scale: int = 4) -> torch.Tensor:
+def class_map(rgb: torch.Tensor, classes: ColorClasses, scale: int = OUTPUT_SCALE) -> torch.Tensor:
     """sRGB ``(B, 3, H, W)`` -> class map ``(B, H/scale, W/scale)`` of its a*b*, area-averaged
     as the training targets (:func:`ccc_nodes.classes.classes_at_output`)."""
     return classes_at_output(rgb_to_lab(rgb), classes, scale)
@@ -336,7 +336,7 @@ class ColorMetrics:
 
     _MEANS = ("mse", "psnr", "ssim", "uiqi", "cf", "cf_gt", "delta_cf", "tar", "cnr")
 
-    def __init__(self, classes: ColorClasses, scale: int = 4, lpips: nn.Module | None = None, fid: nn.Module | None = None,
+    def __init__(self, classes: ColorClasses, scale: int = OUTPUT_SCALE, lpips: nn.Module | None = None, fid: nn.Module | None = None,
                  model_size: int | None = None):
         self.classes, self.scale, self.lpips, self.fid = classes, scale, lpips, fid
         self.grid_cells = None if model_size is None else model_size // scale
@@ -406,7 +406,7 @@ class ColorMetrics:
         return out
 
 
-def compare(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: int = 4, lpips: nn.Module | None = None) -> dict[str, float]:
+def compare(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: int = OUTPUT_SCALE, lpips: nn.Module | None = None) -> dict[str, float]:
     """All per-image metrics of one pair (or the mean over a batch): sRGB ``(3, H, W)`` or
     ``(B, 3, H, W)`` in [0, 1]. CCAR is then the share of K that this image uses."""
     if pred.dim() == 3:
@@ -416,7 +416,7 @@ def compare(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: 
     return m.compute()
 
 
-def score_each(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: int = 4
+def score_each(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: int = OUTPUT_SCALE
                ) -> tuple[list[dict[str, float]], dict[str, float] | None, list[int]]:
     """Each pair of a batch ``(B, 3, H, W)`` scored on its own, and the set of the pairs
     whose reference has colours -> (one row per pair, the set's row or None when every

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from ccc_nodes.classes import ColorClasses, ab_at_output, classes_at_output
+from ccc_nodes.classes import OUTPUT_SCALE, ColorClasses, ab_at_output, classes_at_output
 from ccc_nodes.color import rgb_to_lab
 from ccc_nodes.images import IMAGE_SUFFIXES, is_grey
 
@@ -313,7 +313,7 @@ def augment(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def lab_targets(rgb: torch.Tensor, classes: ColorClasses, scale: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def lab_targets(rgb: torch.Tensor, classes: ColorClasses, scale: int = OUTPUT_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
     """sRGB ``(B, 3, H, W)`` -> (L ``(B, 1, H, W)``, target classes ``(B, H/scale, W/scale)``).
 
     The target is the ground-truth a*b* area-averaged to the output size, quantised and
