@@ -159,3 +159,13 @@ def test_score_each_leaves_a_grey_reference_out_of_the_set():
     assert total["images"] == 2 and total["cnr"] == pytest.approx(want["cnr"]) and total["mse"] == pytest.approx(want["mse"])
     _, none, grey = metrics.score_each(pred[1:2], gt[1:2], classes)
     assert none is None and grey == [0]
+
+
+# ---------------------------------------------------------------- metrics.py after its split
+def test_metrics_re_exports_the_networks_and_the_table():
+    from ccc_nodes import metrics_report, perceptual
+
+    for module in (perceptual, metrics_report):
+        for name in module.__all__:
+            assert getattr(metrics, name) is getattr(module, name) and name in metrics.__all__, name
+    assert all(hasattr(metrics, name) for name in metrics.__all__)
