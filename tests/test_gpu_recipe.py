@@ -8,9 +8,11 @@ import json
 import subprocess
 import tarfile
 
-from training_helpers import REPO, env, image_tree, python
+import pytest
+from helpers import REPO, env, image_tree, python
 
 
+@pytest.mark.slow
 def test_recipe_packs_within_its_room_and_the_device_command_returns_model_and_table(tmp_path):
     from ccc_nodes.hub import load_model
     from training.recipes.gpu_default import TARGETS, prepare

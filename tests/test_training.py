@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training_helpers import TINY, env, image_tree, python, tar_shards
+from helpers import TINY, env, image_tree, python, tar_shards
 
 from ccc_nodes.classes import ColorClasses
 from ccc_nodes.modeling import CCCNet
@@ -98,6 +98,7 @@ def test_epoch_sampler_is_a_permutation_per_epoch_and_resumes_anywhere():
     assert [next(on_device).tolist() for _ in range(5)] == first[4:9]
 
 
+@pytest.mark.slow
 def test_class_statistics_command(tmp_path, tree):
     from training.stats import main
 
@@ -163,6 +164,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_train_evaluate_and_export_end_to_end(tmp_path, tree):
     """A whole run in process: classes file, streaming data, periodic eval and samples in
     TensorBoard, checkpoint, model folder with card, reload, evaluate command."""
@@ -203,6 +205,7 @@ def test_train_evaluate_and_export_end_to_end(tmp_path, tree):
     assert json.loads(figures.read_text())["tar"] == pytest.approx(r["val"]["tar"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_push_to_hub_reports_a_clear_error_when_the_hub_is_unreachable(tmp_path):
     """Real huggingface_hub code up to the network: a closed loopback port stands for no network."""
     model = CCCNet(encoder="mobilenetv3_small_050", decoder_channels=(8, 8, 8), kept=[1, 2, 3])
@@ -223,7 +226,7 @@ def test_push_to_hub_reports_a_clear_error_when_the_hub_is_unreachable(tmp_path)
 
 def test_images_from_numpy_are_never_mutated():
     # decode returns writable arrays owned by the caller (torch.from_numpy shares memory)
-    from training_helpers import crops, jpeg
+    from helpers import crops, jpeg
 
     from training.data import decode
 
@@ -302,6 +305,7 @@ def test_bad_options_are_one_line_errors_before_any_work(tree, tmp_path, capsys,
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_data_problems_are_one_line_errors(tree, tmp_path, capsys):
     base = [*TINY, "--out", tmp_path / "o", "--steps", "2", "--workers", "0"]
     rc, out = _train_cli([*base, "--data", tmp_path / "nope"], capsys)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 
-from training_helpers import TINY, env, image_tree, python
+import pytest
+from helpers import TINY, env, image_tree, python
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     data = image_tree(tmp_path / "data", n=16)
     out = tmp_path / "ddp"

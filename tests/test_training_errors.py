@@ -8,7 +8,7 @@ import signal
 import subprocess
 
 import pytest
-from training_helpers import TINY, env, image_tree, python
+from helpers import TINY, env, image_tree, python
 
 
 def _cmd(data, out, *extra, steps=4):
@@ -21,6 +21,7 @@ def data(tmp_path_factory):
     return image_tree(tmp_path_factory.mktemp("data"), n=12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut off here", os.urandom(4096)],
                          ids=["empty", "truncated", "random"])
 def test_a_corrupt_checkpoint_is_one_error_line(tmp_path, data, content):
@@ -33,6 +34,7 @@ def test_a_corrupt_checkpoint_is_one_error_line(tmp_path, data, content):
     assert "not a readable training checkpoint" in lines[-1] and "delete it to start afresh" in lines[-1]
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_says_it_starts_afresh(tmp_path, data):
     r = subprocess.run(_cmd(data, tmp_path / "run", "--resume"), env=env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -40,6 +42,7 @@ def test_resume_without_a_checkpoint_says_it_starts_afresh(tmp_path, data):
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_during_training_says_where_the_run_stands(tmp_path, data):
     cmd = _cmd(data, tmp_path / "run", "--ckpt-every", "2", steps=100000)
     cmd[cmd.index("--batch") + 1], cmd[cmd.index("--size") + 1] = "32", "128"  # steps long enough to interrupt
@@ -61,7 +64,7 @@ def test_a_second_ctrl_c_during_training_says_where_the_run_stands(tmp_path, dat
 
 
 def test_saved_and_exported_model_files_follow_the_umask(tmp_path):
-    from conftest import make_model
+    from helpers import make_model
 
     old = os.umask(0o022)
     try:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from training_helpers import TINY, image_tree
+from helpers import TINY, image_tree
 
 from ccc_nodes.pipeline import PRECISIONS, resolve_precision
 

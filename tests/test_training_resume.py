@@ -8,9 +8,10 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
+from helpers import TINY, env, image_tree, python
 from safetensors.torch import load_file
-from training_helpers import TINY, env, image_tree, python
 
 from training.checkpoint import load_checkpoint
 
@@ -22,6 +23,7 @@ def _cmd(data, out, *extra):
             "--data-mode", "stream", "--workers", "1", "--ckpt-every", "3", "--seed", "7", *extra]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_on_the_same_trajectory(tmp_path):
     data = image_tree(tmp_path / "data", n=24)
     e = env()
@@ -63,6 +65,7 @@ def test_killed_run_resumes_on_the_same_trajectory(tmp_path):
     assert not all(torch.equal(wa[k], state["model"][k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_and_the_run_resumes(tmp_path):
     # Ctrl-C reaches the whole process group (trainer and its decode workers): the trainer
     # finishes the step, writes a checkpoint and exits 130; its workers do not crash it.

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_model
+from helpers import REPO, crops, env, image_tree, jpeg, make_model, python
 from PIL import Image
-from training_helpers import REPO, crops, env, image_tree, jpeg, python
 
 from training.data import list_sources, load_images
 
@@ -177,6 +176,7 @@ def test_pack_refuses_bad_sources_and_writes_nothing(tmp_path, capsys, case):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_pack_leaves_no_partial_tar(tmp_path):
     from training.pack import main  # noqa: F401 - the command under test, run in its own process
 
@@ -226,6 +226,7 @@ def test_export_refuses_an_invalid_repo_id_before_any_network(tmp_path, capsys):
     assert "is not a folder" in one_error_line(capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_export_network_failure_goes_to_stderr_with_a_quoted_retry(tmp_path):
     folder = tmp_path / "my model"
     make_model(kept=[1, 2, 3]).save_pretrained(folder)
@@ -293,6 +294,7 @@ def test_evaluate_refuses_bad_sizes_and_missing_model_folders(model_dir, tmp_pat
     assert missing_model_folder("default") is None and missing_model_folder(typo[:-1]) is None
 
 
+@pytest.mark.slow
 def test_evaluate_without_usable_images_exits_1_and_prints_strict_json_otherwise(model_dir, tmp_path, capsys):
     from training.evaluate import main
 
@@ -392,6 +394,7 @@ def test_sweep_values_are_compared_as_the_trainer_types_them():
     assert "passed on to `python -m training.train`" in " ".join(text.split())
 
 
+@pytest.mark.slow
 def test_ablate_trains_coinciding_runs_once_reuses_only_matching_ones_and_reports_failures(tmp_path, capsys,
                                                                                            monkeypatch):
     from training.ablate import main
