@@ -167,6 +167,13 @@ class _Read:
     small: torch.Tensor | None = None
     alpha: np.ndarray | None = None
 
+    def pin_memory(self) -> _Read:
+        """The loader's pinning thread (a GPU run): page-locked RGB copies to the device
+        without waiting."""
+        if self.rgb is not None:
+            self.rgb = self.rgb.pin_memory()
+        return self
+
 
 class _Files(Dataset):
     """Reads and decodes inputs in the loader's worker processes."""

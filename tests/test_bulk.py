@@ -4,6 +4,7 @@ stopped run started again redoes only what is missing, truncated or stale."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -181,3 +182,32 @@ def test_a_stopped_bulk_run_leaves_nothing_half_written_and_resumes(tmp_path, ph
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"kept {len(written)} output" in res.stderr and f"colorized {16 - len(written)} image" in res.stderr
     assert all(finished(src / f"{i:02d}.png", out / f"{i:02d}.png") for i in range(16))
+
+
+RANKS_SEE_DIFFERENT_FILES = """
+import os, sys
+from helpers import make_model
+from ccc_nodes.bulk import Ranks, colorize_files
+from ccc_nodes.pipeline import Colorizer
+ranks = Ranks.from_env()
+pairs = [(f"in/{i}.png", f"out/{i}.png") for i in range(3 + ranks.rank)]  # rank 1 sees one file more
+try:
+    colorize_files(Colorizer(make_model(), device="cpu", size=64), pairs, ranks=ranks, progress=False)
+except ValueError as e:
+    print(f"rank {ranks.rank}: {e}")
+ranks.close()
+"""
+
+
+@pytest.mark.slow
+def test_ranks_that_see_different_inputs_refuse_to_start(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(RANKS_SEE_DIFFERENT_FILES)
+    e = env()
+    e["PYTHONPATH"] = str(Path(__file__).parent) + os.pathsep + e["PYTHONPATH"]
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          str(script)], env=e, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank}: the ranks found different inputs" in res.stdout
+    assert not (tmp_path / "out").exists()
