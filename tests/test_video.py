@@ -17,6 +17,8 @@ import torch
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
+from helpers import audio_packets, make_clip, pan
+
 from ccc_nodes.cli import main
 from ccc_nodes.color import rgb_to_L
 from ccc_nodes.pipeline import Colorizer
@@ -24,42 +26,6 @@ from ccc_nodes.temporal import TemporalSettings, TemporalState, WarpingError, co
 from ccc_nodes.video import VideoError, colorize_video, frame_order, probe, require_av
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def pan(image: np.ndarray, n: int, size=(64, 48), step=2, y=40, x=80) -> list[np.ndarray]:
-    """n crops of ``image`` moving ``step`` pixels right per frame (a synthetic pan)."""
-    w, h = size
-    return [np.ascontiguousarray(image[y : y + h, x + step * i : x + step * i + w]) for i in range(n)]
-
-
-def make_clip(path: Path, frames: list[np.ndarray], fps=12, audio=True, codec="libx264") -> Path:
-    """A real video file: frames encoded with ``codec``, plus a mono AAC tone if ``audio``."""
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as out:
-        v = out.add_stream(codec, rate=fps)
-        v.width, v.height, v.pix_fmt = w, h, "yuv444p" if w % 2 or h % 2 else "yuv420p"
-        a = None
-        if audio:
-            a = out.add_stream("aac", rate=8000)
-            a.layout = "mono"
-        for i, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            out.mux(v.encode(frame))
-        out.mux(v.encode(None))
-        if a is not None:
-            t = np.arange(int(8000 * len(frames) / fps)) / 8000
-            tone = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
-                                              format="fltp", layout="mono")
-            tone.sample_rate, tone.pts = 8000, 0
-            out.mux(a.encode(tone))
-            out.mux(a.encode(None))
-    return path
-
-
-def audio_packets(path: Path) -> list[bytes]:
-    with av.open(str(path)) as c:
-        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.dts is not None]
 
 
 def decoded(path: Path) -> list[np.ndarray]:
@@ -124,6 +90,7 @@ def test_odd_sizes_and_other_containers(colorizer, tmp_path, chelsea):
         assert probe(dst).fps == 25
 
 
+@pytest.mark.slow
 def test_cli_video_and_numbered_frames(small_model, clip, tmp_path, chelsea, capsys):
     from PIL import Image
 
@@ -174,6 +141,7 @@ def test_carry_zero_is_frame_by_frame(trained, chelsea):
     assert all(torch.equal(a, b) for a, b in zip(zero, single, strict=True))
 
 
+@pytest.mark.slow
 def test_temporal_flickers_less(trained, chelsea):
     frames = pan(chelsea, 12, size=(128, 96), step=1)
     greys = [np.round(f.astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8) for f in frames]
@@ -186,6 +154,7 @@ def test_temporal_flickers_less(trained, chelsea):
     assert errors[True] < 0.8 * errors[False], errors
 
 
+@pytest.mark.slow
 def test_memory_is_bounded_over_a_long_sequence(small_model, chelsea):
     """However long the sequence, the input frames alive at once are one batch (the ones
     being colorized), and the carried state does not grow with the length."""
@@ -285,6 +254,7 @@ def test_without_the_video_extra(monkeypatch, clip, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_images_beside_a_video_are_colorized_one_by_one(clip, tmp_path, chelsea):
     """Only --temporal on makes a folder one clip: two photos given beside a video are each
     colorized on their own, exactly as `ccc colorize` does without a video."""
@@ -321,6 +291,7 @@ def test_flow_convention_and_reliability(method, chelsea):
     assert ok[10:-10, 10:-10].mean() > 0.9 and ok[:, :2].mean() < 0.5  # the left strip came from outside
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
 def test_a_stopped_video_run_leaves_nothing_half_written(tmp_path, chelsea, how):
     import signal

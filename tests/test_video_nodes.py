@@ -43,6 +43,7 @@ def test_node_is_registered_with_its_widgets():
     assert required["temporal"][1]["default"] is True and required["carry"][1]["default"] == 0.7
 
 
+@pytest.mark.slow
 def test_temporal_off_is_the_colorize_node_and_on_changes_later_frames(default):
     batch = pan_batch()
     on = CCCColorizeSequence().colorize(default, batch, temporal=True)[0]
@@ -78,6 +79,7 @@ def server(tmp_path_factory):
         yield srv
 
 
+@pytest.mark.slow
 def test_an_image_batch_goes_through_the_example_workflow(server):
     frames = [Image.fromarray((f.numpy() * 255).round().astype(np.uint8)).convert("L") for f in pan_batch()]
     buf = io.BytesIO()
