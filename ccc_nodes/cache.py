@@ -71,6 +71,11 @@ class ModelCache:
         with self._lock:
             return self._items.pop(key, default)
 
+    def clear(self) -> None:
+        """Drop every network (they go once nothing else holds them)."""
+        with self._lock:
+            self._items.clear()
+
     def keys(self) -> list[tuple]:
         """A snapshot of the keys, least recently used first."""
         with self._lock:

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image
-from .settings import DECODE_MODES, INPUT_SIZE, Decoding
+from .settings import (
+    DECODE_MODES,
+    HARMONIZE_CHOICES,
+    INPUT_SIZE,
+    PRECISIONS,
+    SAM_MODEL_TYPES,
+    Decoding,
+    Harmonization,
+    check_size,
+)
 from .video import VIDEO_SUFFIXES
 
 __all__ = ["main"]
@@ -209,17 +218,22 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         return 1
     try:
         hint_table, reference = _steering_inputs(args)
-    except (ValueError, OSError) as e:  # HintError, ImageError
+        harmonization = harmonization_args(args)
+    except (ValueError, OSError) as e:  # HintError, ImageError, a bad threshold
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if harmonization is not None and harmonization.masks == "sam" and not args.sam:
+        print("error: --harmonize sam needs --sam CKPT (a .pth file or a Hub repo id); or use --harmonize classical",
+              file=sys.stderr)
         return 2
     if (why := _uncreatable(outdir)) is not None:  # made by the first output written: a run that writes none leaves none
         print(f"error: cannot create the output folder {outdir}: {why}", file=sys.stderr)
         return 2
     ranks = None
     if args.workers or args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the bulk path
-        if hint_table is not None or reference is not None:
-            print("error: --hint, --hints and --reference take the one-process path: drop --workers and --resume, "
-                  "and run without torchrun", file=sys.stderr)
+        if hint_table is not None or reference is not None or harmonization is not None:
+            print("error: --hint, --hints, --reference and --harmonize take the one-process path: drop --workers and "
+                  "--resume, and run without torchrun", file=sys.stderr)
             return 2
         from .bulk import Ranks
 
@@ -239,6 +253,15 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         return 2
     if ranks is not None:
         return _colorize_bulk(args, colorizer, safe, failures, outdir, ranks)
+    harmonizing: dict = {"harmonization": harmonization}
+    if harmonization is not None and harmonization.masks == "sam":
+        from .masks import SamLoadError, load_sam
+
+        try:
+            harmonizing["sam"] = load_sam(args.sam, model_type=args.sam_type, device=colorizer.device)
+        except SamLoadError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if reference is not None:
         from .hints import palette_prior
 
@@ -265,12 +288,13 @@ def cmd_colorize(args: argparse.Namespace) -> int:
             continue
         try:
             outs = colorizer.colorize([im for _, im in loaded], reference=reference,
-                                      hints=[_job_hints(hint_table, job) for job, _ in loaded])
+                                      hints=[_job_hints(hint_table, job) for job, _ in loaded], **harmonizing)
         except (ValueError, RuntimeError, MemoryError):  # e.g. out of memory on a big batch, a bad hint: one by one
             outs = []
             for job, im in loaded:
                 try:
-                    outs.append(colorizer.colorize(im, hints=_job_hints(hint_table, job), reference=reference))
+                    outs.append(colorizer.colorize(im, hints=_job_hints(hint_table, job), reference=reference,
+                                                   **harmonizing))
                 except (ValueError, RuntimeError, MemoryError) as e:
                     outs.append(e)
         for (job, _), out in zip(loaded, outs, strict=True):
@@ -316,6 +340,32 @@ def _colorize_bulk(args: argparse.Namespace, colorizer, jobs: list[Job], failure
     return 1 if failures or report.failures else 0
 
 
+def add_harmonization_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """``--harmonize`` (``what`` it does), SAM's checkpoint and the thresholds, their defaults
+    :class:`~ccc_nodes.settings.Harmonization`'s (``ccc colorize`` and ``ccc evaluate``)."""
+    d = Harmonization()
+    p.add_argument("--harmonize", default="off", choices=HARMONIZE_CHOICES,
+                   help=f"{what} (default off; sam and classical need the 'sam' extra)")
+    p.add_argument("--sam", metavar="CKPT", help="SAM checkpoint: a .pth file or a Hub repo id (for --harmonize sam)")
+    p.add_argument("--sam-type", default=SAM_MODEL_TYPES[0], choices=SAM_MODEL_TYPES, help="SAM architecture of --sam")
+    p.add_argument("--points-per-side", type=int, default=d.points_per_side,
+                   help=f"SAM automatic mask generator grid (default {d.points_per_side})")
+    for name, about in (("min_area", "skip masks under this fraction of the image (not pixels)"),
+                        ("dominance", "the mode class must hold this fraction of a mask"),
+                        ("max_dev", "a*b* distance from the mode beyond which pixels are replaced"),
+                        ("sigma", "feathering in pixels")):
+        default = getattr(d, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, help=f"{about} (default {default:g})")
+
+
+def harmonization_args(args: argparse.Namespace) -> Harmonization | None:
+    """The settings the harmonisation flags give (None for off); ValueError in words."""
+    from .settings import harmonization_for
+
+    return harmonization_for(args.harmonize, min_area=args.min_area, dominance=args.dominance, max_dev=args.max_dev,
+                             sigma=args.sigma, points_per_side=args.points_per_side)
+
+
 def _steering_inputs(args: argparse.Namespace) -> tuple[dict | None, object]:
     """``--hint``, ``--hints`` and ``--reference`` read up front, so a typo fails before any work."""
     if not (args.hint or args.hints or args.reference):
@@ -338,8 +388,10 @@ def _job_hints(table: dict | None, job: Job) -> list:
 def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
     """Videos, and (``--temporal on``) folders as sequences of numbered frames: the core's
     :func:`~ccc_nodes.video.colorize_sequences`."""
-    if getattr(args, "hint", None) or getattr(args, "hints", None) or getattr(args, "reference", None):
-        print("error: --hint, --hints and --reference are for images; videos and sequences take none", file=sys.stderr)
+    if getattr(args, "hint", None) or getattr(args, "hints", None) or getattr(args, "reference", None) \
+            or getattr(args, "harmonize", "off") != "off":
+        print("error: --hint, --hints, --reference and --harmonize are for images; videos and sequences take none",
+              file=sys.stderr)
         return 2
     from .hub import ModelLoadError
     from .onnx_runtime import open_model
@@ -419,7 +471,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help=f"network input size, a multiple of 32 (default {INPUT_SIZE})")
     c.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
     c.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N, mps")
-    c.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    c.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS,
+                   help="auto: bf16 (else fp16) on a CUDA GPU, fp16 on MPS, fp32 on the CPU")
     c.add_argument("--decode", default=Decoding().mode, choices=DECODE_MODES,
                    help=f"how classes become a*b* (default {Decoding().mode})")
     c.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"refuse larger images (default {MAX_PIXELS:,})")
@@ -435,6 +488,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--temporal", choices=("on", "off"), default=None,
                    help="videos: carry colours along the motion (on, the default) or colorize frame by frame (off); "
                         "on also makes each input folder one sequence of numbered frames")
+    add_harmonization_flags(c, "make each object's colour consistent with object masks (METHOD.md s. 9)")
     c.add_argument("--workers", type=int, default=0, metavar="N",
                    help="the bulk path: N reader processes and writer threads beside the network (0: off)")
     c.add_argument("--resume", action="store_true",
@@ -495,9 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser(argv).parse_args(argv)
-    if args.command == "colorize" and (args.size < 32 or args.size % 32):
-        print(f"error: --size must be a positive multiple of 32, got {args.size}", file=sys.stderr)
-        return 2
+    if args.command == "colorize":
+        try:
+            check_size(args.size, "--size")
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.command == "colorize" and args.batch < 1:
         print("error: --batch must be >= 1", file=sys.stderr)
         return 2

@@ -48,8 +48,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .cli import add_harmonization_flags, harmonization_args
 from .images import EVAL_SIZE, IMAGE_SUFFIXES, MAX_PIXELS, ImageError, eval_crop, is_grey, open_image
-from .masks import SAM_MODEL_TYPES, SamLoadError, grey_image, load_sam, overlay
+from .masks import SamLoadError, grey_image, load_sam, overlay
 from .metrics import (
     GREY_RULE,
     ColorMetrics,
@@ -59,8 +60,7 @@ from .metrics import (
     markdown_table,
     metric_classes,
 )
-from .pipeline import check_size
-from .settings import DECODE_MODES, HARMONIZE_CHOICES, INPUT_SIZE, Decoding, Harmonization, harmonization_for
+from .settings import DECODE_MODES, INPUT_SIZE, Decoding, Harmonization, check_size
 
 __all__ = ["EvalResult", "add_parser", "check_crop", "eval_crop", "evaluate_folder", "is_grey", "write_report"]
 
@@ -68,11 +68,11 @@ MIN_SIDE = 32  # images with a shorter side under this are not scored
 MIN_CROP = 32  # the smallest evaluation view
 
 
-def check_crop(crop: Any) -> None:
+def check_crop(crop: Any, name: str = "the evaluation crop") -> None:
     """Refuse an evaluation view that is not a multiple of 4 of at least 32 (class maps
     are taken at 1/4 of it)."""
     if isinstance(crop, bool) or not isinstance(crop, int) or crop < MIN_CROP or crop % 4:
-        raise ValueError(f"the evaluation crop must be a multiple of 4 of at least {MIN_CROP} "
+        raise ValueError(f"{name} must be a multiple of 4 of at least {MIN_CROP} "
                          f"(class maps are taken at 1/4 of it), got {crop!r}")
 
 
@@ -432,17 +432,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import Colorizer
 
     try:
-        check_crop(args.crop)
-        check_size(args.size)
+        check_crop(args.crop, "--crop")
+        check_size(args.size, "--size")
     except ValueError as e:
-        print(f"error: --{'crop' if 'crop' in str(e) else 'size'}: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.hint_points is not None:
         return _cmd_hints(args)
     colorizer = sam = None
     try:
-        harmonization = harmonization_for(args.harmonize, min_area=args.min_area, dominance=args.dominance,
-                                          max_dev=args.max_dev, sigma=args.sigma, points_per_side=args.points_per_side)
+        harmonization = harmonization_args(args)
         if args.model is not None:
             colorizer = Colorizer(args.model, device=args.device, size=args.size, decoding=args.decode,
                                   batch_size=args.batch, revision=args.revision)
@@ -506,23 +505,6 @@ def _cmd_hints(args: argparse.Namespace) -> int:
     return 0 if any(r["images"] for r in rows.values()) else 1
 
 
-def add_harmonization_flags(p: argparse.ArgumentParser) -> None:
-    """``--harmonize`` and its thresholds, their defaults :class:`~ccc_nodes.settings.Harmonization`'s."""
-    d = Harmonization()
-    p.add_argument("--harmonize", default="off", choices=HARMONIZE_CHOICES,
-                   help="also score the predictions after harmonisation with these masks (default off)")
-    p.add_argument("--sam", metavar="CKPT", help="SAM checkpoint: a .pth file or a Hub repo id (for --harmonize sam)")
-    p.add_argument("--sam-type", default=SAM_MODEL_TYPES[0], choices=SAM_MODEL_TYPES, help="SAM architecture of --sam")
-    p.add_argument("--points-per-side", type=int, default=d.points_per_side,
-                   help=f"SAM automatic mask generator grid (default {d.points_per_side})")
-    for name, what in (("min_area", "skip masks under this fraction of the image (not pixels)"),
-                       ("dominance", "the mode class must hold this fraction of a mask"),
-                       ("max_dev", "a*b* distance from the mode beyond which pixels are replaced"),
-                       ("sigma", "feathering in pixels")):
-        default = getattr(d, name)
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, help=f"{what} (default {default:g})")
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``ccc evaluate``."""
     p = subparsers.add_parser("evaluate", description=__doc__.split("\n\n")[1])  # help line: cli.SUBCOMMANDS
@@ -532,7 +514,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      "(or NAME.png, as `ccc colorize` writes x.gif; or the same stem)")
     src.add_argument("--model", metavar="REPO_OR_DIR", help="colorize the ground truth's grey with this model ('default': the embedded one)")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model")
-    add_harmonization_flags(p)
+    add_harmonization_flags(p, "also score the predictions after harmonisation with these masks")
     p.add_argument("--crop", type=int, default=EVAL_SIZE, help="the evaluation view: shorter side, then centre crop; "
                    f"a multiple of 4, at least 32 (default {EVAL_SIZE})")
     p.add_argument("--size", type=int, default=INPUT_SIZE, help=f"network input size, a multiple of 32 (default "

@@ -35,6 +35,7 @@ from PIL import Image
 from .color import lab_to_rgb
 from .images import to_rgb
 from .pipeline import Prediction, lightness
+from .settings import SAM_MODEL_TYPES
 
 __all__ = [
     "MIN_SHORT_SIDE",
@@ -53,8 +54,8 @@ __all__ = [
 ]
 
 # File names of the official checkpoints (what ``filename`` defaults to for a Hub repo).
-SAM_CHECKPOINTS = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
-SAM_MODEL_TYPES = tuple(SAM_CHECKPOINTS)
+SAM_CHECKPOINTS = dict(zip(SAM_MODEL_TYPES, ("sam_vit_b_01ec64.pth", "sam_vit_l_0b3195.pth", "sam_vit_h_4b8939.pth"),
+                           strict=True))
 
 
 class SamLoadError(RuntimeError):
@@ -152,7 +153,7 @@ def _read_state(path: Path) -> dict:
 
 def load_sam(
     checkpoint: str | os.PathLike,
-    model_type: str = "vit_b",
+    model_type: str = SAM_MODEL_TYPES[0],
     filename: str | None = None,
     revision: str | None = None,
     device: str | torch.device = "cpu",

@@ -43,7 +43,7 @@ from .hub import DEFAULT_MODEL, ModelLoadError, load_model, resolve_source
 from .masks import SAM_MODEL_TYPES, MaskSet, given_masks, overlay
 from .metrics import GREY_RULE, METRIC_NAMES, markdown_table, metric_classes, score_each
 from .pipeline import PRECISIONS, Colorizer, ColorizeResult, Prediction, check_size, class_map_rgb, pick_device
-from .settings import DECODE_MODES, INPUT_SIZE, Decoding, Harmonization
+from .settings import DECODE_MODES, INPUT_SIZE, SIZE_MULTIPLE, Decoding, Harmonization
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
@@ -311,8 +311,8 @@ def _run(colorizer: Colorizer, image: torch.Tensor, **job) -> list[torch.Tensor]
 
 # ------------------------------------------------------------------ nodes
 _DEC, _HARM = Decoding(), Harmonization()  # the defaults of the widgets below (settings.py)
-_SIZE = ("INT", {"default": INPUT_SIZE, "min": 32, "max": 2048, "step": 32,
-                 "tooltip": "Square input size of the network, a multiple of 32 (paper: 224)."})
+_SIZE = ("INT", {"default": INPUT_SIZE, "min": SIZE_MULTIPLE, "max": 2048, "step": SIZE_MULTIPLE,
+                 "tooltip": f"Square input size of the network, a multiple of {SIZE_MULTIPLE} (paper: 224)."})
 _DECODE = (list(DECODE_MODES), {"default": _DEC.mode,
                                 "tooltip": "argmax: bin centre of the most probable class (paper, Eq. 17-18); "
                                            "annealed-mean: softmax(logits/T)-weighted mean of the centres."})
@@ -433,7 +433,7 @@ class CCCSAMLoader:
     def INPUT_TYPES(cls):  # noqa: N802
         return {
             "required": {
-                "model_type": (list(SAM_MODEL_TYPES), {"default": "vit_b", "tooltip": "The architecture of the checkpoint."}),
+                "model_type": (list(SAM_MODEL_TYPES), {"default": SAM_MODEL_TYPES[0], "tooltip": "The architecture of the checkpoint."}),
                 "device": (list(DEVICES), {"default": "auto"}),
             },
             "optional": {

@@ -31,9 +31,9 @@ from .classes import ColorClasses
 from .color import lab_to_rgb, rgb_to_L
 from .hub import load_model
 from .images import MAX_PIXELS, to_rgb
-from .modeling import STRIDE, CCCNet
+from .modeling import CCCNet
 from .onnx_runtime import OnnxModel, is_onnx_file
-from .settings import DECODE_MODES, Decoding, Harmonization
+from .settings import DECODE_MODES, INPUT_SIZE, PRECISIONS, Decoding, Harmonization, check_size
 
 if TYPE_CHECKING:
     from .harmonize import HarmonizedPrediction
@@ -55,16 +55,6 @@ __all__ = [
     "resize_L",
     "resolve_precision",
 ]
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def check_size(size: object, name: str = "size") -> int:
-    """The network input size, or ValueError: a positive multiple of the encoder's stride
-    (32). ``name``: what the message calls it (``"--size"`` for a CLI flag)."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < STRIDE or size % STRIDE:
-        raise ValueError(f"{name} must be a positive multiple of {STRIDE}, got {size!r}")
-    return size
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -335,7 +325,7 @@ class Colorizer:
         model: CCCNet | str | os.PathLike | None = None,
         *,
         device: str | torch.device = "auto",
-        size: int = 224,
+        size: int = INPUT_SIZE,
         precision: str = "auto",
         decoding: Decoding | str | None = None,
         batch_size: int = 8,

@@ -21,18 +21,35 @@ __all__ = [
     "HARMONIZE_CHOICES",
     "INPUT_SIZE",
     "MASK_SOURCES",
+    "PRECISIONS",
+    "SAM_MODEL_TYPES",
+    "SIZE_MULTIPLE",
     "Decoding",
     "Harmonization",
+    "check_size",
     "harmonization_for",
 ]
 
-INPUT_SIZE = 224  # the network's square input (the paper's); a multiple of 32
+SIZE_MULTIPLE = 32  # the encoder's output stride: the network's input sides are multiples of it
+INPUT_SIZE = 224  # the network's square input (the paper's)
 DECODE_MODES = ("argmax", "annealed-mean")
+# "auto": bf16 (else fp16) on a CUDA GPU, fp16 on MPS, fp32 on the CPU (pipeline.resolve_precision).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Where object masks come from: SAM's automatic masks, a classical segmentation of L, or
 # "auto": SAM when a model is given, else classical (and the result's notes say so).
 MASK_SOURCES = ("auto", "sam", "classical")
+# SAM's architectures (segment-anything's registry names); the first is the default.
+SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 # What a user picks for harmonisation: off, or the mask source (CLI flags, Space radio).
 HARMONIZE_CHOICES = ("off", "sam", "classical")
+
+
+def check_size(size: object, name: str = "size") -> int:
+    """The network input size, or ValueError: a positive multiple of :data:`SIZE_MULTIPLE`
+    (the encoder's stride). ``name``: what the message calls it (``"--size"`` for a CLI flag)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < SIZE_MULTIPLE or size % SIZE_MULTIPLE:
+        raise ValueError(f"{name} must be a positive multiple of {SIZE_MULTIPLE}, got {size!r}")
+    return size
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,15 @@ from ccc_nodes.hub import DEFAULT_MODEL
 from ccc_nodes.images import EVAL_SIZE, ImageTooLarge, eval_crop, is_grey, open_image, to_rgb
 from ccc_nodes.masks import SAM_CHECKPOINTS, SAM_MODEL_TYPES, grey_image, load_sam, overlay
 from ccc_nodes.metrics import MetricUnavailable, compare, load_lpips
-from ccc_nodes.settings import DECODE_MODES, HARMONIZE_CHOICES, INPUT_SIZE, Decoding, Harmonization, harmonization_for
+from ccc_nodes.settings import (
+    DECODE_MODES,
+    HARMONIZE_CHOICES,
+    INPUT_SIZE,
+    SIZE_MULTIPLE,
+    Decoding,
+    Harmonization,
+    harmonization_for,
+)
 
 try:  # ZeroGPU: a GPU is attached only inside functions decorated with spaces.GPU
     import spaces
@@ -98,7 +106,7 @@ MIN_DISPLAY_SIDE = 256  # small photos are shown enlarged (nearest neighbour) to
 CONCURRENCY = int(os.environ.get("CCC_SPACE_CONCURRENCY", "2"))  # requests run at once; others queue
 SIZES = (128, 768)  # input size slider range (multiples of 32; paper: 224)
 DECODING, HARMONIZATION = Decoding(), Harmonization()  # the controls' defaults (ccc_nodes.settings)
-SIZE_STEP = 32  # the network takes multiples of this
+SIZE_STEP = SIZE_MULTIPLE  # the network takes multiples of this
 # The other sliders: (minimum, maximum, step, label). run() checks what it is sent against these
 # itself (with a message and no traceback), so the sliders pass typed or API values on as they are.
 SLIDERS = {
@@ -182,7 +190,7 @@ def default_sam() -> tuple[str, str]:
             if (HERE / filename).is_file():
                 checkpoint, model_type = str(HERE / filename), model_type or kind
                 break
-    return checkpoint, model_type or "vit_b"
+    return checkpoint, model_type or SAM_MODEL_TYPES[0]
 
 
 def get_sam(checkpoint: str, model_type: str):
@@ -329,7 +337,7 @@ def colorize_on_device(
       reference_strength: its weight.
 
     Returns plain arrays (ZeroGPU runs this in another process): ``grey`` uint8 at
-    ``shown``, ``colour`` uint8 ``(H, W, 3)`` at full size, ``classes`` (the class map
+    ``shown``, ``colour`` uint8 ``(H, W, 3)`` at full size, ``class_map`` (the class map
     to show), ``masks`` (overlay picture or None), ``notes``.
     """
     colorizer = Colorizer(get_model(source), size=size, decoding=decoding)
@@ -342,7 +350,7 @@ def colorize_on_device(
     if tuple(L.shape[-2:]) != tuple(shown) and shown[0] <= L.shape[-2]:  # shrink; enlarging is _fit's
         L = F.interpolate(L, size=tuple(shown), mode="bilinear", antialias=True, align_corners=False)
     return {"grey": grey_image(L, None), "colour": to_uint8(result.rgb[0].permute(1, 2, 0)),
-            "classes": result.class_map, "masks": None if result.masks is None else np.asarray(overlay(L, result.masks)),
+            "class_map": result.class_map, "masks": None if result.masks is None else np.asarray(overlay(L, result.masks)),
             "notes": result.notes}
 
 
@@ -545,7 +553,7 @@ def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_are
     download = _save_png(colour, Path(name).stem, alpha)
     return (
         slider_value(_fit(out["grey"], shown), _fit(colour, shown)),
-        class_map_picture(out["classes"], net.classes, shown),
+        class_map_picture(out["class_map"], net.classes, shown),
         _fit(out["masks"], shown),
         table,
         download,

@@ -131,3 +131,26 @@ def test_unavailable_device_is_a_clear_error(inputs, model_dir, tmp_path, capsys
     assert main(["colorize", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"), "--model", str(model_dir),
                  "--device", "meta"]) == 2
     assert "not supported" in capsys.readouterr().err
+
+
+def test_harmonize_colorizes_with_the_cores_job(inputs, model_dir, tmp_path, capsys):
+    from ccc_nodes import Colorizer, Harmonization
+
+    plain, harmonised = tmp_path / "plain", tmp_path / "harmonised"
+    # the embedded model: its classes vary over the photo (the small test model's hardly do)
+    assert ccc_colorize(inputs / "sub" / "crop.png", "-o", plain, "--model", "default", "--size", "64") == 0
+    assert ccc_colorize(inputs / "sub" / "crop.png", "-o", harmonised, "--model", "default", "--size", "64",
+                        "--harmonize", "classical", "--dominance", "0.05", "--max-dev", "0") == 0
+    got = np.asarray(Image.open(harmonised / "crop.png"))
+    want = Colorizer(None, device="cpu", size=64).run(
+        np.asarray(Image.open(inputs / "sub" / "crop.png")),
+        harmonization=Harmonization("classical", dominance=0.05, max_dev=0.0)).image(np.zeros((1, 1, 3), np.uint8))
+    assert np.array_equal(got, want)  # the CLI's flags are the settings, its output the core's
+    assert not np.array_equal(got, np.asarray(Image.open(plain / "crop.png")))
+    capsys.readouterr()
+    assert ccc_colorize(inputs / "cat.jpg", "-o", tmp_path / "o", "--model", model_dir, "--harmonize", "sam") == 2
+    assert "--harmonize sam needs --sam CKPT" in capsys.readouterr().err
+    assert ccc_colorize(inputs / "cat.jpg", "-o", tmp_path / "o", "--model", model_dir, "--harmonize", "classical",
+                        "--dominance", "2") == 2
+    assert "dominance must be a number in [0, 1], got 2.0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -187,7 +187,7 @@ def test_bad_crop_is_refused_up_front(gt_dir, tmp_path, capsys, crop):
 
 def test_bad_network_size_names_the_option(gt_dir, tmp_path, capsys):
     assert main(["evaluate", "--gt", str(gt_dir), "--model", "default", "--size", "50", "--out", str(tmp_path / "o")]) == 2
-    assert "--size: size must be a positive multiple of 32" in capsys.readouterr().err
+    assert "--size must be a positive multiple of 32" in capsys.readouterr().err
 
 
 def test_a_folder_of_unreadable_files_exits_1_with_the_reasons(tmp_path, capsys):

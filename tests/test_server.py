@@ -122,6 +122,19 @@ def test_unchanged_nodes_are_served_from_cache(server, client, uploaded):
     assert [m["data"]["node"] for m in msgs if m["type"] == "executing"] == ["4", None]
 
 
+def test_free_with_unload_models_drops_the_loaded_networks(server, client, uploaded):
+    from ccc_nodes.cache import MODELS
+
+    run_prompt(server, client, graph(uploaded, prefix="before-free"))
+    assert any(k[0] == "ccc" for k in MODELS)
+    assert client.post("/free", json={"free_memory": True}).status_code == 200
+    assert any(k[0] == "ccc" for k in MODELS)  # free_memory drops cached outputs only
+    assert client.post("/api/free", json={"unload_models": True}).status_code == 200
+    assert not any(k[0] == "ccc" for k in MODELS)
+    _, _, entry = run_prompt(server, client, graph(uploaded, prefix="after-free"))  # loaded again when needed
+    assert entry["outputs"]["4"]["images"][0]["filename"].startswith("after-free")
+
+
 def test_batches_flow_through_every_node(server, client):
     r = upload(client, grey_png(frames=3, fmt="TIFF"), "three.tif", overwrite="true")
     assert r.status_code == 200

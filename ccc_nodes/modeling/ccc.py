@@ -26,13 +26,14 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..classes import ColorClasses
+from ..settings import SIZE_MULTIPLE
 
 __all__ = ["DECODERS", "PAPER_DECODER", "SKIP_STRIDES", "STRIDE", "CCCNet", "Decoder", "SkipDecoder", "build_encoder",
            "check_input"]
 
 PAPER_DECODER = (1024, 512, 512)  # Table IV
 DECODERS = ("table4", "skip")  # config.json "decoder"; models saved before it existed are "table4"
-STRIDE = 32  # the encoder's output stride: input sides are multiples of it (ccc_nodes.pipeline.check_size)
+STRIDE = SIZE_MULTIPLE  # the encoder's output stride: input sides are multiples of it (settings.check_size)
 SKIP_STRIDES = (4, 8, 16, STRIDE)  # encoder features the skip decoder reads, finest first
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from ..cache import MODELS
 from .graph import error_answer
 from .imagefiles import upload_image, view_image
 from .jsonbody import BodyError, parse_json
@@ -141,6 +142,8 @@ def prompt_routes(server: PromptServer) -> APIRouter:
         body = await _json(request)
         if body.get("free_memory") or body.get("unload_models"):
             server.executor.free()
+        if body.get("unload_models"):  # as ComfyUI's: the loaded networks go too (loaded again when next needed)
+            MODELS.clear()
         return Response(status_code=200)
 
     return r
