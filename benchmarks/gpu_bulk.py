@@ -7,7 +7,8 @@
 2. the bulk path end to end (:func:`ccc_nodes.bulk.colorize_files`: JPEG files read and
    decoded by worker processes, L, network, decoding and join on the device, encoding and
    writing by threads) on 256 px JPEGs; its ratio to (1) (targets: >= 1,500 images/s and
-   >= 25 % of the network alone);
+   >= 25 % of the network alone); and two of its stages alone, to tell which one limits:
+   the readers, and the device stages on a batch already in memory;
 3. the network alone again, so drift shows;
 4. batch-1 latency of a 1 MP photo in memory: the one-image call (``Colorizer.colorize``,
    whose L and join run on the CPU) and the device stages
@@ -39,7 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ccc_nodes.bulk import colorize_files, device_stages  # noqa: E402
+from ccc_nodes.bulk import colorize_files, device_stages, readers  # noqa: E402
 from ccc_nodes.images import to_rgb  # noqa: E402
 from ccc_nodes.pipeline import Colorizer, _to_output  # noqa: E402
 
@@ -97,6 +98,28 @@ def bulk_rate(colorizer: Colorizer, sources: list[Path], n: int, out: Path, work
     return n / seconds, {"images": n, "seconds": round(seconds, 3)}
 
 
+def readers_rate(colorizer: Colorizer, sources: list[Path], n: int, workers: int) -> float:
+    """Images/s of the reading stage alone (read, decode, RGB to the device), no network."""
+    pairs = [(sources[i % len(sources)], Path("unused")) for i in range(n)]
+    t = time.perf_counter()
+    for batch in readers(colorizer, pairs, workers, resume=False, on_device=True):
+        for item in batch:
+            item.rgb.to(colorizer.device, non_blocking=True)
+    sync(colorizer.device)
+    return n / (time.perf_counter() - t)
+
+
+def stages_rate(colorizer: Colorizer, sources: list[Path], repeats: int) -> float:
+    """Images/s of the device stages alone (L, resize, network, decoding, join, back to the
+    CPU) on one batch of RGB already in memory: no reading, no writing."""
+    rgbs = [torch.from_numpy(to_rgb(Image.open(sources[i % len(sources)]))[0]) for i in range(colorizer.batch_size)]
+    device_stages(colorizer, rgbs)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        device_stages(colorizer, rgbs)
+    return colorizer.batch_size * repeats / (time.perf_counter() - t)
+
+
 def latency_ms(fn, repeats: int) -> float:
     for _ in range(3):
         fn()
@@ -140,7 +163,9 @@ def markdown(r: dict) -> str:
             f"| network alone ({r['precision']}, batch {r['batch']} at {r['size']} px), before / after | "
             f"{r['network_img_s'][0]:,.0f} / {r['network_img_s'][1]:,.0f} |",
             f"| bulk path end to end, {r['side']} px JPEGs, {b['workers']} workers, {b['images']} images | "
-            f"{b['img_s']:,.0f} ({100 * b['of_network']:.0f} % of the network alone) |", "",
+            f"{b['img_s']:,.0f} ({100 * b['of_network']:.0f} % of the network alone) |",
+            f"| its stages alone: reading (workers, RGB to the device) / device stages (L ... join, to the CPU) | "
+            f"{b['readers_alone_img_s']:,.0f} / {b['device_stages_alone_img_s']:,.0f} |", "",
             f"Batch-1 latency of a {r['photo']} photo in memory (median of {lat['repeats']}): "
             f"one-image call (`Colorizer.colorize`) {lat['colorize']:.1f} ms; device stages "
             f"(`bulk.device_stages` + quantise) {lat['device_stages']:.1f} ms.", "",
@@ -183,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         bulk_rate(colorizer, sources, min(n, 2 * batch), Path(tmp) / "warm", workers)  # workers, allocator, cudnn
         rate, info = bulk_rate(colorizer, sources, n, Path(tmp) / "out", workers)
         network.append(network_rate(colorizer, batch, 3 if smoke else 50))
+        reading = readers_rate(colorizer, sources, n, workers)
+        staging = stages_rate(colorizer, sources, 2 if smoke else 10)
     r["network_img_s"] = [round(x, 1) for x in network]
     r["bulk"] = {"img_s": round(rate, 1), "workers": workers, "of_network": round(rate / statistics.mean(network), 3),
-                 **info}
+                 **info, "readers_alone_img_s": round(reading, 1), "device_stages_alone_img_s": round(staging, 1)}
     one = Colorizer(colorizer.model, device=device, size=size, precision=colorizer.precision, batch_size=1)
     im = Image.fromarray(photos()[1]).resize(photo_size, Image.BICUBIC)
     repeats = 5 if smoke else 50

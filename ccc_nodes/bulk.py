@@ -255,6 +255,18 @@ def _render_rgb(rgb: torch.Tensor, alpha: np.ndarray | None) -> Image.Image:
     return _to_output(rgb, Image.Image, alpha)
 
 
+def readers(colorizer: Colorizer, pairs: list[tuple[Path, Path]], workers: int, resume: bool,
+            on_device: bool) -> DataLoader:
+    """The reading stage: batches of the Colorizer's batch size, in order, each a list of
+    :class:`_Read` (at most two batches a worker ahead)."""
+    return DataLoader(
+        _Files(pairs, colorizer.size, colorizer.max_pixels, resume, on_device),
+        batch_sampler=[list(range(i, min(i + colorizer.batch_size, len(pairs))))
+                       for i in range(0, len(pairs), colorizer.batch_size)],
+        collate_fn=_as_list, num_workers=workers, prefetch_factor=2 if workers else None,
+        pin_memory=on_device and colorizer.device.type == "cuda")
+
+
 def colorize_files(
     colorizer: Colorizer,
     pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
@@ -296,12 +308,7 @@ def colorize_files(
                          "not see the same files); start again once every machine sees the same files")
     mine = ranks.share(every)
     on_device = colorizer.device.type != "cpu" if device_join is None else device_join
-    loader = DataLoader(
-        _Files(mine, colorizer.size, colorizer.max_pixels, resume, on_device),
-        batch_sampler=[list(range(i, min(i + colorizer.batch_size, len(mine))))
-                       for i in range(0, len(mine), colorizer.batch_size)],
-        collate_fn=_as_list, num_workers=workers, prefetch_factor=2 if workers else None,
-        pin_memory=on_device and colorizer.device.type == "cuda")
+    loader = readers(colorizer, mine, workers, resume, on_device)
     report, outcome, lock = BulkReport(), {}, threading.Lock()
     bar = tqdm(total=len(mine), desc="colorize" if ranks.world == 1 else f"colorize (rank 0 of {ranks.world})",
                unit="img", disable=not progress or not ranks.main)

@@ -21,6 +21,7 @@ def test_gpu_script_runs_every_step_at_smoke_size(tmp_path):
     r = json.loads((out / "gpu_bulk.json").read_text())
     assert r["smoke"] and r["device"] == "cpu"
     assert min(r["network_img_s"]) > 0 and r["bulk"]["img_s"] > 0 and r["bulk"]["images"] == 24
+    assert r["bulk"]["readers_alone_img_s"] > 0 and r["bulk"]["device_stages_alone_img_s"] > 0
     assert r["latency_ms"]["colorize"] > 0 and r["latency_ms"]["device_stages"] > 0
     [t] = r["training"]
     assert "error" not in t and t["full_img_s"] > 0 and t["ratio"] > 0
