@@ -128,14 +128,14 @@ class HarmonizedPrediction(Prediction):
     """A :class:`Prediction` whose decoded a*b* is harmonised: :meth:`ab` returns it at
     the masks' resolution ``(1, 2, H, W)`` and :meth:`rgb` joins it with the full L, so
     everything that takes a Prediction takes this. ``logits`` and ``class_map`` are the
-    model's, unchanged; ``harmonized_classes`` is the harmonised class map.
+    model's, unchanged; ``harmonized_class_map`` is the harmonised class map.
 
     Attributes (besides Prediction's):
       masks: the :class:`MaskSet` used.
       params: the harmonisation thresholds used.
       changed: fraction of pixels whose colour was replaced (argmax decoding).
       masks_used: how many masks had a dominant class and were applied.
-      harmonized_classes: harmonised class map ``(1, H, W)`` (argmax decoding).
+      harmonized_class_map: harmonised class map ``(1, H, W)`` (argmax decoding).
       decoded: harmonised a*b* per :class:`~ccc_nodes.settings.Decoding`, filled as asked.
       notes: what was done, in words (the mask source, a fallback taken, what changed).
     """
@@ -144,7 +144,7 @@ class HarmonizedPrediction(Prediction):
     params: dict = field(default_factory=dict)
     changed: float = 0.0
     masks_used: int = 0
-    harmonized_classes: torch.Tensor | None = None
+    harmonized_class_map: torch.Tensor | None = None
     decoded: dict[Decoding, torch.Tensor] = field(default_factory=dict, repr=False)
     notes: list[str] = field(default_factory=list)
 
@@ -154,8 +154,8 @@ class HarmonizedPrediction(Prediction):
         return self.masks.source if self.masks is not None else "none"
 
     @property
-    def shown_classes(self) -> torch.Tensor:
-        return self.harmonized_classes if self.harmonized_classes is not None else self.class_map
+    def shown_class_map(self) -> torch.Tensor:
+        return self.harmonized_class_map if self.harmonized_class_map is not None else self.class_map
 
     def ab(self, decoding: Decoding | str | None = None) -> torch.Tensor:
         decoding = Decoding.of(decoding)
@@ -214,7 +214,7 @@ def harmonize(
     return HarmonizedPrediction(
         L=prediction.L, logits=prediction.logits, classes=prediction.classes, alpha=prediction.alpha,
         masks=masks, params=params, changed=float(replaced.float().mean()), masks_used=used,
-        harmonized_classes=out_cls, decoded={argmax: out},
+        harmonized_class_map=out_cls, decoded={argmax: out},
     )
 
 

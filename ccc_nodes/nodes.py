@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import cached
+from .classes import ColorClasses
 from .harmonize import harmonize_with
 from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior, parse_color
 from .hub import DEFAULT_MODEL, ModelLoadError, load_model, resolve_source
@@ -223,7 +224,8 @@ class ClassBatch:
         return self.predictions[0].size
 
     @property
-    def classes(self):
+    def color_classes(self) -> ColorClasses:
+        """The model's colour classes (the a*b* codec), shared by the batch."""
         return self.predictions[0].classes
 
 
@@ -231,11 +233,9 @@ def class_map_image(pred: Prediction, lightness: float | None = None) -> torch.T
     """The class of each pixel (the harmonised one after SAM Harmonize, else the most
     probable) as a picture at the image size -> sRGB ``(1, 3, H, W)``: the core's
     :func:`~ccc_nodes.pipeline.class_map_rgb` (its constant L unless ``lightness``)."""
-    harmonized = getattr(pred, "harmonized_classes", None)
-    cmap = pred.class_map if harmonized is None else harmonized
     if lightness is None:
-        return class_map_rgb(cmap, pred.classes, pred.size)
-    return class_map_rgb(cmap, pred.classes, pred.size, lightness)
+        return class_map_rgb(pred.shown_class_map, pred.classes, pred.size)
+    return class_map_rgb(pred.shown_class_map, pred.classes, pred.size, lightness)
 
 
 # ------------------------------------------------------------------ model cache

@@ -235,7 +235,7 @@ class Prediction:
         return join_lab(self.L, self.ab(decoding))
 
     @property
-    def shown_classes(self) -> torch.Tensor:
+    def shown_class_map(self) -> torch.Tensor:
         """The class map to show: the most probable class (harmonised predictions show theirs)."""
         return self.class_map
 
@@ -298,7 +298,7 @@ class ColorizeResult:
     @property
     def class_map(self) -> torch.Tensor:
         """The class map to show ``(1, h, w)``: the harmonised one after harmonisation."""
-        return self.final.shown_classes
+        return self.final.shown_class_map
 
     def image(self, like: Any) -> Any:
         """The colours as the kind of object ``like`` is (PIL, numpy, tensor)."""

@@ -66,7 +66,7 @@ def test_salt_noise_inside_object_is_made_uniform():
     # Its class map (at the masks' resolution) is the object's class wherever it was replaced.
     out = harmonize(pred, masks)
     assert out.changed > 0.05 and out.masks_used == 2
-    assert (out.harmonized_classes[0][inner] == RED).float().mean() > 0.85
+    assert (out.harmonized_class_map[0][inner] == RED).float().mean() > 0.85
 
 
 def test_neighbour_keeps_its_colour_and_the_boundary_stays():

@@ -316,7 +316,7 @@ def test_metrics_without_a_model_use_the_default_models_classes_as_ccc_evaluate(
 def test_prediction_objects_flow_unchanged(colorizer, batch):
     (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, batch[:2], 64)
     assert all(isinstance(p, Prediction) for p in classes.predictions)
-    assert classes.classes == colorizer.classes
+    assert classes.color_classes == colorizer.classes
 
 
 def test_metrics_against_a_grey_reference_say_so_instead_of_scoring_classes(batch):
