@@ -380,21 +380,26 @@ def _device_stage(colorizer: Colorizer, ready: list[_Read]) -> list[tuple]:
 def device_stages(colorizer: Colorizer, rgbs: Sequence[torch.Tensor | np.ndarray]) -> list[torch.Tensor]:
     """RGB images ``(H, W, 3)`` in [0, 1] of any sizes -> sRGB ``(1, 3, H, W)`` on the CPU,
     every step on the Colorizer's device: L, resize, network, decoding (its settings) and
-    the full-resolution join, same-size images joined together."""
-    device = colorizer.device
+    the full-resolution join. Same-size images go together (up to ``_JOIN_PIXELS``): their
+    L is one :func:`lightness` of the images stacked into one tall picture (per pixel, the
+    same numbers), then one resize and one join, so a batch costs a few calls, not a few per image."""
+    device, groups = colorizer.device, {}
+    for i, rgb in enumerate(rgbs):
+        groups.setdefault(tuple(rgb.shape[:2]), []).append(i)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(rgbs)
     with torch.inference_mode():
-        Ls = [lightness(torch.as_tensor(rgb).to(device, non_blocking=True)) for rgb in rgbs]
-        ab = decode_ab(colorizer.logits(torch.cat([resize_L(L, colorizer.size) for L in Ls])), colorizer.classes,
-                       colorizer.decoding)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, L in enumerate(Ls):
-            groups.setdefault(tuple(L.shape[-2:]), []).append(i)
-        out: list[torch.Tensor] = [torch.empty(0)] * len(Ls)
+        chunks = []  # (indices, L (B, 1, H, W))
         for (H, W), members in groups.items():
             step = max(1, _JOIN_PIXELS // (H * W))
             for k in range(0, len(members), step):
                 part = members[k : k + step]
-                rgb = join_lab(torch.cat([Ls[i] for i in part]), ab[part]).cpu()
-                for j, i in enumerate(part):
-                    out[i] = rgb[j : j + 1]
+                tall = torch.cat([torch.as_tensor(rgbs[i]).to(device, non_blocking=True) for i in part])
+                chunks.append((part, lightness(tall).view(len(part), 1, H, W)))
+        logits = colorizer.logits(torch.cat([resize_L(L, colorizer.size) for _, L in chunks]))
+        ab, at = decode_ab(logits, colorizer.classes, colorizer.decoding), 0
+        for part, L in chunks:
+            rgb = join_lab(L, ab[at : at + len(part)]).cpu()
+            at += len(part)
+            for j, i in enumerate(part):
+                out[i] = rgb[j : j + 1]
     return out
