@@ -128,6 +128,7 @@ def test_help_runs_without_extras(base_env):
         assert "usage: ccc" in r.stdout
 
 
+@pytest.mark.slow
 def test_colorize_runs_without_extras(base_env, model_dir, tmp_path, photo):
     Image.fromarray(photo).convert("L").save(tmp_path / "cat.jpg")
     r = ccc(base_env, "colorize", tmp_path / "cat.jpg", "-o", tmp_path / "out", "--model", model_dir,

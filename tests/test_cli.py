@@ -133,6 +133,7 @@ def test_unavailable_device_is_a_clear_error(inputs, model_dir, tmp_path, capsys
     assert "not supported" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_harmonize_colorizes_with_the_cores_job(inputs, model_dir, tmp_path, capsys):
     from ccc_nodes import Colorizer, Harmonization
 

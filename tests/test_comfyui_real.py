@@ -18,7 +18,8 @@ from helpers import HUB_REPO
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFYUI = os.environ.get("CCC_COMFYUI_DIR")
-pytestmark = pytest.mark.skipif(not COMFYUI, reason="set CCC_COMFYUI_DIR to a ComfyUI checkout (docs/COMFYUI.md)")
+pytestmark = [pytest.mark.skipif(not COMFYUI, reason="set CCC_COMFYUI_DIR to a ComfyUI checkout (docs/COMFYUI.md)"),
+              pytest.mark.slow]
 
 SCRIPT = r"""
 import asyncio, json, os, sys

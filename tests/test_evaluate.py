@@ -216,6 +216,7 @@ def test_unreadable_prediction_is_named(gt_dir, tmp_path):
 
 
 # ---------------------------------------------------------------- pairing with `ccc colorize` outputs
+@pytest.mark.slow
 def test_predictions_written_by_ccc_colorize_pair_up_gif_and_multi_dot_names(tmp_path, small_model, capsys):
     gt = tmp_path / "gt"
     (gt / "sub").mkdir(parents=True)
@@ -262,6 +263,7 @@ def test_gallery_grey_is_the_masks_grey_image(gt_dir, tmp_path):
     assert np.abs(tile.astype(int) - expect.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_fid_network_loads_without_the_torchscript_deprecation_warning(gt_dir, tmp_path):
     torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())).save(
         str(tmp_path / "feat.pt")
@@ -277,6 +279,7 @@ def test_fid_network_loads_without_the_torchscript_deprecation_warning(gt_dir, t
     assert res.rows["prediction"]["fid"] == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_blocky_predictions_show_in_the_grid_ratio(gt_dir, tmp_path):
     import torch.nn.functional as F
 

@@ -88,6 +88,7 @@ def test_run_workflow_wrong_paths_are_one_line(tmp_path, args, says):
     assert says in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.slow
 def test_run_workflow_prints_clean_paths_against_ccc_serve(tmp_path, model_dir):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")

@@ -159,6 +159,7 @@ def long_thin_prediction(H0: int = 20, W0: int = 20000) -> Prediction:
     return Prediction(L=L, logits=logits, classes=CLASSES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(20, 20000), (20000, 20), (3, 9000)])
 def test_long_thin_images_take_their_own_generated_masks(shape):
     """generate_masks of a 20000x20 image made masks that harmonize refused."""

@@ -181,6 +181,7 @@ def test_a_harmonised_prediction_stays_harmonised(colorizer, two_tone):
     assert not torch.equal(out.logits, h.logits)
 
 
+@pytest.mark.slow
 def test_the_python_api_takes_hints_and_a_reference(colorizer, two_tone):
     plain = colorizer(Image.fromarray(two_tone))
     hinted = colorizer(Image.fromarray(two_tone), hints=[Hint.at(50, 60, RED)])

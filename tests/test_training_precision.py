@@ -45,6 +45,7 @@ def test_training_evaluation_autocasts_as_the_rule_says():
             assert (a @ b).dtype == torch.float32, precision
 
 
+@pytest.mark.slow
 def test_the_trainer_records_the_precision_it_ran_in(tmp_path):
     # --precision fp16 on the CPU trains in fp32 (no fp16 there); training.json says so
     from training import train
