@@ -115,6 +115,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.log_severity_level = 3  # errors only: no per-node warnings on stderr
+        # No spinning once a run is done: torch's own work (L, the full-resolution join) comes
+        # next on the same cores, and spinning threads would take them from it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own error types for unreadable files
