@@ -11,19 +11,26 @@ import tarfile
 import pytest
 from helpers import REPO, env, image_tree, python
 
+ROOM = 30_000  # bytes: room for only some of the 24 training photos
 
-@pytest.mark.slow
-def test_recipe_packs_within_its_room_and_the_device_command_returns_model_and_table(tmp_path):
-    from ccc_nodes.hub import load_model
-    from training.recipes.gpu_default import TARGETS, prepare
 
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """(prepare's report, the pack folder) for 24 tiny training photos and 6 val photos."""
+    from training.recipes.gpu_default import prepare
+
+    tmp_path = tmp_path_factory.mktemp("gpu_recipe")
     train = image_tree(tmp_path / "train", n=24)
     val = image_tree(tmp_path / "val", n=6, bad=False)
     pack_dir = tmp_path / "pack"
-    room = 30_000  # bytes: room for only some of the 24 training photos
     m = prepare(str(train), str(val), pack_dir, encoder="mobilenetv3_small_050", init="scratch",
-                decoder_channels="16,16,16", room=room, val_images=4, size=64, progress=False)
-    assert m["pack_bytes"] <= room and m["val_images"] == 4
+                decoder_channels="16,16,16", room=ROOM, val_images=4, size=64, progress=False)
+    return m, pack_dir
+
+
+def test_recipe_packs_within_its_room(packed):
+    m, pack_dir = packed
+    assert m["pack_bytes"] <= ROOM and m["val_images"] == 4
     assert 0 < m["train_images"] < 24 and m["train_available"] == 26  # 24 photos, a grey and a corrupt file
     with tarfile.open(pack_dir / "train.tar") as tar:
         names = tar.getnames()
@@ -32,6 +39,13 @@ def test_recipe_packs_within_its_room_and_the_device_command_returns_model_and_t
     assert config["decoder"] == "skip" and config["data"].endswith("train.tar") and config["eval_images"] == 4
     assert m["working_tree_bytes"] > 1_000_000  # the checkout's own files were counted
 
+
+@pytest.mark.slow
+def test_the_device_command_returns_model_and_table(packed, tmp_path):
+    from ccc_nodes.hub import load_model
+    from training.recipes.gpu_default import TARGETS
+
+    _, pack_dir = packed
     out = tmp_path / "out"
     tiny = ["--steps", "2", "--batch", "4", "--workers", "1", "--device", "cpu", "--threads", "1",
             "--min-fraction", "0.001", "--log-every", "1"]

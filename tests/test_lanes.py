@@ -17,7 +17,6 @@ FAST = '.venv/bin/python -m pytest -q -m "not slow"'
 # Test files whose every test is slow, and why (each is checked to be so).
 ONLY_SLOW = {
     "test_training_ddp.py": "two training processes under torchrun",
-    "test_gpu_recipe.py": "the GPU recipe's pack, train and table, end to end",
     "test_training_resume.py": "training processes killed or stopped, then resumed",
     "test_server_browser.py": "ComfyUI's editor in Chromium",
     "test_space_browser.py": "the Space's page in Chromium",
