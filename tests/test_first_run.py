@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ccc_colorize
+from helpers import ccc_colorize, need
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,8 +90,8 @@ def test_run_workflow_wrong_paths_are_one_line(tmp_path, args, says):
 
 @pytest.mark.slow
 def test_run_workflow_prints_clean_paths_against_ccc_serve(tmp_path, model_dir):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("uvicorn")
+    need("fastapi")
+    need("uvicorn")
     from ccc_nodes.server import ServerConfig, ServerThread
 
     models = tmp_path / "models"

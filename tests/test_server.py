@@ -11,12 +11,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from helpers import Counted, Echo, graph, grey_png, need, run_prompt, upload
 from PIL import Image
 
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-from helpers import Counted, Echo, graph, grey_png, run_prompt, upload  # noqa: E402
+httpx = need("httpx")
+need("fastapi")
+need("uvicorn")
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 

@@ -15,11 +15,11 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import BROWSER_FLAGS, BROWSER_TIMEOUT_MS, WORKFLOW, close_dialogs, grey_png, need
 from PIL import Image
 
-httpx = pytest.importorskip("httpx")
+httpx = need("httpx")
 
-from helpers import BROWSER_FLAGS, BROWSER_TIMEOUT_MS, WORKFLOW, close_dialogs, grey_png  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread, frontend_root  # noqa: E402
 

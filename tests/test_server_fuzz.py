@@ -9,11 +9,11 @@ import json
 import urllib.parse
 
 import pytest
+from helpers import Counted, Echo, grey_png, need
 
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("fastapi")
-hypothesis = pytest.importorskip("hypothesis")
-from helpers import Counted, Echo, grey_png  # noqa: E402
+httpx = need("httpx")
+need("fastapi")
+hypothesis = need("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

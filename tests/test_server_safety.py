@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import Counted, graph, grey_png, need, run_prompt
 from PIL import Image
 
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
+httpx = need("httpx")
+need("fastapi")
+need("uvicorn")
 
-from helpers import Counted, graph, grey_png, run_prompt  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
 from ccc_nodes.server.safety import host_allowed  # noqa: E402

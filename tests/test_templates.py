@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import need
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "example_workflows"
@@ -63,8 +64,8 @@ def test_template_structure(name):
 
 
 def test_ccc_serve_lists_and_serves_the_templates(tmp_path):
-    httpx = pytest.importorskip("httpx")
-    pytest.importorskip("fastapi")
+    httpx = need("httpx")
+    need("fastapi")
     from ccc_nodes.server import ServerConfig, ServerThread
 
     with ServerThread(ServerConfig(base_dir=tmp_path)) as srv, httpx.Client(base_url=srv.url) as client:
@@ -85,12 +86,12 @@ TIMEOUT_MS = 240_000  # a shared 2-core machine: generous, never part of what is
 @pytest.fixture(scope="module")
 def editor(chromium, tmp_path_factory):
     """(url, http client) of ccc serve, or of the real ComfyUI at $CCC_COMFYUI_URL."""
-    httpx = pytest.importorskip("httpx")
+    httpx = need("httpx")
     if url := os.environ.get("CCC_COMFYUI_URL"):
         with httpx.Client(base_url=url, timeout=60) as client:
             yield url, client
         return
-    pytest.importorskip("fastapi")
+    need("fastapi")
     from ccc_nodes.server import ServerConfig, ServerThread
 
     with ServerThread(ServerConfig(base_dir=tmp_path_factory.mktemp("srv"))) as srv, \

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import need, run_prompt
 from PIL import Image
 
-pytest.importorskip("cv2")
+need("cv2")
 
 from ccc_nodes.nodes import NODE_CLASS_MAPPINGS, CCCColorize, CCCColorizeSequence, _colorizer
 
@@ -61,11 +62,10 @@ def test_bad_carry_is_a_clear_error(default):
 
 
 # ------------------------------------------------------------------ through ccc serve
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
+httpx = need("httpx")
+need("fastapi")
+need("uvicorn")
 
-from helpers import run_prompt  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
 
