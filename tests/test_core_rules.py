@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import load_app
+from helpers import load_app, need
 from PIL import Image
 
 from ccc_nodes import ColorClasses, images, metrics
@@ -96,7 +96,7 @@ def test_training_skips_a_grey_rgb_file_by_the_rule(tmp_path):
 
 
 def _space():
-    pytest.importorskip("gradio")
+    need("gradio")
     return load_app()
 
 

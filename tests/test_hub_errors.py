@@ -10,6 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import need
 
 pytestmark = pytest.mark.slow  # one fresh process loading torch and segment-anything (about 30 s)
 
@@ -63,7 +64,7 @@ for case, repo, revision, filename in json.loads(sys.argv[1]):
 
 @pytest.fixture(scope="module")
 def messages(tmp_path_factory):
-    pytest.importorskip("segment_anything")
+    need("segment_anything")
     hub = ThreadingHTTPServer(("127.0.0.1", 0), ErrorHandler)
     threading.Thread(target=hub.serve_forever, daemon=True).start()
     home = tmp_path_factory.mktemp("hf")

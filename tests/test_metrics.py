@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import need
 from torch import nn
 
 from ccc_nodes import ColorClasses
@@ -172,7 +173,7 @@ def test_lpips_arithmetic_by_hand():
 def test_lpips_loader_matches_torchmetrics_on_the_same_weights(tmp_path):
     """The real loading code (AlexNet + the v0.1 linear layers) on a random AlexNet: the
     same numbers as torchmetrics' LPIPS with that backbone."""
-    tm = pytest.importorskip("torchmetrics.functional.image.lpips")
+    tm = need("torchmetrics.functional.image.lpips")
     torch.manual_seed(0)
     ref = tm._LPIPS(pretrained=True, net="alex", pnet_rand=True).eval()  # random backbone, real linear layers
     state = {}

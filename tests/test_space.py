@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import EXAMPLES, free_port, load_app, make_model, need, serve
 from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-gr = pytest.importorskip("gradio")
+gr = need("gradio")
 
-from helpers import EXAMPLES, free_port, load_app, make_model, serve
 
 from ccc_nodes import ColorClasses, Decoding, Harmonization
 from ccc_nodes.color import rgb_to_lab

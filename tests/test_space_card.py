@@ -4,9 +4,9 @@ ZeroGPU's documented Python, a short_description of at most 60 characters)."""
 
 from pathlib import Path
 
-import pytest
+from helpers import need
 
-hf = pytest.importorskip("huggingface_hub")
+hf = need("huggingface_hub")
 
 ROOT = Path(__file__).resolve().parents[1]
 ZEROGPU_PYTHON = "3.10.13"  # the Python ZeroGPU documents (huggingface.co/docs/hub/spaces-zerogpu)
@@ -22,5 +22,5 @@ def test_front_matter_is_a_valid_space_card():
         assert data["python_version"] == ZEROGPU_PYTHON
     assert data["license"] == "apache-2.0" and isinstance(data.get("models", []), list)
     # the Gradio the Space pins is the one the project tests with
-    gradio = pytest.importorskip("gradio")
+    gradio = need("gradio")
     assert data["sdk_version"].split(".")[0] == gradio.__version__.split(".")[0]

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import audio_packets, make_clip, need, pan, serve
 
-gr = pytest.importorskip("gradio")
-av = pytest.importorskip("av")
-pytest.importorskip("cv2")
+gr = need("gradio")
+av = need("av")
+need("cv2")
 
-from helpers import audio_packets, make_clip, pan, serve
 
 from ccc_nodes.video import probe
 

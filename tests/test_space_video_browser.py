@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import BROWSER_TIMEOUT_MS, load_app, make_clip, need, pan, serve, space_model
 
-pytest.importorskip("av")
-pytest.importorskip("cv2")
+need("av")
+need("cv2")
 
-from helpers import BROWSER_TIMEOUT_MS, load_app, make_clip, pan, serve, space_model
 
 pytestmark = pytest.mark.slow  # a real browser: left out of the fast lane
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import audio_packets, make_clip, need, pan
 
-av = pytest.importorskip("av")
-pytest.importorskip("cv2")
+av = need("av")
+need("cv2")
 
-from helpers import audio_packets, make_clip, pan
 
 from ccc_nodes.cli import main
 from ccc_nodes.color import rgb_to_L
