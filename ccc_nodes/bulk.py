@@ -115,7 +115,10 @@ class Ranks:
         return out
 
     def close(self) -> None:
+        """Leave the process group together: a rank that tears gloo down while a peer's
+        last collective is still in flight can abort that peer (SIGABRT)."""
         if self.world > 1 and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 
