@@ -35,7 +35,7 @@ from PIL import Image
 from .color import lab_to_rgb
 from .images import to_rgb
 from .pipeline import Prediction, lightness
-from .settings import SAM_MODEL_TYPES
+from .settings import SAM_MODEL_TYPES, Harmonization
 
 __all__ = [
     "MIN_SHORT_SIDE",
@@ -224,7 +224,7 @@ def _hub_file(repo_id: str, filename: str, hub: dict) -> Path:
 def sam_masks(
     image: Any,
     sam,
-    points_per_side: int = 32,
+    points_per_side: int = Harmonization.points_per_side,
     pred_iou_thresh: float = 0.88,
     stability_score_thresh: float = 0.95,
     min_region_area: float = 0.0,

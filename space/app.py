@@ -848,7 +848,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                                                     info="Hub repo id or .pth file; empty: classical masks instead")
                         sam_type = lenient(gr.Radio(list(SAM_MODEL_TYPES), value=sam_start_type, label="SAM type",
                                                     elem_id="sam-type"))
-                    points = slider("points_per_side", 32,
+                    points = slider("points_per_side", HARMONIZATION.points_per_side,
                                     info="prompt grid of the automatic mask generator (fewer: faster)")
             with gr.Column(scale=2):
                 if hasattr(gr, "ImageSlider"):
