@@ -285,11 +285,10 @@ def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
     return other
 
 
-def _chunked(colorizer: Colorizer, image: torch.Tensor, call: Callable[[list], list],
+def _chunked(colorizer: Colorizer, items: list, call: Callable[[list], list],
              progress: _Progress | None = None) -> list:
     """``call`` over the images of a batch in chunks, progress reported after each."""
     _managed(colorizer.model, colorizer.device)
-    items = _images(image)
     step = colorizer.batch_size if colorizer.device.type != "cpu" else 1  # CPU: batching does not pay (README)
     progress = progress or _Progress(len(items))
     out: list = []
@@ -300,13 +299,14 @@ def _chunked(colorizer: Colorizer, image: torch.Tensor, call: Callable[[list], l
 
 
 def _predict(colorizer: Colorizer, image: torch.Tensor) -> ClassBatch:
-    return ClassBatch(_chunked(colorizer, image, colorizer.predict))
+    return ClassBatch(_chunked(colorizer, _images(image), colorizer.predict))
 
 
 def _run(colorizer: Colorizer, image: torch.Tensor, **job) -> list[torch.Tensor]:
     """:meth:`Colorizer.run` over a batch, in chunks, with progress -> each image's RGB."""
-    progress = _Progress(len(_images(image)))
-    return _rendered(_chunked(colorizer, image, lambda items: colorizer.run(items, **job), progress), progress)
+    items = _images(image)
+    progress = _Progress(len(items))
+    return _rendered(_chunked(colorizer, items, lambda chunk: colorizer.run(chunk, **job), progress), progress)
 
 
 # ------------------------------------------------------------------ nodes

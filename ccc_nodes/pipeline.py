@@ -46,6 +46,7 @@ __all__ = [
     "Decoding",
     "Harmonization",
     "Prediction",
+    "autocast",
     "check_size",
     "class_map_rgb",
     "decode_ab",
@@ -99,7 +100,8 @@ def resolve_precision(device: torch.device, precision: str = "auto", *, training
     return precision
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` on ``device`` (:func:`resolve_precision`'s rule)."""
     precision = resolve_precision(device, precision)
     if precision == "fp32":
         return nullcontext()
@@ -362,7 +364,7 @@ class Colorizer:
         x = resize_L(L.to(self.device, torch.float32), self.size)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(self.device, self.precision):
+        with autocast(self.device, self.precision):
             return self.model(x).float()
 
     def predict(self, images: Any | Sequence[Any]) -> list[Prediction]:

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import BROWSER_FLAGS, FakeHub, chromium, load_app, make_model, space_model
+from helpers import BROWSER_FLAGS, FakeHub, chromium, load_app, make_model, serve, space_model
 
 from ccc_nodes.modeling import CCCNet
 
@@ -83,6 +83,26 @@ def model(tmp_path_factory, app):
 
 
 # ------------------------------------------------------------------ the browser
+@pytest.fixture(scope="module")
+def client(server):
+    """An HTTP client of the module's own ``server`` fixture (a ServerThread on loopback)."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def space_page(tmp_path_factory):
+    """The Space served on loopback with a small model: (its URL, the app module)."""
+    app = load_app()
+    os.environ[app.MODEL_ENV] = space_model(tmp_path_factory)
+    demo, url = serve(app, os.environ[app.MODEL_ENV])
+    yield url, app
+    demo.close()
+    os.environ.pop(app.MODEL_ENV, None)
+
+
 @pytest.fixture(scope="session", name="chromium")
 def chromium_path() -> str:
     """Debian's Chromium: skipped without it on a developer's machine, a failure in CI."""

@@ -71,12 +71,6 @@ def server(tmp_path_factory, small_model):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def uploaded(client):
     r = upload(client, grey_png(), "grey.png", overwrite="true")
     assert r.status_code == 200

@@ -14,20 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import BROWSER_TIMEOUT_MS, EXAMPLES, load_app, serve, space_model
+from helpers import BROWSER_TIMEOUT_MS, EXAMPLES, load_app, serve
 from PIL import Image
 
 pytestmark = pytest.mark.slow  # a real browser: left out of the fast lane
 
 
 @pytest.fixture(scope="module")
-def page_url(tmp_path_factory):
-    app = load_app()
-    os.environ[app.MODEL_ENV] = space_model(tmp_path_factory)
-    demo, url = serve(app, os.environ[app.MODEL_ENV])
-    yield url
-    demo.close()
-    os.environ.pop(app.MODEL_ENV, None)
+def page_url(space_page):
+    return space_page[0]
 
 
 def open_page(browser, url, width=1280, height=1000):

@@ -4,10 +4,8 @@ Without Chromium or Playwright it is skipped, and fails in CI (helpers.chromium)
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from helpers import BROWSER_TIMEOUT_MS, load_app, make_clip, need, pan, serve, space_model
+from helpers import BROWSER_TIMEOUT_MS, make_clip, need, pan
 
 need("av")
 need("cv2")
@@ -16,20 +14,10 @@ need("cv2")
 pytestmark = pytest.mark.slow  # a real browser: left out of the fast lane
 
 
-@pytest.fixture(scope="module")
-def page_url(tmp_path_factory):
-    app = load_app()
-    os.environ[app.MODEL_ENV] = space_model(tmp_path_factory)
-    demo, url = serve(app, os.environ[app.MODEL_ENV])
-    yield url, app
-    demo.close()
-    os.environ.pop(app.MODEL_ENV, None)
-
-
-def test_a_clip_goes_in_and_two_videos_come_out(browser, page_url, tmp_path):
+def test_a_clip_goes_in_and_two_videos_come_out(browser, space_page, tmp_path):
     from skimage import data
 
-    url, app = page_url
+    url, app = space_page
     clip = make_clip(tmp_path / "clip.mp4", pan(data.chelsea(), 6))
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(BROWSER_TIMEOUT_MS)

@@ -30,8 +30,7 @@ from ccc_nodes.classes import ab_at_output
 from ccc_nodes.color import rgb_to_lab
 from ccc_nodes.metrics import ColorMetrics, grid_profile
 from ccc_nodes.modeling import CCCNet
-from ccc_nodes.pipeline import _autocast as autocast  # each precision as resolve_precision says, as users run it
-from ccc_nodes.pipeline import check_size, decode_ab, join_lab, pick_device
+from ccc_nodes.pipeline import autocast, check_size, decode_ab, join_lab, pick_device
 from training.data import lab_targets, list_sources, make_loader
 
 __all__ = ["autocast", "evaluate", "sample_grid"]
