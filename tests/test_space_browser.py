@@ -57,6 +57,17 @@ def assert_metrics_fit(page) -> None:
         assert cell_right <= right + 1 and needed <= has + 1, f"cut off: {text!r}"
 
 
+def loaded_sizes(page, selector: str) -> list[list[int]]:
+    """[width, height] of each picture under ``selector``, once every one has loaded: the notes
+    can arrive before the browser has decoded the pictures sent with them."""
+    page.wait_for_function(
+        "sel => { const imgs = [...document.querySelectorAll(sel)];"
+        " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=selector,
+    )
+    return page.eval_on_selector_all(selector, "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+
+
 def save_screenshot(page, path: Path, width: int = 960) -> None:
     """The page's top (controls and results) as a small palette PNG."""
     shot = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
@@ -71,12 +82,9 @@ def test_example_runs_and_shows_the_result(page, tmp_path):
     page.get_by_text("chelsea (colour)", exact=True).click()
     page.wait_for_selector("#notes :text('chelsea.jpg')")
     # Both sides of the before/after slider are loaded pictures at the photo's size.
-    sizes = page.eval_on_selector_all(
-        "#before-after img", "imgs => imgs.map(i => [i.complete && i.naturalWidth, i.naturalHeight])"
-    )
-    assert sizes == [[451, 300], [451, 300]]
+    assert loaded_sizes(page, "#before-after img") == [[451, 300], [451, 300]]
     for panel in ("#class-map", "#masks"):
-        assert page.eval_on_selector(f"{panel} img", "i => i.complete && i.naturalWidth") == 451
+        assert loaded_sizes(page, f"{panel} img")[0][0] == 451
     page.wait_for_selector("#notes :text('Harmonised with classical (Felzenszwalb) segmentation')")
     page.wait_for_selector("#metrics :text('TAR (%)')")
     assert_metrics_fit(page)  # the "meaning" column wraps instead of running off the table
@@ -157,7 +165,7 @@ def test_a_tiny_grey_photo_keeps_the_layout_and_hides_the_metrics(page, tmp_path
     assert box(page, "#photo")["height"] >= 200
     page.click("#colorize")
     page.wait_for_selector("#notes :text('tiny8.png')")
-    sizes = page.eval_on_selector_all("#before-after img", "imgs => imgs.map(i => i.naturalWidth)")
+    sizes = [w for w, _ in loaded_sizes(page, "#before-after img")]
     assert sizes == [256, 256]  # shown enlarged, pixels sharp (tested on the handler)
     assert box(page, "#class-map")["height"] >= 200 and box(page, "#photo")["height"] >= 200
     assert page.locator("#download").is_visible()
