@@ -4,6 +4,7 @@ the real parts the tests run against. Helper functions are in helpers.py."""
 from __future__ import annotations
 
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -118,3 +119,19 @@ def browser(chromium):
         launched = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Any name lookup or connection fails at once and is recorded: the list this yields
+    stays empty for code that refuses its input before reaching for the network."""
+    attempts: list = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[1:] if args and isinstance(args[0], socket.socket) else args)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    yield attempts

@@ -65,6 +65,20 @@ BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 BROWSER_TIMEOUT_MS = 120_000  # a shared 2-core CI machine: generous, never part of what is tested
 
 
+# Set on the server before the editor opens: no minimap over the output; no restore of a
+# previous or default workflow and no new-user template browser, which the editor would
+# otherwise do in the background after window.app exists (and which could replace the
+# graph a test has just loaded, or open a dialog over the Run button).
+EDITOR_SETTINGS = {"Comfy.Minimap.Visible": False, "Comfy.Workflow.Persist": False, "Comfy.TutorialCompleted": True}
+
+
+def quiet_editor(client) -> None:
+    """Apply EDITOR_SETTINGS through the server's settings API (``client``: httpx, on the server)."""
+    for key, value in EDITOR_SETTINGS.items():
+        r = client.post(f"/api/settings/{key}", json=value)
+        assert r.status_code == 200, r.text
+
+
 def close_dialogs(page) -> None:
     """Dismiss what ComfyUI's editor pops up on start (e.g. its default graph's missing nodes)."""
     for _ in range(4):
@@ -334,6 +348,14 @@ def serve(app, model: str):
     demo = app.build_demo(model)
     _, url, _ = app.launch(demo, "127.0.0.1", free_port(), block=False)
     return demo, url
+
+
+def space_client(url: str):
+    """A gradio_client ``Client`` for the served page, with a timeout a loaded 2-core
+    machine keeps to (httpx's default of 5 s is not: the page is served by the test's process)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
 
 
 # ------------------------------------------------------------------ video files

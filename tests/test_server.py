@@ -378,12 +378,12 @@ def test_models_come_from_the_servers_folder_not_the_environment(server, client,
     (other / "ccc" / "theirs").mkdir(parents=True)
     (other / "ccc" / "theirs" / "config.json").write_text("{}")
     with ServerThread(ServerConfig(base_dir=tmp_path / "work", models_dir=other)) as srv, \
-            httpx.Client(base_url=srv.url) as c:
+            httpx.Client(base_url=srv.url, timeout=60) as c:
         assert listed(c) == (["default", "theirs"], ["theirs"], [], [])
         assert listed(client)[1] == ["small"]
     assert os.environ["CCC_MODELS_DIR"] == str(elsewhere)
     # Without models_dir the server follows the environment, as the nodes do elsewhere.
-    with ServerThread(ServerConfig(base_dir=tmp_path / "work")) as srv, httpx.Client(base_url=srv.url) as c:
+    with ServerThread(ServerConfig(base_dir=tmp_path / "work")) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         assert listed(c)[:2] == (["default", "envonly"], ["envonly"])
 
 
@@ -556,7 +556,7 @@ def test_api_shapes_the_frontend_reads(client):
 
 def test_token_and_origin_guard(tmp_path, small_model):
     config = ServerConfig(base_dir=tmp_path, token="s3cret")
-    with ServerThread(config) as srv, httpx.Client(base_url=srv.url) as c:
+    with ServerThread(config) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         assert c.get("/prompt").status_code == 401
         assert c.get("/prompt", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.get("/prompt", headers={"Authorization": "Bearer s3cret"}).status_code == 200

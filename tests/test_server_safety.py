@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -91,7 +90,7 @@ def test_the_host_rule(host, ok):
 
 
 def test_with_a_token_the_host_is_not_restricted(tmp_path):
-    with ServerThread(ServerConfig(base_dir=tmp_path, token="t0k")) as srv, httpx.Client(base_url=srv.url) as c:
+    with ServerThread(ServerConfig(base_dir=tmp_path, token="t0k")) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         headers = {"Host": f"{EVIL}:{srv.port}", "Authorization": "Bearer t0k"}
         assert c.get("/system_stats", headers=headers).status_code == 200
         assert c.get("/system_stats", headers={"Host": f"{EVIL}:{srv.port}"}).status_code == 401
@@ -266,27 +265,40 @@ def test_system_stats_reports_real_free_memory(client):
 
 # ------------------------------------------------------------------ 9: uploads off the event loop
 @pytest.mark.slow
-def test_other_requests_are_served_while_an_upload_is_checked(tmp_path):
-    import numpy as np
+def test_other_requests_are_served_while_an_upload_is_checked(tmp_path, monkeypatch):
+    import threading
 
-    w, h = 7000, 5700  # 40 MP: decoding it to check it takes a good part of a second
-    x = np.linspace(0, 255, w, dtype=np.float32)[None, :].repeat(h, 0)
-    y = np.linspace(0, 255, h, dtype=np.float32)[:, None].repeat(w, 1)
+    from ccc_nodes.server import imagefiles
+
+    # The image check is held (as a large image's decode would hold it) until the test has
+    # seen another request served, so the order is the server's doing, not the machine's load.
+    checking, release = threading.Event(), threading.Event()
+    real_check = imagefiles.check_frames
+
+    def held_check(*args, **kwargs):
+        checking.set()
+        release.wait(60)
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(imagefiles, "check_frames", held_check)
     buf = io.BytesIO()
-    Image.fromarray(np.stack([x, y, (x + y) / 2], -1).astype(np.uint8)).save(buf, "PNG", compress_level=1)
+    Image.new("RGB", (320, 240), (90, 120, 150)).save(buf, "PNG")
     with ServerThread(ServerConfig(base_dir=tmp_path)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         request = c.build_request("POST", "/upload/image", files={"image": ("big.png", buf.getvalue(), "image/png")})
         head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
         with socket.create_connection((srv.host, srv.port), timeout=60) as s:
             s.sendall(f"POST /upload/image HTTP/1.1\r\n{head}\r\n".encode() + request.read())
-            time.sleep(0.1)  # the server has the whole body and is checking the image
-            assert c.get("/prompt").status_code == 200  # served meanwhile, not after the upload
-            s.setblocking(False)
+            assert checking.wait(60), "the upload's image check never started"
             try:
-                early = s.recv(1 << 16)
-            except BlockingIOError:
-                early = b""
-            assert early == b"", "the upload was answered before a request sent during its check"
+                assert c.get("/prompt").status_code == 200  # served meanwhile, not after the upload
+                s.setblocking(False)
+                try:
+                    early = s.recv(1 << 16)
+                except BlockingIOError:
+                    early = b""
+                assert early == b"", "the upload was answered before its check finished"
+            finally:
+                release.set()
             s.setblocking(True)
             answer = b""
             while b"\r\n\r\n" not in answer:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import EXAMPLES, free_port, load_app, make_model, need, serve
+from helpers import EXAMPLES, free_port, load_app, make_model, need, serve, space_client
 from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -452,9 +452,9 @@ def served(app, model):
 
 @pytest.mark.slow
 def test_api_colorizes_through_gradio_client(served):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    client = Client(served, verbose=False)
+    client = space_client(served)
     slider, _, _, table, download, notes = client.predict(
         handle_file(str(EXAMPLES / "reference" / "coffee.jpg")), api_name="/colorize", **RUN_DEFAULTS
     )
@@ -467,9 +467,9 @@ def test_api_colorizes_through_gradio_client(served):
 
 @pytest.mark.slow
 def test_api_rounds_an_input_size_it_is_sent(served):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    client = Client(served, verbose=False)
+    client = space_client(served)
     photo = handle_file(str(EXAMPLES / "grey" / "coffee.jpg"))
     for sent, used in ((200, 192), (5000, 768)):  # 5000: out of the slider's range, still no refusal
         notes = client.predict(photo, api_name="/colorize", **{**RUN_DEFAULTS, "size": sent})[5]
@@ -478,11 +478,11 @@ def test_api_rounds_an_input_size_it_is_sent(served):
 
 @pytest.mark.slow
 def test_api_reports_a_non_image(served, tmp_path, capfd):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     fake = tmp_path / "letter.jpg"
     fake.write_text("Dear reader, this is not a photo.")
-    client = Client(served, verbose=False)
+    client = space_client(served)
     with pytest.raises(Exception) as e:
         client.predict(handle_file(str(fake)), api_name="/colorize", **RUN_DEFAULTS)
     assert "letter.jpg: not an image file" in str(e.value)
@@ -500,9 +500,9 @@ def test_api_reports_a_non_image(served, tmp_path, capfd):
 
 @pytest.mark.slow
 def test_concurrent_requests_are_queued_and_all_answered(served):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    client = Client(served, verbose=False)
+    client = space_client(served)
     jobs = [client.submit(handle_file(str(p)), api_name="/colorize", **RUN_DEFAULTS)
             for p in sorted((EXAMPLES / "grey").glob("*.jpg"))]
     wait(jobs, timeout=240)
@@ -608,9 +608,9 @@ def test_zero_gpu_duration_grows_with_the_work(app):
 
 @pytest.mark.slow
 def test_api_takes_hints_and_a_reference(served):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    client = Client(served, verbose=False)
+    client = space_client(served)
     *_, notes = client.predict(handle_file(str(EXAMPLES / "grey" / "chelsea.jpg")), api_name="/colorize",
                                **RUN_DEFAULTS, hints="225,150,#2e86c1,1\n20,20,#c0392b",
                                reference=handle_file(str(EXAMPLES / "reference" / "coffee.jpg")))

@@ -46,6 +46,7 @@ def box(page, selector: str) -> dict:
 
 def assert_metrics_fit(page) -> None:
     """Every cell of the metrics table lies inside the table and shows all its text."""
+    page.wait_for_function("() => document.querySelectorAll('#metrics [role=gridcell]').length === 36")
     cells = page.eval_on_selector_all(
         "#metrics [role=gridcell]",
         "cs => cs.map(c => [c.innerText, c.getBoundingClientRect().right, c.firstElementChild.scrollWidth,"
@@ -149,7 +150,8 @@ def test_an_error_clears_the_previous_result(page, tmp_path):
     letter = tmp_path / "letter.jpg"
     letter.write_text("Dear reader, this is not a photo.")
     page.set_input_files("#photo input[type=file]", str(letter))
-    page.wait_for_selector("#photo img")
+    # The photo box still shows chelsea: wait for the new file itself (its name is in the URL).
+    page.wait_for_function("() => [...document.querySelectorAll('#photo img')].some(i => i.src.includes('letter'))")
     page.click("#colorize")
     page.get_by_text("letter.jpg: not an image file").first.wait_for()
     assert "chelsea.jpg" not in page.inner_text("#notes")  # no notes of the earlier photo
@@ -168,7 +170,7 @@ def test_a_tiny_grey_photo_keeps_the_layout_and_hides_the_metrics(page, tmp_path
     sizes = [w for w, _ in loaded_sizes(page, "#before-after img")]
     assert sizes == [256, 256]  # shown enlarged, pixels sharp (tested on the handler)
     assert box(page, "#class-map")["height"] >= 200 and box(page, "#photo")["height"] >= 200
-    assert page.locator("#download").is_visible()
+    page.wait_for_selector("#download", state="visible")  # set by the step after the pictures, with the metrics
     assert not page.locator("#metrics").is_visible()  # a grey photo has no reference
 
 
@@ -182,8 +184,9 @@ def test_metrics_table_fits_a_phone(browser, page_url):
         page.close()
 
 
-def test_locked_page_fixes_the_model_and_sam(browser, tmp_path, monkeypatch):
-    """CCC_SPACE_LOCKED=1: the model and SAM boxes cannot be edited and show no server path."""
+def test_locked_page_fixes_the_model_and_sam(browser, page_url, tmp_path, monkeypatch):
+    """CCC_SPACE_LOCKED=1: the model and SAM boxes cannot be edited and show no server path.
+    (``page_url``: its fixture sets the model variable this test reads, so the test runs alone too.)"""
     app = load_app()
     folder = tmp_path / "srv" / "my_model"
     app.get_model(os.environ[app.MODEL_ENV]).save_pretrained(folder)
@@ -234,6 +237,7 @@ def test_a_clicked_hint_colours_its_region(page):
     assert abs(int(x) - 225) <= 3 and abs(int(y) - 150) <= 3 and colour.lower() == "#c0392b" and strength == "1"
     page.click("#colorize")
     page.wait_for_selector("#notes :text('Steered by 1 colour hint.')")
+    assert loaded_sizes(page, "#before-after img") == [[451, 300], [451, 300]]
     mean = page.evaluate(PATCH_JS, ["#before-after img", int(x) - 8, int(y) - 8, 16, 16])
     import torch
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import audio_packets, make_clip, need, pan, serve
+from helpers import audio_packets, make_clip, need, pan, serve, space_client
 
 gr = need("gradio")
 av = need("av")
@@ -59,14 +59,14 @@ def test_limits_and_bad_files_are_page_messages(app, model, tmp_path):
 
 @pytest.mark.slow
 def test_the_page_states_the_limit_and_serves_the_api(app, model, clip):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     demo, url = serve(app, model)
     try:
         config = demo.config
         texts = [c.get("props", {}).get("value") for c in config["components"]]
         assert any(isinstance(t, str) and app.VIDEO_LIMITS in t for t in texts)
-        client = Client(url, verbose=False)
+        client = space_client(url)
         single, temporal = client.predict(handle_file(str(clip)), model, 224, "argmax",
                                           api_name="/colorize_video")
         for out in (single, temporal):

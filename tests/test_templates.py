@@ -68,7 +68,7 @@ def test_ccc_serve_lists_and_serves_the_templates(tmp_path):
     need("fastapi")
     from ccc_nodes.server import ServerConfig, ServerThread
 
-    with ServerThread(ServerConfig(base_dir=tmp_path)) as srv, httpx.Client(base_url=srv.url) as client:
+    with ServerThread(ServerConfig(base_dir=tmp_path)) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
         assert client.get("/api/workflow_templates").json() == {"ccc-nodes": NAMES}
         for name in NAMES:
             assert client.get(f"/api/workflow_templates/ccc-nodes/{name}.json").json()["nodes"]
@@ -101,14 +101,14 @@ def editor(chromium, tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_editor_loads_and_runs_every_template(chromium, editor):
-    from helpers import BROWSER_FLAGS, close_dialogs
+    from helpers import BROWSER_FLAGS, close_dialogs, quiet_editor
     from playwright.sync_api import sync_playwright
 
     url, client = editor
     for name, path in INPUTS.items():
         r = client.post("/upload/image", files={"image": (name, path.read_bytes())}, data={"overwrite": "true"})
         assert r.status_code == 200, r.text
-    client.post("/api/settings/Comfy.Minimap.Visible", json=False)
+    quiet_editor(client)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 800})

@@ -42,9 +42,9 @@ def test_resume_without_a_checkpoint_says_it_starts_afresh(tmp_path, data):
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
-@pytest.mark.slow
-def test_a_second_ctrl_c_during_training_says_where_the_run_stands(tmp_path, data):
-    cmd = _cmd(data, tmp_path / "run", "--ckpt-every", "2", steps=100000)
+def _ctrl_c_twice(data, out) -> tuple[int, str]:
+    """Run the trainer, press Ctrl-C at step 3 and again once the first is handled."""
+    cmd = _cmd(data, out, "--ckpt-every", "2", steps=100000)
     cmd[cmd.index("--batch") + 1], cmd[cmd.index("--size") + 1] = "32", "128"  # steps long enough to interrupt
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
@@ -56,8 +56,19 @@ def test_a_second_ctrl_c_during_training_says_where_the_run_stands(tmp_path, dat
             proc.send_signal(signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=120)
-    out = "".join(seen) + rest
-    assert proc.returncode == 130, out[-2000:]
+    return proc.returncode, "".join(seen) + rest
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_during_training_says_where_the_run_stands(tmp_path, data):
+    # The second signal must land while the step that the first one lets finish is still
+    # running; on a loaded machine the trainer can finish it (and stop cleanly) first.
+    # That is the first signal's behaviour, tested elsewhere: then press twice again.
+    for attempt in range(3):
+        code, out = _ctrl_c_twice(data, tmp_path / f"run{attempt}")
+        if "stopped by SIGINT at step" not in out:
+            break
+    assert code == 130, out[-2000:]
     assert "before training started" not in out
     assert "interrupted during training; the last checkpoint (step 2) is" in out or \
         "interrupted during training; the last checkpoint (step 4) is" in out, out[-2000:]

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from training.checkpoint import load_checkpoint
 
-STEPS = 40
+STEPS = 100  # long enough after the first checkpoint (step 3) that a late-scheduled parent still kills mid-run
 
 
 def _cmd(data, out, *extra):
