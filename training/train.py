@@ -42,7 +42,7 @@ from training.card import write_model_card
 from training.checkpoint import RunState, load_checkpoint
 from training.data import EpochSampler, augment, class_histogram, lab_targets, list_sources, load_images, make_loader
 from training.evaluate import autocast, evaluate, sample_grid
-from training.pretrained import IMAGENET_PACKAGES, load_encoder_weights
+from training.pretrained import IMAGENET_PACKAGES, load_init_weights
 from training.stats import dataset_histogram, load_classes
 
 CHECKPOINT = "checkpoint.pt"
@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "stride-16/-8/-4 features joined in (no 8x8 blocks)")
     g.add_argument("--decoder-channels", default=",".join(map(str, PAPER_DECODER)), help="three widths (Table IV: 1024,512,512)")
     g.add_argument("--init", default="scratch", help="encoder start: scratch, imagenet (efficientnet_lite0/1/2, from "
-                                                     "PyPI packages), or a state-dict file")
+                                                     "PyPI packages), or a state-dict file; or a model folder of "
+                                                     "this run's options: the whole model (fine-tuning)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--rebalance", choices=REBALANCING, default="ccc", help="class rebalancing (Eq. 15; none; cic)")
     g.add_argument("--p", type=float, default=10.0, help="percentage p of Eq. 15 (paper: 10; 4 vivid, 16 softer)")
@@ -253,8 +254,8 @@ def _option_problems(args: argparse.Namespace) -> list[str]:
     if args.init == "imagenet" and args.encoder not in IMAGENET_PACKAGES:
         problems.append(f"--init imagenet is available for {', '.join(IMAGENET_PACKAGES)} only; for {args.encoder} "
                         "use scratch or a state-dict file")
-    elif args.init not in ("scratch", "imagenet") and not Path(args.init).is_file():
-        problems.append(f"--init {args.init!r}: use scratch, imagenet or a state-dict file that exists")
+    elif args.init not in ("scratch", "imagenet") and not Path(args.init).exists():
+        problems.append(f"--init {args.init!r}: use scratch, imagenet, a state-dict file or a model folder that exists")
     if args.classes not in ("data", "all") and not Path(args.classes).is_file():
         problems.append(f"--classes {args.classes!r}: give data, all or a JSON file from python -m training.stats")
     return problems
@@ -647,7 +648,7 @@ def _build_model(config: dict, args: argparse.Namespace, device: torch.device, d
                  log: _Log) -> tuple[CCCNet, str]:
     """The network with its encoder start (--init), on the device; returns it and that start's description."""
     model = CCCNet(**config)
-    init_desc = load_encoder_weights(model, args.init)
+    init_desc = load_init_weights(model, args.init)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)

@@ -163,6 +163,7 @@ class CCCNet(
         self.classes = ColorClasses(bin_size=bin_size, kept=kept)
         self.encoder_name = encoder
         self.decoder_name = decoder
+        self.decoder_widths = [int(c) for c in decoder_channels]
         self.encoder = build_encoder(encoder, features=decoder == "skip")
         if decoder == "table4":
             self.decoder = Decoder(self.encoder.num_features, list(decoder_channels), self.classes.K)
