@@ -111,7 +111,8 @@ def test_init_from_a_model_folder_takes_every_weight_and_refuses_another_model(t
         assert torch.equal(v, src[k].to(v.dtype)), k
     assert again.decoder.head.weight.dtype == torch.float32
     for other, what in [(CCCNet("mobilenetv3_small_050", (8, 8, 16), kept=[5, 6, 9], decoder="skip"), "decoder widths"),
-                        (CCCNet("mobilenetv3_small_050", (8, 8, 8), kept=[5, 6], decoder="skip"), "K = 3 there, K = 2"),
+                        (CCCNet("mobilenetv3_small_050", (8, 8, 8), kept=[5, 6], decoder="skip"), "K = 3, bin size 6 there, K = 2"),
+                        (CCCNet("mobilenetv3_small_050", (8, 8, 8), kept=[5, 6, 10], decoder="skip"), r"\(other bins\)"),
                         (CCCNet("mobilenetv3_small_050", (8, 8, 8), kept=[5, 6, 9]), "decoder skip there, table4")]:
         with pytest.raises(ValueError, match=what):
             load_init_weights(other, str(tmp_path / "run"))

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ccc_nodes.classes import ColorClasses
 from ccc_nodes.modeling import build_encoder
 
 __all__ = ["IMAGENET_PACKAGES", "imagenet_encoder", "imagenet_state_dict", "load_init_weights"]
@@ -123,17 +124,19 @@ def _load_model_folder(model: nn.Module, folder: Path) -> str:
         raise FileNotFoundError(f"--init {folder}: a model folder needs config.json and model.safetensors")
     cfg = json.loads(config.read_text())
     theirs = (cfg.get("encoder"), cfg.get("decoder", "table4"), list(cfg.get("decoder_channels", [])),
-              cfg.get("bin_size"), list(cfg.get("kept") or []))
-    ours = (model.encoder_name, model.decoder_name, list(model.decoder_widths), model.classes.bin_size,
-            model.classes.kept.tolist())
-    names = ("encoder", "decoder", "decoder widths", "bin size", "classes")
-    differ = [f"{n} {t if n != 'classes' else f'K = {len(t)}'} there, {o if n != 'classes' else f'K = {len(o)}'} here"
-              for n, t, o in zip(names, theirs, ours, strict=True) if t != o]
+              ColorClasses.from_config(cfg).to_config() if "bin_size" in cfg else None)
+    ours = (model.encoder_name, model.decoder_name, model.decoder_widths, model.classes.to_config())
+
+    def said(name: str, value) -> str:  # classes in words: K and bin size, not the list of bins
+        return f"K = {len(value['kept'])}, bin size {value['bin_size']}" if name == "classes" and value else str(value)
+
+    differ = [f"{name} {said(name, t)} there, {said(name, o)} here" + (" (other bins)" if said(name, t) == said(name, o) else "")
+              for name, t, o in zip(("encoder", "decoder", "decoder widths", "classes"), theirs, ours, strict=True) if t != o]
     if differ:
         raise ValueError(f"--init {folder} is another model ({'; '.join(differ)}): fine-tuning takes a model of "
                          f"this run's options, with --classes {config} for its classes")
-    sd = load_file(str(weights))
-    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in sd.items()})
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in load_file(str(weights)).items()})
     return f"every weight of the CCC++ model {folder} (fine-tuning)"
 
 
