@@ -41,9 +41,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .cli import _OUT_OF_MEMORY as OUT_OF_MEMORY
-from .cli import _save
-from .images import ImageError, open_image, to_rgb
+from .images import EXIF_ORIENTATION, ImageError, open_image, save_image, to_rgb
 from .pipeline import (
     STRIP_PIXELS,
     Colorizer,
@@ -58,7 +56,8 @@ from .pipeline import (
 
 __all__ = ["BulkReport", "Ranks", "colorize_files", "device_stages", "finished"]
 
-_ORIENTATION = 0x0112  # EXIF tag; 5-8 turn the picture a quarter
+# The out-of-memory failure in words (also the one-process path of `ccc colorize`).
+OUT_OF_MEMORY = "not enough memory to colorize it; free some, or refuse images this large with a lower --max-pixels"
 _JOIN_PIXELS = 4 * STRIP_PIXELS  # same-size images joined together on the device, up to this many pixels
 
 
@@ -147,7 +146,7 @@ def finished(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
         return False
     try:
         with Image.open(src) as im:
-            size = im.size if im.getexif().get(_ORIENTATION, 1) < 5 else im.size[::-1]
+            size = im.size if im.getexif().get(EXIF_ORIENTATION, 1) < 5 else im.size[::-1]  # 5-8: a quarter turn
         with Image.open(dst) as out:
             if out.size != size:
                 return False
@@ -300,7 +299,7 @@ def colorize_files(
     """
     from tqdm.auto import tqdm
 
-    save = save or _save
+    save = save or save_image
     ranks = ranks or Ranks()
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")

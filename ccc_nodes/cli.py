@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image
+from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image, output_path, save_image
 from .settings import (
     DECODE_MODES,
     HARMONIZE_CHOICES,
@@ -57,21 +57,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 _MODULE_EXTRAS = {"segment_anything": "sam", "onnx": "onnx", "onnxscript": "onnx", "onnx_ir": "onnx",
                   "onnxruntime": "onnx"}
 
-# PIL writers by suffix; anything else is written as PNG beside the kept name.
-_WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
-             ".webp": "WEBP", ".ppm": "PPM", ".tga": "TGA"}
-
-
 @dataclass(frozen=True)
 class Job:
     src: Path
     dst: Path
-
-
-def output_path(dst: Path) -> Path:
-    """Where an output named ``dst`` is written: kept if PIL writes that format, else
-    ``<name>.png`` beside it (``anim.gif`` -> ``anim.gif.png``)."""
-    return dst if dst.suffix.lower() in _WRITABLE else dst.with_suffix(dst.suffix + ".png")
 
 
 def _identities(path: Path) -> set:
@@ -182,21 +171,10 @@ def collect_jobs(inputs: Sequence[str], outdir: Path,
     return jobs, problems
 
 
-def _save(image, dst: Path) -> Path:
-    dst = output_path(dst)
-    fmt = _WRITABLE[dst.suffix.lower()]
-    if fmt in ("JPEG", "BMP", "PPM") and image.mode == "RGBA":
-        image = image.convert("RGB")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.part")
-    image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
-    tmp.replace(dst)  # never leave a half-written output
-    return dst
-
-
 def cmd_colorize(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from .bulk import OUT_OF_MEMORY
     from .hub import ModelLoadError
     from .onnx_runtime import open_model
     from .pipeline import Colorizer
@@ -282,7 +260,7 @@ def cmd_colorize(args: argparse.Namespace) -> int:
                 failures.append((str(job.src), str(e).removeprefix(f"{job.src}: ")))
                 bar.update(1)
             except MemoryError:
-                failures.append((str(job.src), _OUT_OF_MEMORY))
+                failures.append((str(job.src), OUT_OF_MEMORY))
                 bar.update(1)
         if not loaded:
             continue
@@ -299,17 +277,17 @@ def cmd_colorize(args: argparse.Namespace) -> int:
                     outs.append(e)
         for (job, _), out in zip(loaded, outs, strict=True):
             if isinstance(out, MemoryError):
-                failures.append((str(job.src), _OUT_OF_MEMORY))
+                failures.append((str(job.src), OUT_OF_MEMORY))
             elif isinstance(out, Exception):
                 failures.append((str(job.src), f"colorization failed: {out}"))
             else:
                 try:
-                    _save(out, job.dst)
+                    save_image(out, job.dst)
                     done += 1
                 except OSError as e:
                     failures.append((str(job.src), f"could not write {job.dst}: {e}"))
                 except MemoryError:
-                    failures.append((str(job.src), _OUT_OF_MEMORY))
+                    failures.append((str(job.src), OUT_OF_MEMORY))
             bar.update(1)
         del loaded, outs  # free this batch before the next one
     bar.close()
@@ -323,7 +301,7 @@ def _colorize_bulk(args: argparse.Namespace, colorizer, jobs: list[Job], failure
     from .bulk import colorize_files
 
     try:
-        report = colorize_files(colorizer, [(j.src, j.dst) for j in jobs], _save, workers=args.workers,
+        report = colorize_files(colorizer, [(j.src, j.dst) for j in jobs], save_image, workers=args.workers,
                                 resume=args.resume, progress=not args.quiet, ranks=ranks)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -416,7 +394,7 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
     video_jobs = [(s, d) for s, d in video_jobs if d.resolve() != s.resolve()]
     try:
         n_videos, n_frames, failed = colorize_sequences(
-            colorizer, video_jobs, [(j.src, j.dst) for j in jobs if j.dst.resolve() != j.src.resolve()], _save,
+            colorizer, video_jobs, [(j.src, j.dst) for j in jobs if j.dst.resolve() != j.src.resolve()], save_image,
             temporal=args.temporal != "off", quiet=args.quiet, max_pixels=args.max_pixels,
             per_folder=args.temporal == "on")  # beside videos, images are colorized one by one
     except (VideoError, ImportError) as e:
@@ -426,9 +404,6 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
     _report(n_videos + n_frames, failures, outdir,
             f"{n_videos} video{'s' if n_videos != 1 else ''} and {n_frames} frame{'s' if n_frames != 1 else ''}")
     return 1 if failures or not (n_videos or n_frames) else 0
-
-
-_OUT_OF_MEMORY = "not enough memory to colorize it; free some, or refuse images this large with a lower --max-pixels"
 
 
 def _report(done: int, failures: list[tuple[str, str]], outdir: Path | None = None, what: str | None = None) -> None:

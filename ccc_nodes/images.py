@@ -40,7 +40,7 @@ EVAL_SIZE = 256
 _GREY_ROWS = 1 << 20  # pixels per slice when looking for colour (bounded memory, an early answer)
 
 
-_ORIENTATION = 0x0112  # EXIF tag
+EXIF_ORIENTATION = 0x0112  # EXIF tag
 _FLOAT_SLACK = 0.01  # float inputs may overshoot [0, 1] this much (resampling), no more
 
 
@@ -215,7 +215,7 @@ def to_rgb(image: Any, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.nda
         image = open_image(image, max_pixels)
     if isinstance(image, Image.Image):
         _check_size(image.size, max_pixels, "image")
-        if image.getexif().get(_ORIENTATION, 1) != 1:  # (open_image has applied it already)
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # (open_image has applied it already)
             image = ImageOps.exif_transpose(image)
         return _pil_to_array(image)
     torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: no import here (fast CLI)
@@ -283,3 +283,28 @@ def eval_crop(image: Any, size: int = EVAL_SIZE, max_pixels: int = MAX_PIXELS):
     h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return x[0, :, top : top + size, left : left + size].contiguous()
+
+
+# PIL writers by suffix; anything else is written as PNG beside the kept name.
+_WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+             ".webp": "WEBP", ".ppm": "PPM", ".tga": "TGA"}
+
+
+def output_path(dst: Path) -> Path:
+    """Where an output named ``dst`` is written: kept if PIL writes that format, else
+    ``<name>.png`` beside it (``anim.gif`` -> ``anim.gif.png``)."""
+    return dst if dst.suffix.lower() in _WRITABLE else dst.with_suffix(dst.suffix + ".png")
+
+
+def save_image(image, dst: Path) -> Path:
+    """Write ``image`` (PIL) at :func:`output_path` of ``dst`` through a ``.part`` file renamed
+    into place; the path written."""
+    dst = output_path(dst)
+    fmt = _WRITABLE[dst.suffix.lower()]
+    if fmt in ("JPEG", "BMP", "PPM") and image.mode == "RGBA":
+        image = image.convert("RGB")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.part")
+    image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    tmp.replace(dst)  # never leave a half-written output
+    return dst

@@ -43,8 +43,8 @@ from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior
 from .hub import DEFAULT_MODEL, ModelLoadError, load_model, resolve_source
 from .masks import SAM_MODEL_TYPES, MaskSet, given_masks, overlay
 from .metrics import GREY_RULE, METRIC_NAMES, markdown_table, metric_classes, score_each
-from .pipeline import PRECISIONS, Colorizer, ColorizeResult, Prediction, check_size, class_map_rgb, pick_device
-from .settings import DECODE_MODES, INPUT_SIZE, SIZE_MULTIPLE, Decoding, Harmonization
+from .pipeline import Colorizer, ColorizeResult, Prediction, class_map_rgb, pick_device
+from .settings import DECODE_MODES, INPUT_SIZE, PRECISIONS, SIZE_MULTIPLE, Decoding, Harmonization, check_size
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",

@@ -18,8 +18,8 @@ from helpers import env
 from PIL import Image
 
 from ccc_nodes.bulk import colorize_files, finished
-from ccc_nodes.cli import _save, collect_jobs
-from ccc_nodes.images import open_image
+from ccc_nodes.cli import collect_jobs
+from ccc_nodes.images import open_image, save_image
 from ccc_nodes.pipeline import Colorizer
 from ccc_nodes.settings import Decoding
 
@@ -77,7 +77,7 @@ def test_device_stages_run_on_the_cpu_give_the_same_pixels(inputs, small_model, 
     pairs = [(j.src, j.dst) for j in jobs]
     for src, _dst in pairs:  # one by one, as Colorizer.run does
         if src.name != "broken.jpg":
-            _save(colorizer.colorize(open_image(src)), tmp_path / "one" / src.relative_to(inputs))
+            save_image(colorizer.colorize(open_image(src)), tmp_path / "one" / src.relative_to(inputs))
     report = colorize_files(colorizer, pairs, workers=0, device_join=True, progress=False)
     assert report.done == 6 and [Path(s).name for s, _ in report.failures] == ["broken.jpg"]
     assert_same(outputs(tmp_path / "one"), outputs(tmp_path / "device"), 0 if decoding.mode == "argmax" else 1)

@@ -227,8 +227,7 @@ def test_a_clicked_hint_colours_its_region(page):
     page.set_input_files("#photo input[type=file]", str(EXAMPLES / "grey" / "chelsea.jpg"))
     picker = page.locator("#hint-picker img")
     picker.wait_for()
-    page.wait_for_function("() => { const i = document.querySelector('#hint-picker img'); "
-                           "return i && i.complete && i.naturalWidth === 451; }")
+    assert loaded_sizes(page, "#hint-picker img") == [[451, 300]]
     picker.scroll_into_view_if_needed()
     b = picker.bounding_box()  # click the cat's cheek: (225, 150) of the 451x300 photo
     page.mouse.click(b["x"] + b["width"] * 225 / 451, b["y"] + b["height"] * 150 / 300)

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ccc_nodes.classes import ColorClasses
 from ccc_nodes.modeling import build_encoder
 
 __all__ = ["IMAGENET_PACKAGES", "imagenet_encoder", "imagenet_state_dict", "load_init_weights"]
@@ -115,28 +114,25 @@ def load_init_weights(model: nn.Module, init: str) -> str:
 
 
 def _load_model_folder(model: nn.Module, folder: Path) -> str:
-    import json
+    from ccc_nodes.hub import MODEL_FILES, load_model
 
-    from safetensors.torch import load_file
+    if not all((folder / f).is_file() for f in MODEL_FILES):
+        raise FileNotFoundError(f"--init {folder}: a model folder needs {' and '.join(MODEL_FILES)}")
+    trained = load_model(folder)  # the loader every interface uses: config.json read as it reads it
 
-    config, weights = folder / "config.json", folder / "model.safetensors"
-    if not (config.is_file() and weights.is_file()):
-        raise FileNotFoundError(f"--init {folder}: a model folder needs config.json and model.safetensors")
-    cfg = json.loads(config.read_text())
-    theirs = (cfg.get("encoder"), cfg.get("decoder", "table4"), list(cfg.get("decoder_channels", [])),
-              ColorClasses.from_config(cfg).to_config() if "bin_size" in cfg else None)
-    ours = (model.encoder_name, model.decoder_name, model.decoder_widths, model.classes.to_config())
+    def options(net) -> tuple:
+        return net.encoder_name, net.decoder_name, net.decoder_widths, net.classes.to_config()
 
     def said(name: str, value) -> str:  # classes in words: K and bin size, not the list of bins
-        return f"K = {len(value['kept'])}, bin size {value['bin_size']}" if name == "classes" and value else str(value)
+        return f"K = {len(value['kept'])}, bin size {value['bin_size']}" if name == "classes" else str(value)
 
+    names = ("encoder", "decoder", "decoder widths", "classes")
     differ = [f"{name} {said(name, t)} there, {said(name, o)} here" + (" (other bins)" if said(name, t) == said(name, o) else "")
-              for name, t, o in zip(("encoder", "decoder", "decoder widths", "classes"), theirs, ours, strict=True) if t != o]
+              for name, t, o in zip(names, options(trained), options(model), strict=True) if t != o]
     if differ:
         raise ValueError(f"--init {folder} is another model ({'; '.join(differ)}): fine-tuning takes a model of "
-                         f"this run's options, with --classes {config} for its classes")
-    own = model.state_dict()
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in load_file(str(weights)).items()})
+                         f"this run's options, with --classes {folder / 'config.json'} for its classes")
+    model.load_state_dict(trained.state_dict())
     return f"every weight of the CCC++ model {folder} (fine-tuning)"
 
 

@@ -36,12 +36,13 @@ from ccc_nodes.images import IMAGE_SUFFIXES
 from ccc_nodes.loss import REBALANCING, RebalancedLoss
 from ccc_nodes.modeling import CCCNet
 from ccc_nodes.modeling.ccc import DECODERS, PAPER_DECODER
-from ccc_nodes.pipeline import PRECISIONS, check_size, pick_device, resolve_precision
+from ccc_nodes.pipeline import autocast, pick_device, resolve_precision
+from ccc_nodes.settings import PRECISIONS, check_size
 from training import dist
 from training.card import write_model_card
 from training.checkpoint import RunState, load_checkpoint
 from training.data import EpochSampler, augment, class_histogram, lab_targets, list_sources, load_images, make_loader
-from training.evaluate import autocast, evaluate, sample_grid
+from training.evaluate import evaluate, sample_grid
 from training.pretrained import IMAGENET_PACKAGES, load_init_weights
 from training.stats import dataset_histogram, load_classes
 

@@ -166,11 +166,11 @@ class CCCNet(
         self.decoder_widths = [int(c) for c in decoder_channels]
         self.encoder = build_encoder(encoder, features=decoder == "skip")
         if decoder == "table4":
-            self.decoder = Decoder(self.encoder.num_features, list(decoder_channels), self.classes.K)
+            self.decoder = Decoder(self.encoder.num_features, self.decoder_widths, self.classes.K)
         else:
             self.levels = self._skip_levels(self.encoder.feature_info.reduction())
             channels = [self.encoder.feature_info.channels()[i] for i in self.levels]
-            self.decoder = SkipDecoder(channels, list(decoder_channels), self.classes.K)
+            self.decoder = SkipDecoder(channels, self.decoder_widths, self.classes.K)
 
     def _save_pretrained(self, save_directory) -> None:
         """The mixin's save, with the weights file at ordinary permissions (0o666 less the
