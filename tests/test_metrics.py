@@ -20,6 +20,7 @@ from ccc_nodes.metrics import (
     MetricUnavailable,
     TapFeatures,
     colorfulness,
+    colorfulness_abs,
     compare,
     frechet_distance,
     grid_profile,
@@ -33,6 +34,7 @@ from ccc_nodes.metrics import (
     psnr,
     ssim,
     uiqi,
+    wrong_color_counts,
 )
 
 
@@ -335,3 +337,101 @@ def test_grid_profile_shows_where_changes_sit():
     s_all = grid_sums(two).sum(0)  # entry 0 is the grid lines, the rest is everything else
     assert sums[0].item() == pytest.approx(s_all[0].item()) and counts[0].item() == s_all[1].item()
     assert sums[1:].sum().item() == pytest.approx(s_all[2].item()) and counts[1:].sum().item() == s_all[3].item()
+
+
+# ------------------------------------------------------------------ wrong colour, literature forms
+def lab_image(*columns):
+    """sRGB (1, 3, 4, 4 * len(columns)): one 4x4 block per (L, a*, b*), left to right."""
+    lab = torch.cat([torch.tensor(c, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 4, 4) for c in columns], dim=3)
+    return lab_to_rgb(lab)
+
+
+def test_wrong_hue_false_colour_and_washed_by_hand():
+    # truth / output per block (L 60; chroma and hue from a*, b*):
+    #   1: (20, 0) hue 0 / (0, 20) hue 90: both coloured, 90 degrees apart -> wrong hue
+    #   2: (20, 0) / (19, 6) hue 17.5: both coloured, near -> counted, right
+    #   3: (2, 1) C* 2.2 neutral / (18, 0): false colour
+    #   4: (2, 1) neutral / (10, 0) C* 10 < 15: counted, not false colour
+    #   5: (25, 10) C* 26.9 / (3, 2) C* 3.6: washed (and not counted for hue: output C* < 12)
+    #   6: (25, 10) / (8, 0) C* 8 >= 6: counted for washed, not washed; not for hue
+    # washed counts blocks 1 and 2 too (truth C* 20 >= 15, painted): 1 of 4 blocks
+    gt = lab_image((60, 20, 0), (60, 20, 0), (60, 2, 1), (60, 2, 1), (60, 25, 10), (60, 25, 10))
+    pred = lab_image((60, 0, 20), (60, 19, 6), (60, 18, 0), (60, 10, 0), (60, 3, 2), (60, 8, 0))
+    n = 16  # pixels per block
+    counts = {k: v[0].tolist() for k, v in wrong_color_counts(pred, gt).items()}
+    assert counts == {"wrong_hue": [2 * n, n], "false_color": [2 * n, n], "washed": [4 * n, n]}
+    m = compare(pred, gt, CLASSES)
+    assert (m["wrong_hue"], m["false_color"], m["washed"]) == pytest.approx((50.0, 50.0, 25.0))
+    assert compare(gt, gt, CLASSES)["wrong_hue"] == 0.0
+
+
+def test_hue_difference_wraps_around_the_circle():
+    # hues 350 and 20 degrees are 30 apart, not 330: right; 350 and 60 are 70 apart: wrong
+    def ab(deg, c=30.0):
+        return (60, c * math.cos(math.radians(deg)), c * math.sin(math.radians(deg)))
+
+    gt = lab_image(ab(350), ab(350))
+    pred = lab_image(ab(20), ab(60))
+    assert wrong_color_counts(pred, gt)["wrong_hue"][0].tolist() == [32, 16]
+
+
+def test_wrong_colour_is_pooled_over_the_set_and_na_without_counted_pixels():
+    # image 1: 2 blocks counted for hue, 1 wrong; image 2: 2 blocks counted, none wrong -> 1 of 4 = 25 %
+    gt = torch.cat([lab_image((60, 20, 0), (60, 20, 0)), lab_image((60, 20, 0), (60, 0, 20))])
+    pred = torch.cat([lab_image((60, 0, 20), (60, 20, 0)), lab_image((60, 20, 0), (60, 0, 20))])
+    m = ColorMetrics(CLASSES)
+    m.update(pred[:1], gt[:1])
+    m.update(pred[1:], gt[1:])
+    assert m.compute()["wrong_hue"] == pytest.approx(25.0)
+    grey = lab_image((50, 0, 0))
+    out = compare(grey, grey, CLASSES)
+    assert math.isnan(out["wrong_hue"]) and math.isnan(out["washed"]) and out["false_color"] == 0.0
+    assert "wrong hue %" in markdown_table({"x": out}) and "n/a" in markdown_table({"x": out})
+
+
+def test_absolute_opponent_colourfulness_by_hand():
+    # two pixels (255 scale) (110, 100, 105) and (100, 110, 105): rg = +10 and -10, yb = 0.
+    # Signed: std rg 10, means 0 -> CF 10. Absolute: |rg| = 10, 10: std 0, mean 10 -> 0.3 * 10 = 3
+    img = torch.tensor([[110.0, 100.0], [100.0, 110.0], [105.0, 105.0]]).view(1, 3, 1, 2) / 255
+    assert colorfulness(img).item() == pytest.approx(10.0, abs=1e-3)
+    assert colorfulness_abs(img).item() == pytest.approx(3.0, abs=1e-3)
+
+
+def test_set_level_delta_cf_beside_the_per_image_one():
+    # pred CF 10 and 0, truth CF 0 and 10 (the pixels above, and a flat grey):
+    # per image |10 - 0| = 10 twice -> 10; set |mean 5 - mean 5| = 0
+    colour = torch.tensor([[110.0, 100.0], [100.0, 110.0], [105.0, 105.0]]).view(1, 3, 1, 2) / 255
+    grey = torch.full((1, 3, 1, 2), 105.0 / 255)
+    m = ColorMetrics(CLASSES, scale=1)
+    m.update(torch.cat([colour, grey]), torch.cat([grey, colour]))
+    out = m.compute()
+    assert out["delta_cf"] == pytest.approx(10.0, abs=1e-3)
+    assert out["delta_cf_set"] == pytest.approx(0.0, abs=1e-3)
+    assert out["cf_abs"] == pytest.approx(1.5, abs=1e-3) and out["delta_cf_abs"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_fid_torchvision_mode_loads_torchvisions_inception_from_the_hub_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(MetricUnavailable, match="inception_v3_google-0cc3c7bd.pth"):
+        load_fid_features(mode="torchvision")
+    torch.save(net.state_dict(), cache / "inception_v3_google-0cc3c7bd.pth")
+    feats = load_fid_features(mode="torchvision")  # the real loading path, from torch's hub cache
+    rgb = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    got = feats(rgb)
+    # by hand: 299 px bilinear, ImageNet-normalised, transform_input, pool features (fc dropped)
+    net.fc = nn.Identity()
+    net.transform_input = True
+    x = F.interpolate(rgb, size=(299, 299), mode="bilinear", align_corners=False)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = net.eval()((x - mean) / std)
+    assert got.shape == (2, 2048)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="FID mode"):
+        load_fid_features(mode="pytorch")

@@ -291,6 +291,21 @@ def load_images(
     return torch.stack(arrays), names, skipped
 
 
+def drop_dull(images: torch.Tensor, min_colorfulness: float, chunk: int = 256) -> tuple[torch.Tensor, int]:
+    """Leave out the images whose colourfulness is under ``min_colorfulness``: uint8
+    ``(N, 3, S, S)`` -> (the rest, how many were left out). Colourfulness is
+    :func:`ccc_nodes.metrics.colorfulness` (Hasler & Suesstrunk) at the stored size;
+    BigColor and DDColor train only on photos of CF >= 15: photos with little colour teach
+    the network to paint little."""
+    from ccc_nodes.metrics import colorfulness
+
+    if min_colorfulness <= 0:
+        return images, 0
+    keep = torch.cat([colorfulness(images[i : i + chunk].float() / 255.0) >= min_colorfulness
+                      for i in range(0, images.shape[0], chunk)])
+    return images[keep], int((~keep).sum())
+
+
 def augment(
     images: torch.Tensor, size: int, scale: tuple[float, float] = (0.5, 1.0), generator: torch.Generator | None = None
 ) -> torch.Tensor:

@@ -41,7 +41,16 @@ from ccc_nodes.settings import PRECISIONS, check_size
 from training import dist
 from training.card import write_model_card
 from training.checkpoint import RunState, load_checkpoint
-from training.data import EpochSampler, augment, class_histogram, lab_targets, list_sources, load_images, make_loader
+from training.data import (
+    EpochSampler,
+    augment,
+    class_histogram,
+    drop_dull,
+    lab_targets,
+    list_sources,
+    load_images,
+    make_loader,
+)
 from training.evaluate import evaluate, sample_grid
 from training.pretrained import IMAGENET_PACKAGES, load_init_weights
 from training.stats import dataset_histogram, load_classes
@@ -102,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=int, default=224, help="training crop size (multiple of 32)")
     g.add_argument("--max-images", type=int, default=0, help="use at most this many training images (seeded sample)")
     g.add_argument("--workers", type=int, default=4, help="decoding processes per rank")
+    g.add_argument("--min-colorfulness", type=float, default=0.0,
+                   help="leave out training photos whose colourfulness (Hasler-Suesstrunk, at --store-size) is under "
+                        "this (BigColor and DDColor: 15); 0: keep all; memory data mode")
     g = p.add_argument_group("classes")
     g.add_argument("--bin-size", type=int, default=6, help="a*b* bin size, 4..14 (Table II; paper 6)")
     g.add_argument("--classes", default="data",
@@ -510,7 +522,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
     # Save (optionally in half precision), read back what was saved as users will, evaluate that, write the card.
     reloaded = _save_model(final, config, args, out, device)
-    skipped = {k: sum(r["skipped"][k] + r["skipped_ids"][k] for r in ranks) for k in ("corrupt", "grey")}
+    reasons = dict.fromkeys(k for r in ranks for k in (*r["skipped"], *r["skipped_ids"]))
+    skipped = {k: sum(r["skipped"].get(k, 0) + r["skipped_ids"].get(k, 0) for r in ranks) for k in reasons}
     result.update(parameters=sum(p.numel() for p in model.parameters()), K=classes.K, num_bins=classes.num_bins,
                   train_images=len(data.sources), skipped=sum(skipped.values()), skipped_detail=skipped,
                   data_mode=data.mode, world_size=d.world, ranks=ranks, precision=precision, resumed=ckpt is not None)
@@ -596,16 +609,23 @@ def _load_shard(args: argparse.Namespace, d: dist.Dist, device: torch.device, so
     if mode == "auto":
         mode = "memory" if len(shard) * 3 * args.store_size**2 < args.memory_gb * 2**30 else "stream"
     images, skipped = None, {"corrupt": 0, "grey": 0}
+    if args.min_colorfulness > 0 and mode != "memory":
+        raise TrainError(f"--min-colorfulness needs the photos in memory (--data-mode memory); this shard is {mode}")
     if mode == "memory":
         if not args.progress:
             log.print(f"decoding {len(shard)} images ...")
         images, _, skipped = load_images(shard, size=args.store_size, workers=args.workers,
                                          progress=args.progress and d.main)
+        if args.min_colorfulness > 0:
+            images, skipped["dull"] = drop_dull(images, args.min_colorfulness)
+            if not images.shape[0]:
+                raise TrainError(f"--data {args.data}: no photo has a colourfulness of at least {args.min_colorfulness:g}")
         if device.type == "cuda":
             images = images.to(device)
     data = _Data(sources, shard, mode, images, images.shape[0] if images is not None else len(shard), skipped)
     log.print(f"train: {len(sources)} images in {d.world} shard(s); this rank {data.n_images} ({mode}), "
-              f"skipped {skipped['corrupt']} corrupt, {skipped['grey']} grey")
+              f"skipped {skipped['corrupt']} corrupt, {skipped['grey']} grey"
+              + (f", {skipped['dull']} under colourfulness {args.min_colorfulness:g}" if "dull" in skipped else ""))
     return data
 
 
