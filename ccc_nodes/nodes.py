@@ -315,7 +315,8 @@ _SIZE = ("INT", {"default": INPUT_SIZE, "min": SIZE_MULTIPLE, "max": 2048, "step
                  "tooltip": f"Square input size of the network, a multiple of {SIZE_MULTIPLE} (paper: 224)."})
 _DECODE = (list(DECODE_MODES), {"default": _DEC.mode,
                                 "tooltip": "argmax: bin centre of the most probable class (paper, Eq. 17-18); "
-                                           "annealed-mean: softmax(logits/T)-weighted mean of the centres."})
+                                           "annealed-mean: softmax(logits/T)-weighted mean of the centres; "
+                                           "confident: argmax, muted where the model is unsure of the hue."})
 _TEMPERATURE = ("FLOAT", {"default": _DEC.temperature, "min": 0.01, "max": 10.0, "step": 0.01,
                           "tooltip": f"Annealed-mean temperature T (Zhang et al. 2016: {_DEC.temperature:g})."})
 

@@ -15,6 +15,7 @@ settings are :class:`~ccc_nodes.settings.Decoding` and :class:`~ccc_nodes.settin
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -33,7 +34,16 @@ from .hub import load_model
 from .images import MAX_PIXELS, to_rgb
 from .modeling import CCCNet
 from .onnx_runtime import OnnxModel, is_onnx_file
-from .settings import DECODE_MODES, INPUT_SIZE, PRECISIONS, Decoding, Harmonization, check_size
+from .settings import (
+    CONFIDENT_FULL,
+    CONFIDENT_SECTORS,
+    DECODE_MODES,
+    INPUT_SIZE,
+    PRECISIONS,
+    Decoding,
+    Harmonization,
+    check_size,
+)
 
 if TYPE_CHECKING:
     from .harmonize import HarmonizedPrediction
@@ -142,12 +152,38 @@ def decode_ab(logits: torch.Tensor, classes: ColorClasses, decoding: Decoding | 
     ``argmax``: the bin centre of the most probable class (Eq. 17-18).
     ``annealed-mean``: the mean of the class centres under softmax(logits / T)
     (Zhang et al. 2016).
+    ``confident``: the argmax centre scaled by min(1, q / CONFIDENT_FULL), q the
+    probability of the classes whose hue lies in the argmax class's 30-degree sector or the
+    two beside it (neutral classes, C* < 6, agree with no hue; a neutral argmax is kept).
     """
     decoding = Decoding.of(decoding)
     if decoding.mode == "argmax":
         return classes.decode(logits.argmax(dim=1))
+    if decoding.mode == "confident":
+        return _confident_ab(logits, classes)
     probs = torch.softmax(logits.float() / decoding.temperature, dim=1)
     return torch.einsum("bkhw,kc->bchw", probs, classes.centers.to(logits.device))
+
+
+def _hue_sectors(centers: torch.Tensor, n: int = CONFIDENT_SECTORS) -> torch.Tensor:
+    """Each class's hue sector ``0..n-1`` of 360 / n degrees, or ``n`` for a neutral class (C* < 6)."""
+    hue = torch.atan2(centers[:, 1], centers[:, 0])  # -pi..pi
+    sector = ((hue + math.pi) / (2 * math.pi) * n).floor().long() % n
+    return torch.where(centers.norm(dim=1) < 6.0, n, sector)
+
+
+def _confident_ab(logits: torch.Tensor, classes: ColorClasses) -> torch.Tensor:
+    probs = torch.softmax(logits.float(), dim=1)
+    best = probs.argmax(dim=1)  # (B, h, w)
+    centers = classes.centers.to(logits.device)
+    sector = _hue_sectors(centers)
+    n = CONFIDENT_SECTORS
+    mass = torch.einsum("bkhw,ks->bshw", probs, F.one_hot(sector, n + 1).to(probs.dtype))[:, :n]
+    near = mass + mass.roll(1, dims=1) + mass.roll(-1, dims=1)  # the sector and its two neighbours
+    own = sector[best]  # (B, h, w)
+    q = near.gather(1, own.clamp_max(n - 1)[:, None])[:, 0]
+    scale = torch.where(own == n, 1.0, (q / CONFIDENT_FULL).clamp(max=1.0))
+    return centers[best].movedim(-1, 1) * scale[:, None]
 
 
 def _bilinear_taps(n_in: int, n_out: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

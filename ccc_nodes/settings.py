@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "CONFIDENT_FULL",
+    "CONFIDENT_SECTORS",
     "DECODE_MODES",
     "HARMONIZE_CHOICES",
     "INPUT_SIZE",
@@ -32,7 +34,13 @@ __all__ = [
 
 SIZE_MULTIPLE = 32  # the encoder's output stride: the network's input sides are multiples of it
 INPUT_SIZE = 224  # the network's square input (the paper's)
-DECODE_MODES = ("argmax", "annealed-mean")
+DECODE_MODES = ("argmax", "annealed-mean", "confident")
+# "confident" decoding: the argmax colour keeps its chroma where at least CONFIDENT_FULL of the
+# probability lies on hues near its own (its 30-degree sector and the two beside it, of
+# CONFIDENT_SECTORS), and is muted in proportion below that: a muted right colour rather than
+# a vivid guess where the network hesitates between hues (pipeline.decode_ab).
+CONFIDENT_FULL = 0.6
+CONFIDENT_SECTORS = 12
 # "auto": bf16 (else fp16) on a CUDA GPU, fp16 on MPS, fp32 on the CPU (pipeline.resolve_precision).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Where object masks come from: SAM's automatic masks, a classical segmentation of L, or
@@ -57,8 +65,10 @@ class Decoding:
     """How class logits become a*b* (METHOD.md s. 8).
 
     Attributes:
-      mode: ``"argmax"``, the bin centre of the most probable class (the paper), or
-        ``"annealed-mean"``, the mean of the centres under softmax(logits / T).
+      mode: ``"argmax"``, the bin centre of the most probable class (the paper),
+        ``"annealed-mean"``, the mean of the centres under softmax(logits / T), or
+        ``"confident"``, the argmax centre muted where the network is unsure of its hue
+        (:data:`CONFIDENT_FULL`).
       temperature: T of the annealed mean (Zhang et al. 2016: 0.38); unused by argmax.
     """
 

@@ -660,7 +660,8 @@ METHOD = f"""
 4. **Decoding (Eq. 17-18).** *argmax* takes the centre of the most probable class (the
    paper); *annealed-mean* averages the class centres under a sharpened softmax
    (Zhang et al. 2016, temperature T = {DECODING.temperature:g} by default: lower is closer to argmax,
-   1 is the plain mean). The a\\*b\\* map is upsampled and joined with the
+   1 is the plain mean); *confident* keeps the argmax colour where the network is sure of
+   its hue and mutes it where it hesitates between hues. The a\\*b\\* map is upsampled and joined with the
    full-resolution L, so large photos keep every detail of their lightness.
 5. **Harmonisation (Algorithm 1).** Object masks (SAM, or a classical segmentation)
    are visited largest first; where one class holds at least *dominance* of a mask,

@@ -1,4 +1,5 @@
 import io
+import math
 
 import numpy as np
 import pytest
@@ -131,6 +132,38 @@ def test_annealed_mean_tends_to_argmax_at_low_temperature(small_model):
     logits = torch.randn(1, small_model.num_classes, 4, 4, generator=torch.Generator().manual_seed(0)) * 100
     hot = decode_ab(logits, small_model.classes, Decoding("annealed-mean", temperature=1e-3))
     assert torch.allclose(hot, decode_ab(logits, small_model.classes, "argmax"), atol=1e-3)
+
+
+def test_confident_decoding_mutes_the_hue_the_network_is_unsure_of():
+    from ccc_nodes.classes import ColorClasses
+    from ccc_nodes.settings import CONFIDENT_FULL
+
+    classes = ColorClasses(bin_size=6)  # every bin: centres all around the a*b* plane
+    c = classes.centers
+
+    def nearest(a, b):
+        return int(((c - torch.tensor([a, b])) ** 2).sum(1).argmin())
+
+    red, red2, blue, grey = nearest(40, 5), nearest(40, 18), nearest(-5, -40), nearest(0, 0)
+    hue = torch.rad2deg(torch.atan2(c[:, 1], c[:, 0]))
+    assert abs(hue[red] - hue[red2]) < 30 and abs(hue[red] - hue[blue]) > 90
+
+    def logits_for(probs):  # one pixel per case; log p as logits, the rest of the classes near 0 probability
+        x = torch.full((1, classes.K, 1, len(probs)), -30.0)
+        for j, p in enumerate(probs):
+            for k, v in p.items():
+                x[0, k, 0, j] = math.log(v)
+        return x
+
+    cases = [{red: 0.5, red2: 0.4, blue: 0.1},  # sure of the hue (0.9 on reds): full chroma
+             {red: 0.4, blue: 0.35, grey: 0.25},  # 0.4 on red's hue: chroma x 0.4 / 0.6
+             {grey: 0.5, red: 0.3, blue: 0.2}]  # a neutral argmax is kept as it is
+    ab = decode_ab(logits_for(cases), classes, "confident")[0, :, 0]  # (2, 3)
+    argmax = decode_ab(logits_for(cases), classes, "argmax")[0, :, 0]
+    torch.testing.assert_close(ab[:, 0], argmax[:, 0])
+    torch.testing.assert_close(ab[:, 1], argmax[:, 1] * 0.4 / CONFIDENT_FULL, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ab[:, 2], argmax[:, 2])
+    torch.testing.assert_close(argmax[:, 1], c[red])
 
 
 def test_join_lab_upsamples_ab_and_keeps_L():
