@@ -25,7 +25,7 @@ from .settings import (
     Harmonization,
     check_size,
 )
-from .video import VIDEO_SUFFIXES
+from .video import is_video
 
 __all__ = ["main"]
 
@@ -104,15 +104,16 @@ def _folder_images(folder: Path, problems: list[tuple[str, str]]) -> list[Path]:
     return sorted(found)
 
 
-def collect_jobs(inputs: Sequence[str], outdir: Path,
-                 protect: Sequence[Path] = ()) -> tuple[list[Job], list[tuple[str, str]]]:
+def collect_jobs(inputs: Sequence[str], outdir: Path) -> tuple[list[Job], list[tuple[str, str]]]:
     """Expand files, folders (recursive) and globs into (source, destination) pairs.
 
-    Folder inputs keep their sub-folder layout under ``outdir``; files keep their names.
+    The one rule of every ``ccc colorize`` run, images, videos and frame folders alike:
+    folder inputs keep their sub-folder layout under ``outdir``; files keep their names
+    (images as :func:`~ccc_nodes.images.output_path` writes them, videos as they are).
     Returns the jobs and a list of (input, problem) for inputs that gave nothing, whose
-    output would be written over any input of the run (any of them or of ``protect``,
-    whatever their order), or whose output another input already takes (two ``one.png``
-    from different folders).
+    output would be written over any input of the run (whatever their order), whose
+    output another input already takes (two ``one.png`` or ``clip.mp4`` from different
+    folders), or whose output's name is taken by a folder - all found before any work.
     """
     problems: list[tuple[str, str]] = []
     candidates: list[tuple[Path, Path]] = []  # (source, output relative to outdir), in order
@@ -155,13 +156,16 @@ def collect_jobs(inputs: Sequence[str], outdir: Path,
         for src, _ in same:
             if src.absolute() != kept[0].absolute():
                 problems.append((str(src), f"the same file as {kept[0]} (through a link); colorized once, as {kept[0]}"))
-    sources = set().union(*(_identities(src) for src, _ in found), *(_identities(Path(p)) for p in protect))
+    sources = set().union(*(_identities(src) for src, _ in found))
     jobs: list[Job] = []
     taken: dict[str, Path] = {}  # output path (case-folded: macOS and Windows) -> its source
     for src, rel in found:
-        dst = output_path(outdir / rel)
+        dst = outdir / rel if is_video(src) else output_path(outdir / rel)
         if _identities(dst) & sources:
             problems.append((str(src), f"output {dst} would overwrite an input; choose another -o"))
+            continue
+        if dst.is_dir():
+            problems.append((str(src), f"output {dst} is a folder; move it, or choose another -o"))
             continue
         other = taken.setdefault(str(dst).casefold(), src)
         if other is not src:
@@ -183,7 +187,7 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     if outdir.exists() and not outdir.is_dir():
         print(f"error: -o {outdir} is a file, not a folder", file=sys.stderr)
         return 2
-    if args.temporal == "on" or any(Path(spec).suffix.lower() in VIDEO_SUFFIXES for spec in args.inputs):
+    if args.temporal == "on" or any(is_video(spec) for spec in args.inputs):
         if args.workers or args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             print("error: videos and --temporal on take one process: drop --workers and --resume, and run without "
                   "torchrun", file=sys.stderr)
@@ -376,9 +380,8 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
     from .pipeline import Colorizer
     from .video import VideoError, colorize_sequences, require_av
 
-    videos = [Path(s) for s in args.inputs if Path(s).suffix.lower() in VIDEO_SUFFIXES]
     try:
-        if videos:
+        if any(is_video(s) for s in args.inputs):
             require_av()
         model = open_model(args.model, args.runtime, revision=args.revision)
         colorizer = Colorizer(model, device=args.device, size=args.size, precision=args.precision,
@@ -387,14 +390,11 @@ def cmd_colorize_sequences(args: argparse.Namespace, outdir: Path) -> int:
     except (ModelLoadError, ValueError) as e:  # VideoError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    jobs, failures = collect_jobs([s for s in args.inputs if Path(s) not in videos], outdir, protect=videos)
-    video_jobs = [(v, outdir / v.name) for v in videos]
-    failures += [(str(s), f"output {d} would overwrite an input; choose another -o")
-                 for s, d in video_jobs if d.resolve() == s.resolve()]
-    video_jobs = [(s, d) for s, d in video_jobs if d.resolve() != s.resolve()]
+    jobs, failures = collect_jobs(args.inputs, outdir)  # one rule for videos and frames: never over an input
     try:
         n_videos, n_frames, failed = colorize_sequences(
-            colorizer, video_jobs, [(j.src, j.dst) for j in jobs if j.dst.resolve() != j.src.resolve()], save_image,
+            colorizer, [(j.src, j.dst) for j in jobs if is_video(j.src)],
+            [(j.src, j.dst) for j in jobs if not is_video(j.src)], save_image,
             temporal=args.temporal != "off", quiet=args.quiet, max_pixels=args.max_pixels,
             per_folder=args.temporal == "on")  # beside videos, images are colorized one by one
     except (VideoError, ImportError) as e:

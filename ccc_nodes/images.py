@@ -8,11 +8,12 @@ float array in [0, 1] plus an optional alpha channel, converted once at this bou
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,6 +29,7 @@ __all__ = [
     "eval_crop",
     "is_grey",
     "open_image",
+    "part_file",
     "to_rgb",
 ]
 
@@ -296,15 +298,36 @@ def output_path(dst: Path) -> Path:
     return dst if dst.suffix.lower() in _WRITABLE else dst.with_suffix(dst.suffix + ".png")
 
 
+def part_file(dst: Path, keep_suffix: bool = False) -> tuple[Path, IO[bytes]]:
+    """A new hidden file beside ``dst`` to write its output into, renamed over ``dst`` once
+    whole -> (its path, the file open for writing). The name holds a random part
+    (``.NAME.RANDOM.part``, or ``.STEM.RANDOM.part.EXT`` with ``keep_suffix``, for writers
+    that pick the format by the suffix) and the file is created exclusively (O_CREAT |
+    O_EXCL), so nothing planted in the output folder beforehand - a file, or a link to one
+    elsewhere - is ever written through; a name already there is drawn again."""
+    while True:
+        token = secrets.token_hex(8)
+        tmp = dst.with_name(f".{dst.stem}.{token}.part{dst.suffix}" if keep_suffix else f".{dst.name}.{token}.part")
+        try:
+            return tmp, open(tmp, "xb")  # noqa: SIM115 - the caller closes it
+        except FileExistsError:
+            continue
+
+
 def save_image(image, dst: Path) -> Path:
-    """Write ``image`` (PIL) at :func:`output_path` of ``dst`` through a ``.part`` file renamed
-    into place; the path written."""
+    """Write ``image`` (PIL) at :func:`output_path` of ``dst`` through a :func:`part_file`
+    renamed into place; the path written."""
     dst = output_path(dst)
     fmt = _WRITABLE[dst.suffix.lower()]
     if fmt in ("JPEG", "BMP", "PPM") and image.mode == "RGBA":
         image = image.convert("RGB")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.part")
-    image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
-    tmp.replace(dst)  # never leave a half-written output
+    tmp, f = part_file(dst)
+    try:
+        with f:
+            image.save(f, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+        tmp.replace(dst)  # never leave a half-written output
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return dst

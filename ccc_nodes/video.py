@@ -5,9 +5,9 @@
 The output keeps the input's size, frame rate and frame count; its audio streams are
 copied packet for packet (not re-encoded). Frames are decoded, colorized in batches
 (:func:`ccc_nodes.temporal.colorize_sequence`) and encoded as they come, so memory stays
-bounded however long the clip. The output is written to a hidden ``.NAME.part.EXT`` beside
-it and renamed when complete: a failure (a corrupt input, Ctrl-C) leaves nothing under the
-output's name.
+bounded however long the clip. The output is written to a hidden ``.NAME.RANDOM.part.EXT``
+beside it, made anew (:func:`~ccc_nodes.images.part_file`), and renamed when complete: a
+failure (a corrupt input, Ctrl-C) leaves nothing under the output's name.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import MAX_PIXELS
+from .images import MAX_PIXELS, part_file
 
 __all__ = [
     "VIDEO_HINT",
@@ -141,7 +141,9 @@ def colorize_video(
 
     av = require_av()
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.stem}.part{dst.suffix}")
+    if dst.is_dir():
+        raise VideoError(f"{dst}: the output's name is taken by a folder")
+    tmp = None
     container = _open(src)
     try:
         info = _info(container, src)
@@ -150,10 +152,11 @@ def colorize_video(
                              f"{max_pixels / 1e6:.0f} MP")
         if max_frames and info.frames > max_frames:
             raise VideoError(f"{src}: {info.frames} frames, over the limit of {max_frames}")
-        dst.parent.mkdir(parents=True, exist_ok=True)
         written = 0
         try:
-            with av.open(str(tmp), "w") as out:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp, file = part_file(dst, keep_suffix=True)  # FFmpeg writes to the file made here, never by name
+            with file, av.open(file, "w") as out:
                 vout = _video_stream(out, dst.suffix.lower(), info)
                 pairs = [(a, out.add_stream_from_template(a)) for a in container.streams.audio]
                 frames = _decode(container, out, dict(pairs), src, max_frames)
@@ -172,10 +175,14 @@ def colorize_video(
             raise VideoError(f"{dst}: could not write the video ({e})") from e
         if written == 0:
             raise VideoError(f"{src}: holds no decodable frame")
-        os.replace(tmp, dst)
+        try:
+            os.replace(tmp, dst)
+        except OSError as e:  # e.g. a folder made under the output's name during the run
+            raise VideoError(f"{dst}: could not write the video ({e})") from e
     finally:
         container.close()
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return VideoInfo(info.width, info.height, info.fps, written, info.audio)
 
 

@@ -69,9 +69,13 @@ def test_inputs_are_compared_by_inode_too(tmp_path):
     (tmp_path / "out" / "one.png").symlink_to(tmp_path / "keep.png")
     jobs, problems = collect_jobs([str(tmp_path / "a" / "one.png"), str(tmp_path / "keep.png")], tmp_path / "out")
     assert [j.src for j in jobs] == [tmp_path / "keep.png"] and len(problems) == 1
-    # Protected paths (the run's videos) count as inputs.
-    jobs, problems = collect_jobs([str(tmp_path / "a" / "one.png")], tmp_path / "out", protect=[tmp_path / "keep.png"])
-    assert jobs == [] and "would overwrite an input" in problems[0][1]
+    # Videos are inputs like any other file (the rule is one for images, videos and frames).
+    (tmp_path / "out" / "one.png").unlink()
+    (tmp_path / "clip.mp4").write_bytes(b"a video")
+    os.link(tmp_path / "clip.mp4", tmp_path / "out" / "one.png")
+    jobs, problems = collect_jobs([str(tmp_path / "a" / "one.png"), str(tmp_path / "clip.mp4")], tmp_path / "out")
+    assert [(j.src, j.dst) for j in jobs] == [(tmp_path / "clip.mp4", tmp_path / "out" / "clip.mp4")]
+    assert len(problems) == 1 and "would overwrite an input" in problems[0][1]
 
 
 # ------------------------------------------------------------------ 12-14: nothing skipped in silence
@@ -162,3 +166,40 @@ def test_an_image_too_big_for_memory_is_reported_and_the_rest_done(model_dir, tm
     assert "Traceback" not in r.stderr
     assert "colorized 1 image" in r.stderr and f"skipped {tmp_path / 'huge.png'}: not enough memory" in r.stderr
     assert (tmp_path / "out" / "small.png").is_file() and not (tmp_path / "out" / "huge.png").exists()
+
+
+# ------------------------------------------------------------------ issue 21: temporary files and folders
+def test_a_link_planted_at_a_temporary_name_is_never_written_through(grey, tmp_path, monkeypatch):
+    """The temporary file an output is written into is made anew (O_EXCL) under a name no
+    one can guess: a link planted at the old fixed name is left alone, and one planted at
+    the very name drawn is not followed either (another name is drawn)."""
+    from ccc_nodes import images
+    from ccc_nodes.images import save_image
+
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / ".photo.png.part").symlink_to(victim)  # the name a run used to write through
+    assert save_image(grey, out / "photo.png") == out / "photo.png"
+    assert victim.read_text() == "precious"
+    assert Image.open(out / "photo.png").size == grey.size and not (out / "photo.png").is_symlink()
+    assert sorted(p.name for p in out.iterdir()) == [".photo.png.part", "photo.png"]
+    draws = iter(["guessed", "fresh"])
+    monkeypatch.setattr(images.secrets, "token_hex", lambda n: next(draws))
+    (out / ".photo.png.guessed.part").symlink_to(victim)
+    save_image(grey.rotate(180), out / "photo.png")
+    assert victim.read_text() == "precious" and next(draws, None) is None  # the second name was the one written
+    assert (out / ".photo.png.guessed.part").readlink() == victim
+    assert sorted(p.name for p in out.iterdir()) == [".photo.png.guessed.part", ".photo.png.part", "photo.png"]
+
+
+def test_an_output_name_taken_by_a_folder_is_reported_before_the_work(grey, tmp_path):
+    (tmp_path / "a").mkdir()
+    grey.save(tmp_path / "a" / "one.png")
+    grey.save(tmp_path / "a" / "two.png")
+    (tmp_path / "out" / "one.png").mkdir(parents=True)
+    jobs, problems = collect_jobs([str(tmp_path / "a")], tmp_path / "out")
+    assert [j.src.name for j in jobs] == ["two.png"]
+    assert problems == [(str(tmp_path / "a" / "one.png"),
+                         f"output {tmp_path / 'out' / 'one.png'} is a folder; move it, or choose another -o")]

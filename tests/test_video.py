@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import audio_packets, make_clip, need, pan
+from helpers import audio_packets, ccc_colorize, make_clip, need, pan
 
 av = need("av")
 need("cv2")
@@ -311,3 +311,101 @@ def test_a_stopped_video_run_leaves_nothing_half_written(tmp_path, chelsea, how)
     assert proc.returncode == 128 + getattr(signal, how), err
     assert "Traceback" not in err
     assert list(out.iterdir()) == []  # neither the output nor its temporary
+
+
+# ------------------------------------------------------------------ issue 21: inputs and outputs
+def videos(root: Path, chelsea, frames: dict[str, int]) -> dict[str, Path]:
+    """Real clips ``root/NAME`` of ``frames[NAME]`` frames each (told apart by their frame
+    counts), by NAME."""
+    made = {}
+    for name, n in frames.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        made[name] = make_clip(root / name, pan(chelsea, n), audio=False)
+    return made
+
+
+@pytest.mark.parametrize("order", ["outside first", "inside first"])
+def test_an_input_video_inside_the_output_folder_is_never_overwritten(model_dir, chelsea, tmp_path, capsys, order):
+    v = videos(tmp_path, chelsea, {"v/clip.mp4": 4, "v/out/clip.mp4": 3})
+    outside, inside = v["v/clip.mp4"], v["v/out/clip.mp4"]
+    before = inside.read_bytes()
+    inputs = [outside, inside] if order == "outside first" else [inside, outside]
+    assert ccc_colorize(*inputs, "-o", inside.parent, "--model", model_dir) == 1
+    err = capsys.readouterr().err
+    assert inside.read_bytes() == before  # neither the outside clip's output nor its own is written over it
+    assert f"skipped {outside}: output {inside} would overwrite an input" in err
+    assert f"skipped {inside}: output {inside} would overwrite an input" in err
+    assert "colorized 0 videos and 0 frames; 2 skipped" in err
+    assert sorted(p.name for p in inside.parent.iterdir()) == ["clip.mp4"]
+
+
+def test_a_frame_folder_never_writes_over_an_input_video(model_dir, chelsea, tmp_path, capsys):
+    """Videos and frame folders meet the one rule together: a frame whose output would be
+    a video of the run (a hard link to it) is left out, and so is a video whose output is
+    a frame of the run."""
+    import os
+
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, im in enumerate(pan(chelsea, 3)):
+        Image.fromarray(im).convert("L").save(frames / f"f{i}.png")
+    clip = make_clip(tmp_path / "clip.mp4", pan(chelsea, 3), audio=False)
+    out = tmp_path / "out"
+    (out / "frames").mkdir(parents=True)  # a folder beside another input keeps its name, as with images
+    os.link(clip, out / "frames" / "f1.png")  # f1's output is the video's file
+    os.link(frames / "f2.png", out / "clip.mp4")  # the video's output is frame f2's file
+    before = clip.read_bytes(), (frames / "f2.png").read_bytes()
+    assert ccc_colorize(clip, frames, "-o", out, "--model", model_dir, "--temporal", "on") == 1
+    err = capsys.readouterr().err
+    assert (clip.read_bytes(), (frames / "f2.png").read_bytes()) == before
+    assert f"skipped {clip}: output {out / 'clip.mp4'} would overwrite an input" in err
+    assert f"skipped {frames / 'f1.png'}: output {out / 'frames' / 'f1.png'} would overwrite an input" in err
+    assert "colorized 0 videos and 2 frames" in err and (out / "frames" / "f0.png").is_file()
+    assert (out / "clip.mp4").samefile(frames / "f2.png") and (out / "frames" / "f1.png").samefile(clip)
+
+
+def test_two_videos_of_one_name_keep_the_first_and_report_the_second(model_dir, chelsea, tmp_path, capsys):
+    v = videos(tmp_path, chelsea, {"va/clip.mp4": 4, "vb/clip.mp4": 3})
+    out = tmp_path / "vo"
+    assert ccc_colorize(v["va/clip.mp4"], v["vb/clip.mp4"], "-o", out, "--model", model_dir) == 1
+    err = capsys.readouterr().err
+    assert probe(out / "clip.mp4").frames == 4  # the first one's, not replaced by the second
+    assert "colorized 1 video and 0 frames" in err and "; 1 skipped" in err
+    assert f"skipped {v['vb/clip.mp4']}: its output {out / 'clip.mp4'} is already taken by {v['va/clip.mp4']}" in err
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]
+
+
+def test_an_output_name_taken_by_a_folder_is_reported_before_the_work(model_dir, chelsea, tmp_path, capsys,
+                                                                       monkeypatch):
+    import ccc_nodes.video as video
+
+    v = videos(tmp_path, chelsea, {"a/clip.mp4": 3, "a/other.mp4": 2})
+    out = tmp_path / "out"
+    (out / "clip.mp4").mkdir(parents=True)
+    (out / "clip.mp4" / "mine.txt").write_text("kept")
+    started = []
+    real = video.colorize_video
+    monkeypatch.setattr(video, "colorize_video", lambda c, src, *a, **k: started.append(src) or real(c, src, *a, **k))
+    assert ccc_colorize(v["a/clip.mp4"], v["a/other.mp4"], "-o", out, "--model", model_dir) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "IsADirectoryError" not in err
+    assert started == [v["a/other.mp4"]]  # refused before any of its frames were colorized
+    assert f"skipped {v['a/clip.mp4']}: output {out / 'clip.mp4'} is a folder" in err
+    assert "colorized 1 video and 0 frames" in err and probe(out / "other.mp4").frames == 2
+    assert (out / "clip.mp4" / "mine.txt").read_text() == "kept"
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4", "other.mp4"]
+
+
+def test_a_link_planted_at_the_temporary_name_is_never_written_through(colorizer, clip, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for name in (".clip.part.mp4", ".clip.mp4.part"):  # the names a run used to write through
+        (out / name).symlink_to(victim)
+    colorize_video(colorizer, clip, out / "clip.mp4", temporal=False)
+    assert victim.read_text() == "precious"
+    assert probe(out / "clip.mp4").frames == 10 and not (out / "clip.mp4").is_symlink()
+    assert sorted(p.name for p in out.iterdir()) == [".clip.mp4.part", ".clip.part.mp4", "clip.mp4"]
