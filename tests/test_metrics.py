@@ -418,7 +418,7 @@ def test_fid_torchvision_mode_loads_torchvisions_inception_from_the_hub_cache(tm
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(MetricUnavailable, match="inception_v3_google-0cc3c7bd.pth"):
+    with pytest.raises(MetricUnavailable, match=r"inception_v3_google-0cc3c7bd\.pth"):
         load_fid_features(mode="torchvision")
     torch.save(net.state_dict(), cache / "inception_v3_google-0cc3c7bd.pth")
     feats = load_fid_features(mode="torchvision")  # the real loading path, from torch's hub cache
