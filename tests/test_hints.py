@@ -36,7 +36,7 @@ MUTED = "#8a9a5b"  # moss green: inside sRGB on both tones of the test image
 
 @pytest.fixture(scope="module")
 def colorizer():
-    return Colorizer(device="cpu")  # the embedded default: K = 526 classes cover the colours asked for
+    return Colorizer(device="cpu")  # the embedded default: its classes cover the colours asked for
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Metrics (METHOD.md section 10) against hand-computed cases and reference
 implementations (scikit-image SSIM, torchmetrics' LPIPS, scipy's matrix square root)."""
 
+import json
 import math
 
 import numpy as np
@@ -66,9 +67,12 @@ def test_psnr_has_one_convention_for_identical_images():
 def test_metric_classes_are_the_models_else_the_embedded_defaults():
     from ccc_nodes.hub import load_model
 
+    from ccc_nodes.hub import DEFAULT_MODEL_DIR
+
+    kept = len(json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())["kept"])
     default, note = metric_classes()
-    assert default == load_model(None).classes and default.K == 526  # read from config.json alone
-    assert "embedded default model" in note and "526" in note
+    assert default == load_model(None).classes and default.K == kept  # read from config.json alone
+    assert "embedded default model" in note and f"K = {kept}" in note
     assert metric_classes(CLASSES) == (CLASSES, "class maps (TAR, CNR, CCAR) use the model's classes (K = 10)")
 
 

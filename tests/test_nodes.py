@@ -275,7 +275,7 @@ def test_metrics_table(colorizer, batch):
 
 @pytest.mark.slow
 def test_metrics_without_a_model_use_the_default_models_classes_as_ccc_evaluate(colorizer, batch, tmp_path):
-    """All 1296 bins capped the node's CCAR near 53 %; `ccc evaluate --pred` used K = 526."""
+    """All 1296 bins capped the node's CCAR near 53 %; `ccc evaluate --pred` used the default model's K."""
     from PIL import Image
 
     from ccc_nodes.evaluate import evaluate_folder
