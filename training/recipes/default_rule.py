@@ -112,7 +112,7 @@ def score(model: str, val: str | Path, decoding: str = "argmax", limit: int | No
     from ccc_nodes import Colorizer
     from ccc_nodes.evaluate import evaluate_folder
 
-    colorizer = Colorizer(model, device="cpu", size=EVAL_SIZE, decoding=decoding)
+    colorizer = Colorizer(model, size=EVAL_SIZE, decoding=decoding)  # the GPU when there is one
     result = evaluate_folder(val, colorizer=colorizer, crop=EVAL_SIZE, lpips=False, fid=False, gallery=0,
                              limit=limit, progress=progress)
     return next(iter(result.rows.values()))

@@ -11,13 +11,13 @@ one command of at most 10 minutes. So the run is prepared here, in two steps:
     # 2. there, one command (carry .pack/gpu): about 7 minutes of training, val, table
     bash training/recipes/gpu_default.sh .pack/gpu "$OUT" 420
 
-``gpu_default.sh`` trains with ``OUT/../config.json``'s options, evaluates on the packed
-val subset and leaves in OUT the model folder (``model/``), ``table.md`` (this module's
-``table``: the run against the current default and the targets) and ``train.log``. The
-decisive figures are then measured here, on the whole val set of original files:
+``gpu_default.sh`` trains with ``PACK_DIR/config.json``'s options and judges the run by the
+rule for a new default (:mod:`training.recipes.default_rule`) against the current default on
+the packed val subset; it leaves in OUT the model folder (``model/``), ``judge/table.md`` and
+``train.log``. The decisive judgement is then made here, on the whole val set of original
+files, against the rule's reference, beside the current default:
 
-    python -m training.evaluate OUT/model --val ../shared/data/val --size 224 --store-size 224
-    python -m training.recipes.gpu_default table OUT/model --val-json val.json
+    python -m training.recipes.default_rule OUT/model ccc_nodes/default_model --val ../shared/data/val --out runs/judge-gpu
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ MIB = 2**20
 TRAVEL_LIMIT = 64 * MIB  # the working tree plus carried folders that travel to the device
 RETURN_LIMIT = 16 * MIB  # the largest file that comes back from the device
 MARGIN = 2 * MIB  # left free for what lands in the working tree before the run
-# The targets a new default must meet on val at 224 px (issue: "on every column").
-TARGETS = {"grid": ("<=", 1.2), "cf": (">=", 36.0), "tar": (">=", 7.0), "psnr": (">=", 22.0), "ccar": (">=", 62.0)}
-COLUMNS = ("grid", "cf", "tar", "cnr", "ccar", "psnr")
 # The candidate: the skip decoder on EfficientNet-Lite0 started from the current default's
 # encoder (itself from ImageNet weights; it travels in the working tree anyway, so all the
 # room goes to photos: about 2.5 times as many as beside Lite2's 8.9 MB ImageNet file),
@@ -132,43 +129,6 @@ def prepare(train: str, val: str, pack_dir: Path, *, encoder: str = CANDIDATE["e
     return manifest
 
 
-def _meets(val: dict) -> dict[str, bool]:
-    out = {}
-    for k, (op, bound) in TARGETS.items():
-        v = val.get(k)
-        out[k] = isinstance(v, (int, float)) and (v <= bound if op == "<=" else v >= bound)
-    return out
-
-
-def table(rows: dict[str, dict]) -> str:
-    """``{label: val figures}`` -> a Markdown table with the targets and whether each row meets all."""
-    head = "| model | " + " | ".join(COLUMNS) + " | meets every target |"
-    lines = [head, "|---|" + "---:|" * len(COLUMNS) + "---|",
-             "| target | " + " | ".join(f"{TARGETS[c][0]} {TARGETS[c][1]:g}" if c in TARGETS else "" for c in COLUMNS)
-             + " | |"]
-    for label, val in rows.items():
-        cells = [f"{val[c]:.2f}" if isinstance(val.get(c), (int, float)) else "n/a" for c in COLUMNS]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'yes' if all(_meets(val).values()) else 'no'} |")
-    return "\n".join(lines)
-
-
-def _rows(folders: list[str], val_json: str | None) -> dict[str, dict]:
-    from ccc_nodes.hub import DEFAULT_MODEL_DIR
-
-    rows = {}
-    for folder in [str(DEFAULT_MODEL_DIR), *folders]:
-        path = Path(folder) / "training.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no training.json (not a trained model folder)")
-        r = json.loads(path.read_text())
-        label = "current default (its training run)" if folder == str(DEFAULT_MODEL_DIR) else \
-            f"{Path(folder).name}: {r['args']['encoder']} + {r['args'].get('decoder', 'table4')}, {r['steps']} steps"
-        rows[label] = r.get("val", {})
-    if val_json:
-        rows[f"{Path(folders[-1]).name} on {val_json}"] = json.loads(Path(val_json).read_text())
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.recipes.gpu_default", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -186,12 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--val-images", type=int, default=64, help="val photos packed for the device's table")
     a.add_argument("--quality", type=int, default=70, help="quality of the packed training photos")
     a.add_argument("--no-progress", action="store_true")
-    t = sub.add_parser("table", help="val figures of trained folders against the current default and the targets")
-    t.add_argument("folders", nargs="+", help="trained model folders (with training.json)")
-    t.add_argument("--val-json", help="figures of the last folder from python -m training.evaluate --json")
     args = p.parse_args(argv)
     try:
-        if args.cmd == "prepare":
+        if args.cmd == "prepare":  # the only command; the judgement is default_rule's
             m = prepare(args.train, args.val, Path(args.pack_dir), encoder=args.encoder, init=args.init,
                         decoder=args.decoder, decoder_channels=args.decoder_channels,
                         room=None if args.room_mb is None else int(args.room_mb * 1e6), val_images=args.val_images,
@@ -200,8 +157,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m['val_images']} val photos, {m['pack_bytes'] / 1e6:.1f} MB beside a working tree of "
                   f"{m['working_tree_bytes'] / 1e6:.1f} MB")
             print(f"device command (carry {args.pack_dir}): bash training/recipes/gpu_default.sh {args.pack_dir} \"$OUT\" 420")
-        else:
-            print(table(_rows(args.folders, args.val_json)))
     except (FileNotFoundError, ValueError, ImportError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
