@@ -35,19 +35,15 @@ def main(argv: list[str] | None = None) -> None:
         outs = [c(grey) for _, c in colorizers]
         w = round(grey.width * H / grey.height)
         rows.append([im.convert("RGB").resize((w, H), Image.LANCZOS) for im in (grey, *outs, ref)])
-    width = max(sum(im.width for im in r) for r in rows) + 10 * (len(labels) - 1)
-    canvas = Image.new("RGB", (width, 24 + len(rows) * (H + 6)), "white")
+    cols = [max(row[j].width for row in rows) for j in range(len(labels))]  # each column as wide as its widest
+    lefts = [sum(cols[:j]) + 10 * j for j in range(len(cols))]
+    canvas = Image.new("RGB", (lefts[-1] + cols[-1], 24 + len(rows) * (H + 6)), "white")
     draw = ImageDraw.Draw(canvas)
-    y = 24
-    for row in rows:
-        x = 0
-        for im in row:
-            canvas.paste(im, (x, y))
-            x += im.width + 10
-        y += H + 6
-    w0 = rows[0][0].width
-    for i, label in enumerate(labels):
-        draw.text((i * (w0 + 10) + 4, 6), label, fill="black")
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            canvas.paste(im, (lefts[j] + (cols[j] - im.width) // 2, 24 + i * (H + 6)))
+    for j, label in enumerate(labels):
+        draw.text((lefts[j] + 4, 6), label, fill="black")
     canvas.save(args.out, quality=85)
 
 
