@@ -19,6 +19,7 @@ from .settings import (
     DECODE_MODES,
     HARMONIZE_CHOICES,
     INPUT_SIZE,
+    MAX_HINTS,
     PRECISIONS,
     SAM_MODEL_TYPES,
     Decoding,
@@ -204,6 +205,8 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:  # HintError, ImageError, a bad threshold
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if hint_table is not None and args.hints:
+        _warn_unmatched(args.hints, hint_table, [j.src for j in safe] + [name for name, _ in problems])
     if harmonization is not None and harmonization.masks == "sam" and not args.sam:
         print("error: --harmonize sam needs --sam CKPT (a .pth file or a Hub repo id); or use --harmonize classical",
               file=sys.stderr)
@@ -349,14 +352,27 @@ def harmonization_args(args: argparse.Namespace) -> Harmonization | None:
 
 
 def _steering_inputs(args: argparse.Namespace) -> tuple[dict | None, object]:
-    """``--hint``, ``--hints`` and ``--reference`` read up front, so a typo fails before any work."""
+    """``--hint``, ``--hints`` and ``--reference`` read up front, so a typo or too many hints
+    for an input fail before any work."""
     if not (args.hint or args.hints or args.reference):
         return None, None
-    from .hints import load_hints, parse_hint, read_reference
+    from .hints import hint_table, read_reference
 
-    table = load_hints(args.hints) if args.hints else {}
-    table.setdefault("*", []).extend(parse_hint(h) for h in args.hint or ())
+    table = hint_table(args.hints, args.hint or ())
     return table, read_reference(args.reference) if args.reference else None
+
+
+def _warn_unmatched(path: str, table: dict, inputs: Sequence) -> None:
+    """One warning line naming the entries of ``--hints`` under which no input is filed:
+    a typo or a file of another run, whose hints would otherwise go unused in silence
+    (a warning, not an error, so one hints file can serve runs on parts of a collection)."""
+    from .hints import unmatched_names
+
+    names = unmatched_names(table, inputs)
+    if names:
+        shown = ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        print(f"warning: {path} names {len(names)} file{'s' if len(names) != 1 else ''} that no input matches, "
+              f"whose hints are not used: {shown}", file=sys.stderr)
 
 
 def _job_hints(table: dict | None, job: Job) -> list:
@@ -453,9 +469,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"refuse larger images (default {MAX_PIXELS:,})")
     c.add_argument("--hint", action="append", metavar="X,Y,#RRGGBB[,S]",
                    help="a colour hint: the object under pixel (X, Y) takes the colour, with strength S in 0..1 "
-                        "(default 1); repeat for more")
+                        f"(default 1); repeat for more (at most {MAX_HINTS} per image, --hints included)")
     c.add_argument("--hints", metavar="FILE.json", help="hints for batch work: a list for every input, or an object "
-                                                        "of file name -> list (README, Colour hints)")
+                                                        f"of file name -> list, at most {MAX_HINTS} per image; names "
+                                                        "no input matches are reported (README, Colour hints)")
     c.add_argument("--reference", metavar="IMAGE|#RGB,...", help="a reference image or palette whose colours "
                                                                 "steer every input")
     c.add_argument("--reference-strength", type=float, default=None, metavar="S",

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from .color import rgb_to_lab
 from .evaluate import _gallery
-from .hints import Hint, apply_hints, hint_regions
+from .hints import Hint, apply_hints, check_count, hint_regions
 from .images import ImageError
 from .metrics import class_map, colorfulness, metric_classes, psnr, ssim
 from .pipeline import Colorizer, Prediction, join_lab
@@ -77,10 +77,12 @@ def evaluate_hints(
     gallery: int = 4, progress: bool = True,
 ) -> tuple[dict[str, dict[str, float]], list[tuple[str, str]], Image.Image | None]:
     """Score ``paths`` (ground truths, read by ``read_crop(path) -> (3, S, S)``) with N
-    hints each, for each N of ``counts`` -> rows by N, skipped files, a gallery."""
+    hints each, for each N of ``counts`` (at most :data:`~ccc_nodes.hints.MAX_HINTS`, refused
+    before any work) -> rows by N, skipped files, a gallery."""
     from tqdm.auto import tqdm
 
     counts = sorted(set(int(n) for n in counts))
+    check_count(max(counts, default=0), "hint points: ")
     classes, _ = metric_classes(colorizer.classes)
     scores: dict[int, dict[str, list[float]]] = {n: {k: [] for k in ("psnr", "ssim", "tar", "cf")} for n in counts}
     errs: dict[int, list[float]] = {n: [] for n in counts}

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,17 +50,22 @@ from .color import rgb_to_lab
 from .harmonize import HarmonizedPrediction, harmonize, masks_fit
 from .images import to_rgb
 from .pipeline import Prediction
+from .settings import MAX_HINTS  # its home: plain Python, so `ccc --help` states it without torch
 
 __all__ = [
+    "AB_LIMIT",
     "HINT_DEFAULTS",
+    "MAX_HINTS",
     "GlobalHint",
     "Hint",
     "HintError",
     "apply_hints",
+    "check_count",
     "format_hint",
     "grow_point",
     "grow_points",
     "hint_regions",
+    "hint_table",
     "hints_for",
     "load_hints",
     "palette_prior",
@@ -68,6 +74,7 @@ __all__ = [
     "parse_hints",
     "read_reference",
     "steering",
+    "unmatched_names",
 ]
 
 # The one home of the hint defaults; nodes, CLI and Space read them from here.
@@ -81,10 +88,54 @@ HINT_DEFAULTS = {
 GROW_SIDE = 64  # longer side of the grid a point is grown on (the logits' side is 56 at 224 px)
 _STEP_COST = 12.0 / GROW_SIDE  # crossing the whole grid on flat L costs 12 L units
 _NOISE = 0.5  # steps of L below this (after the blur) are free: noise and gentle shading
+# a* and b* of a hinted colour lie in -AB_LIMIT..AB_LIMIT, CIE Lab's usual range (sRGB reaches
+# about -86..98 and -108..95); beyond it, or NaN, a hint would pull the whole image to the grid's edge.
+AB_LIMIT = 128.0
 
 
 class HintError(ValueError):
     """A hint could not be read; the message says which and why."""
+
+
+_shown = reprlib.Repr()  # a value in a message: short, whatever its size or depth
+_shown.maxstring, _shown.maxother, _shown.maxlevel, _shown.maxlist, _shown.maxdict = 40, 40, 2, 4, 4
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite number from ``value`` (a number, or text of one) -> float; HintError naming
+    ``what`` and the value otherwise (lists, null, NaN, infinities, booleans)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise HintError(f"{what} {_shown.repr(value)} is not a number") from None
+    if not math.isfinite(number):
+        raise HintError(f"{what} {_shown.repr(value)} is not a finite number")
+    return number
+
+
+def _ab(a: Any, b: Any) -> tuple[float, float]:
+    """A hinted a*b*, finite and within +-:data:`AB_LIMIT`."""
+    a, b = _number(a, "a*"), _number(b, "b*")
+    if abs(a) > AB_LIMIT or abs(b) > AB_LIMIT:
+        raise HintError(f"colour a*={a:g}, b*={b:g}: a* and b* must lie in -{AB_LIMIT:g}..{AB_LIMIT:g}")
+    return a, b
+
+
+def _pair(value: Any, what: str) -> tuple[Any, Any]:
+    """The two items of ``value``; HintError ``what`` otherwise."""
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        raise HintError(f"{what}, got {_shown.repr(value)}") from None
+    return a, b
+
+
+def check_count(n: int, where: str = "") -> None:
+    """HintError (prefixed by ``where``) when one image would take more than :data:`MAX_HINTS` hints."""
+    if n > MAX_HINTS:
+        raise HintError(f"{where}{n:,} colour hints for one image; at most {MAX_HINTS} are taken (MAX_HINTS)")
 
 
 # ------------------------------------------------------------------ colours
@@ -93,23 +144,23 @@ _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
 def parse_color(color: Any) -> tuple[float, float]:
     """``"#RRGGBB"`` / ``"RRGGBB"``, an (r, g, b) of 0..255 ints or 0..1 floats, or
-    ``{"a": .., "b": ..}`` -> the colour's a*b* (its own lightness is ignored: the
-    image's L is kept)."""
+    ``{"a": .., "b": ..}`` (each within +-:data:`AB_LIMIT`) -> the colour's a*b* (its own
+    lightness is ignored: the image's L is kept). Anything else is a HintError in words."""
     if isinstance(color, dict) and {"a", "b"} <= set(color):
-        return float(color["a"]), float(color["b"])
+        return _ab(color["a"], color["b"])
     if isinstance(color, str):
         m = _HEX.match(color.strip())
         if not m:
-            raise HintError(f"colour {color!r}: give #RRGGBB (e.g. #c0392b)")
+            raise HintError(f"colour {_shown.repr(color)}: give #RRGGBB (e.g. #c0392b)")
         rgb = [int(m.group(1)[i : i + 2], 16) / 255 for i in (0, 2, 4)]
     elif isinstance(color, Sequence) and len(color) == 3:
-        vals = [float(v) for v in color]
+        vals = [_number(v, "colour channel") for v in color]
         is_byte = any(v > 1 for v in vals) or all(isinstance(v, (int, np.integer)) for v in color)
         rgb = [v / 255 for v in vals] if is_byte else vals
         if not all(0 <= v <= 1 for v in rgb):
             raise HintError(f"colour {tuple(color)}: channels must lie in 0..255 (or 0..1)")
     else:
-        raise HintError(f"colour {color!r}: give #RRGGBB, (r, g, b) or {{'a': .., 'b': ..}}")
+        raise HintError(f"colour {_shown.repr(color)}: give #RRGGBB, (r, g, b) or {{'a': .., 'b': ..}}")
     lab = rgb_to_lab(torch.tensor(rgb, dtype=torch.float64).view(3, 1, 1))
     return float(lab[1]), float(lab[2])
 
@@ -133,22 +184,32 @@ class Hint:
     strength: float = HINT_DEFAULTS["strength"]
 
     def __post_init__(self) -> None:
+        # Every number checked here, so a hint from any interface is finite and in range.
         if (self.mask is None) == (self.point is None):
             raise HintError("a hint needs exactly one of a mask or a point")
-        if not 0.0 <= float(self.strength) <= 1.0:
-            raise HintError(f"hint strength must lie in 0..1, got {self.strength}")
+        object.__setattr__(self, "ab", _ab(*_pair(self.ab, "a hint's colour must be its (a*, b*)")))
+        strength = _number(self.strength, "hint strength")
+        if not 0.0 <= strength <= 1.0:
+            raise HintError(f"hint strength must lie in 0..1, got {strength:g}")
+        object.__setattr__(self, "strength", strength)
+        if self.point is not None:
+            x, y = _pair(self.point, "a hint point must be (x, y)")
+            object.__setattr__(self, "point", (_number(x, "x"), _number(y, "y")))
         if self.mask is not None:
             m = torch.as_tensor(self.mask)
             if m.dim() == 3 and m.shape[0] == 1:
                 m = m[0]
             if m.dim() != 2 or min(m.shape) < 1:
                 raise HintError(f"a hint mask must be (H, W), got {tuple(m.shape)}")
-            object.__setattr__(self, "mask", m.float().clamp(0, 1))
+            m = m.float()
+            if not bool(torch.isfinite(m).all()):
+                raise HintError("a hint mask holds NaN or infinite weights; give weights in 0..1")
+            object.__setattr__(self, "mask", m.clamp(0, 1))
 
     @classmethod
     def at(cls, x: float, y: float, color: Any, strength: float = HINT_DEFAULTS["strength"]) -> Hint:
         """A point hint at pixel ``(x, y)`` of the input."""
-        return cls(ab=parse_color(color), point=(float(x), float(y)), strength=strength)
+        return cls(ab=parse_color(color), point=(_number(x, "x"), _number(y, "y")), strength=strength)
 
     @classmethod
     def on(cls, mask: Any, color: Any, strength: float = HINT_DEFAULTS["strength"]) -> Hint:
@@ -164,8 +225,10 @@ class GlobalHint:
     strength: float = HINT_DEFAULTS["reference_strength"]
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.strength) <= 4.0:
-            raise HintError(f"reference strength must lie in 0..4, got {self.strength}")
+        strength = _number(self.strength, "reference strength")
+        if not 0.0 <= strength <= 4.0:
+            raise HintError(f"reference strength must lie in 0..4, got {strength:g}")
+        object.__setattr__(self, "strength", strength)
 
 
 def _gaussian(classes: ColorClasses, ab: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -277,7 +340,9 @@ def _to_logit_grid(w: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def hint_regions(pred: Prediction, hints: Sequence[Hint], masks: Any = None) -> list[torch.Tensor]:
-    """The region weights of each hint at the image's growth grid or mask size ``(h, w)``."""
+    """The region weights of each hint at the image's growth grid or mask size ``(h, w)``
+    (at most :data:`MAX_HINTS` hints: each point is grown over the image)."""
+    check_count(len(hints))
     points = [h.point for h in hints if h.point is not None]
     grown = iter(grow_points(pred.L, points, masks=masks) if points else [])
     return [h.mask if h.point is None else next(grown) for h in hints]
@@ -295,7 +360,9 @@ def apply_hints(
     """One image's :class:`Prediction` -> a Prediction with steered logits (module
     docstring). Hints apply in order, each pooled with what the previous left. A
     harmonised prediction is harmonised again with its own masks and thresholds.
-    ``regions``: the hints' weights when the caller has them (:func:`hint_regions`)."""
+    ``regions``: the hints' weights when the caller has them (:func:`hint_regions`).
+    At most :data:`MAX_HINTS` hints, refused before any work."""
+    check_count(len(hints))
     if pred.logits.shape[0] != 1:
         raise HintError(f"hints apply to one image (B = 1), got a batch of {pred.logits.shape[0]}: loop over it")
     if not hints and reference is None:
@@ -329,23 +396,22 @@ def steering(classes: ColorClasses, reference: Any = None) -> Callable[[Predicti
 
 # ------------------------------------------------------------------ text forms
 def parse_hint(text: str) -> Hint:
-    """``"X,Y,#RRGGBB"`` or ``"X,Y,#RRGGBB,STRENGTH"`` (pixels of the input) -> a point hint."""
+    """``"X,Y,#RRGGBB"`` or ``"X,Y,#RRGGBB,STRENGTH"`` (pixels of the input) -> a point hint;
+    an error quotes the hint."""
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) not in (3, 4):
-        raise HintError(f"hint {text!r}: give X,Y,#RRGGBB or X,Y,#RRGGBB,STRENGTH")
+        raise HintError(f"hint {_shown.repr(text)}: give X,Y,#RRGGBB or X,Y,#RRGGBB,STRENGTH")
     try:
-        x, y = float(parts[0]), float(parts[1])
-        strength = float(parts[3]) if len(parts) == 4 else HINT_DEFAULTS["strength"]
-    except ValueError:
-        raise HintError(f"hint {text!r}: X, Y and STRENGTH must be numbers") from None
-    return Hint.at(x, y, parts[2], strength)
+        return Hint.at(parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else HINT_DEFAULTS["strength"])
+    except HintError as e:
+        raise HintError(f"hint {_shown.repr(text)}: {e}") from None
 
 
-def _hint_from_json(item: Any, where: str) -> Hint:
+def _hint_from_json(item: Any) -> Hint:
     if isinstance(item, str):
         return parse_hint(item)
     if not isinstance(item, dict) or not {"x", "y", "color"} <= set(item):
-        raise HintError(f"{where}: each hint is \"X,Y,#RRGGBB\" or {{\"x\": .., \"y\": .., \"color\": \"#RRGGBB\"}}")
+        raise HintError("each hint is \"X,Y,#RRGGBB\" or {\"x\": .., \"y\": .., \"color\": \"#RRGGBB\"}")
     return Hint.at(item["x"], item["y"], item["color"], item.get("strength", HINT_DEFAULTS["strength"]))
 
 
@@ -353,27 +419,72 @@ def load_hints(path: str | Path) -> dict[str, list[Hint]]:
     """A JSON file of hints for batch work -> file name -> hints. Either a list (the same
     hints for every input) under the key ``"*"``, or an object mapping input file names
     (or paths as given) to lists; each hint is ``"X,Y,#RRGGBB[,S]"`` or
-    ``{"x": .., "y": .., "color": "#RRGGBB", "strength": ..}``."""
+    ``{"x": .., "y": .., "color": "#RRGGBB", "strength": ..}``. Each list holds at most
+    :data:`MAX_HINTS` (counted before any is read); an error names the file, the entry and
+    the hint."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except OSError as e:
         raise HintError(f"cannot read hints file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise HintError(f"hints file {path} is not text (UTF-8 JSON)") from None
     except json.JSONDecodeError as e:
         raise HintError(f"hints file {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    except RecursionError:
+        raise HintError(f"hints file {path} is nested too deeply: give a list, or an object of lists") from None
     if isinstance(data, list):
         data = {"*": data}
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise HintError(f"hints file {path}: give a list of hints, or an object of file name -> list of hints")
-    return {name: [_hint_from_json(h, f"{path}: {name}") for h in items] for name, items in data.items()}
+    table = {}
+    for name, items in data.items():
+        entry = "every input" if name == "*" else repr(name)
+        check_count(len(items), f"hints file {path}, {entry}: ")
+        table[name] = []
+        for i, item in enumerate(items, 1):
+            try:
+                table[name].append(_hint_from_json(item))
+            except HintError as e:
+                shown = "" if isinstance(item, str) else f" {_shown.repr(item)}"
+                raise HintError(f"hints file {path}, {entry}, hint {i}{shown}: {e}") from None
+    return table
+
+
+def _keys(path: str | Path) -> tuple[str, ...]:
+    """The names a hint table may file an input under, in order: its path as given (native
+    and POSIX), then its file name."""
+    path = Path(path)
+    return str(path), path.as_posix(), path.name
 
 
 def hints_for(table: dict[str, list[Hint]], path: str | Path) -> list[Hint]:
     """The hints of a :func:`load_hints` table for one input: those under its path as
     given, else under its file name, then those under ``"*"``."""
-    path = Path(path)
-    own = table.get(str(path)) or table.get(path.as_posix()) or table.get(path.name) or []
+    own = next((table[k] for k in _keys(path) if table.get(k)), [])
     return [*own, *table.get("*", [])]
+
+
+def hint_table(path: str | Path | None = None, everywhere: Sequence[str] = ()) -> dict[str, list[Hint]]:
+    """``--hints FILE`` (:func:`load_hints`) and ``--hint`` texts for every input, read into
+    one table, with each input's count (its own and those for every input) checked
+    against :data:`MAX_HINTS` before any work."""
+    check_count(len(everywhere), "--hint: ")
+    table = load_hints(path) if path is not None else {}
+    table.setdefault("*", []).extend(parse_hint(h) for h in everywhere)
+    shared = len(table["*"])
+    check_count(shared, "for every input: ")
+    for name, items in table.items():
+        if name != "*":
+            check_count(len(items) + shared, f"hints for {name!r} ({len(items)} of its own, {shared} for every input): ")
+    return table
+
+
+def unmatched_names(table: dict[str, list[Hint]], paths: Sequence[str | Path]) -> list[str]:
+    """The names of a hint table (other than ``"*"``) under which none of ``paths`` is
+    filed (:func:`hints_for`'s rule): hints that would be silently unused."""
+    named = {k for p in paths for k in _keys(p)}
+    return [name for name in table if name != "*" and name not in named]
 
 
 def read_reference(spec: str) -> Any:
@@ -391,18 +502,20 @@ def read_reference(spec: str) -> Any:
 
 def parse_hints(text: str) -> list[Hint]:
     """Point hints one per line (``X,Y,#RRGGBB[,S]``, as :func:`parse_hint`); blank lines
-    are skipped, and an error names its line."""
+    are skipped, more than :data:`MAX_HINTS` lines are refused before any is read, and an
+    error names its line."""
+    lines = [(i, line) for i, line in enumerate(str(text or "").splitlines(), 1) if line.strip()]
+    check_count(len(lines))
     hints = []
-    for i, line in enumerate(str(text or "").splitlines(), 1):
-        if line.strip():
-            try:
-                hints.append(parse_hint(line))
-            except HintError as e:
-                raise HintError(f"hint line {i}: {e}") from None
+    for i, line in lines:
+        try:
+            hints.append(parse_hint(line))
+        except HintError as e:
+            raise HintError(f"hint line {i}: {e}") from None
     return hints
 
 
 def format_hint(x: float, y: float, color: str, strength: float = HINT_DEFAULTS["strength"]) -> str:
     """The text form :func:`parse_hint` reads."""
-    parse_color(color)  # refuse what could not be read back
+    Hint.at(x, y, color, strength)  # refuse what could not be read back
     return f"{x:g},{y:g},{color},{strength:g}"

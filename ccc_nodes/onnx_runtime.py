@@ -27,6 +27,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,10 @@ import torch
 
 from .classes import ColorClasses
 from .hub import ModelLoadError
+from .images import part_file
 
-__all__ = ["EXTRA", "METADATA_KEYS", "OPSET", "RUNTIMES", "ExportError", "OnnxModel", "export_onnx", "open_model"]
+__all__ = ["EXTRA", "METADATA_KEYS", "OPSET", "RUNTIMES", "ExportError", "OnnxModel", "OnnxRunError", "export_onnx",
+           "open_model"]
 
 # 20: what torch's exporter writes natively (no version conversion of the graph), and what
 # onnxruntime runs from 1.17 on.
@@ -51,6 +54,14 @@ _EXAMPLE = (2, 1, 224, 224)  # the example the exporter traces; batch and size s
 
 class ExportError(RuntimeError):
     """The exported graph could not be made, or does not compute what the torch model does."""
+
+
+class OnnxRunError(RuntimeError):
+    """onnxruntime could not run the network on a batch; the message (one line) says why.
+
+    A RuntimeError, as torch's failures are, so every caller's fallback (one image at a
+    time, then the image reported) takes both runtimes alike; onnxruntime's own errors
+    (Fail, InvalidArgument, ...) derive from Exception alone and would escape them."""
 
 
 def _require(*modules: str) -> None:
@@ -126,12 +137,29 @@ class OnnxModel:
         if "ccc.classes" not in meta:
             raise ModelLoadError(f"{str(path)!r} has no CCC++ colour classes in its metadata: export it with "
                                  "`ccc export-onnx MODEL out.onnx`")
-        names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        names = ([i.name for i in inputs], [o.name for o in outputs])
         if names != ([INPUT], [OUTPUT]):
             raise ModelLoadError(f"{str(path)!r} has inputs {names[0]} and outputs {names[1]}; a CCC++ export has "
                                  f"[{INPUT!r}] and [{OUTPUT!r}]")
-        self.classes = ColorClasses.from_config(json.loads(meta["ccc.classes"]))
-        self.config = json.loads(meta.get("ccc.config", "{}"))
+        self.classes = _classes(meta["ccc.classes"], path)
+        self.config = _metadata_object(meta.get("ccc.config", "{}"), "ccc.config", path)
+        # The declared shapes (an int is fixed, a name or None free): checked here, before any work.
+        (given,), (out,) = inputs, outputs
+        L_shape, logits_shape = list(given.shape or [None] * 4), list(out.shape or [None] * 4)
+        if given.type != "tensor(float)" or len(L_shape) != 4 or (isinstance(L_shape[1], int) and L_shape[1] != 1):
+            raise ModelLoadError(f"{str(path)!r} takes {given.type} {given.shape} as {INPUT!r}; a CCC++ export takes "
+                                 "tensor(float) (batch, 1, height, width)")
+        if out.type != "tensor(float)" or len(logits_shape) != 4:
+            raise ModelLoadError(f"{str(path)!r} gives {out.type} {out.shape} as {OUTPUT!r}; a CCC++ export gives "
+                                 "tensor(float) (batch, K, height/4, width/4)")
+        if isinstance(logits_shape[1], int) and logits_shape[1] != self.classes.K:
+            raise ModelLoadError(_wrong_classes(path, logits_shape[1], self.classes.K))
+        # A batch frozen into the graph (as some tools export): the network runs that many at a time.
+        self.fixed_batch = L_shape[0] if isinstance(L_shape[0], int) and L_shape[0] > 0 else None
+        # A failed run is raised in words (OnnxRunError); onnxruntime's own log lines of it stay off stderr.
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
 
     def __repr__(self) -> str:
         return f"OnnxModel({str(self.path)!r}, {self.classes!r})"
@@ -141,13 +169,51 @@ class OnnxModel:
         return self.classes.K
 
     def __call__(self, L: torch.Tensor) -> torch.Tensor:
+        """L -> logits. A batch onnxruntime cannot run (out of memory, a batch size the graph
+        does not take) is run again one image at a time; an image that fails alone is an
+        :class:`OnnxRunError` in one line, or a MemoryError when memory ran out, and logits
+        whose shape is not the classes' a ModelLoadError."""
         if L.dim() != 4 or L.shape[1] != 1:
             raise ValueError(f"L must have shape (B, 1, H, W), got {tuple(L.shape)}")
         if L.shape[-1] % 32 or L.shape[-2] % 32:
             raise ValueError(f"input size {tuple(L.shape[-2:])} must be a multiple of 32")
         x = np.ascontiguousarray(L.detach().to("cpu", torch.float32).numpy())
-        (logits,) = self.session.run([OUTPUT], {INPUT: x})
-        return torch.from_numpy(logits).to(L.device)
+        step = self.fixed_batch or len(x)
+        parts = [self._batch(x[i : i + step]) for i in range(0, len(x), step)]
+        return torch.from_numpy(np.concatenate(parts) if len(parts) > 1 else parts[0]).to(L.device)
+
+    def _batch(self, x: np.ndarray) -> np.ndarray:
+        """One batch, padded to a fixed batch if the graph has one; one image at a time if it fails."""
+        n = len(x)
+        if self.fixed_batch is not None:
+            if n < self.fixed_batch:
+                x = np.concatenate([x, np.zeros((self.fixed_batch - n, *x.shape[1:]), x.dtype)])
+            return self._run(x)[:n]
+        try:
+            return self._run(x)
+        except (OnnxRunError, MemoryError):
+            if n == 1:
+                raise
+        return np.concatenate([self._run(x[i : i + 1]) for i in range(n)])
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """onnxruntime on one batch, its errors in words, its logits' shape checked."""
+        try:
+            (logits,) = self.session.run([OUTPUT], {INPUT: x}, self._run_options)
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors (Fail, InvalidArgument, ...) derive from Exception
+            why = _one_line(e)
+            if "failed to allocate memory" in why.lower() or "bad_alloc" in why:
+                raise MemoryError(f"onnxruntime ran out of memory running {self.path.name} on L {x.shape}: {why}") from e
+            raise OnnxRunError(f"onnxruntime could not run {self.path.name} on L {x.shape}: {why}") from e
+        want = (len(x), self.classes.K, x.shape[2] // 4, x.shape[3] // 4)
+        if logits.ndim != 4 or logits.shape[:2] != want[:2]:
+            if logits.ndim == 4 and logits.shape[0] == len(x):
+                raise ModelLoadError(_wrong_classes(self.path, logits.shape[1], self.classes.K))
+            raise ModelLoadError(f"{str(self.path)!r} gives logits {logits.shape} for L {x.shape}; a CCC++ export "
+                                 f"gives {want}")
+        return logits
 
     # Module-like no-ops, so the Colorizer treats both runtimes alike. The session runs on its
     # providers (the CPU here) whatever the device; outputs follow the input's device.
@@ -156,6 +222,49 @@ class OnnxModel:
 
     def eval(self) -> OnnxModel:
         return self
+
+
+def _one_line(e: BaseException) -> str:
+    """onnxruntime's message in one line: its status message without the source location."""
+    text = " ".join(str(e).split())
+    text = text.split("Status Message: ", 1)[-1]
+    text = re.sub(r"^\S+\.(cc|cpp|h):\d+ .*?\) ", "", text)  # "/src/.../bfc_arena.cc:360 void* f(...) "
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+
+
+def _wrong_classes(path: Path | str, channels: int, k: int) -> str:
+    return (f"{str(path)!r} gives {channels} channels of logits, but its metadata ccc.classes has {k} colour "
+            "classes: the file's network and classes do not belong together; export it again with "
+            "`ccc export-onnx MODEL out.onnx`")
+
+
+def _metadata_object(text: str, key: str, path: Path | str) -> dict:
+    """A metadata entry that holds a JSON object -> the object; ModelLoadError in words otherwise
+    (not JSON, another type, or nested past the parser's depth)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ModelLoadError(f"{str(path)!r}: its metadata {key} must be a JSON object, got {shown!r}")
+    return value
+
+
+def _classes(text: str, path: Path | str) -> ColorClasses:
+    """The metadata ``ccc.classes`` -> ColorClasses: ``{"bin_size": s, "kept": [q, ...]}``,
+    as :meth:`ColorClasses.to_config` writes it (no ``kept``: every bin, as
+    :meth:`ColorClasses.from_config` reads it); ModelLoadError in words otherwise."""
+    config = _metadata_object(text, "ccc.classes", path)
+    kept = config.get("kept")
+    whole = kept is None or (isinstance(kept, list) and all(type(q) is int for q in kept))
+    if type(config.get("bin_size")) is not int or not whole:
+        raise ModelLoadError(f"{str(path)!r}: its metadata ccc.classes must be {{\"bin_size\": s, \"kept\": [q, ...]}} "
+                             "with whole numbers, as `ccc export-onnx` writes it")
+    try:
+        return ColorClasses.from_config(config)
+    except ValueError as e:
+        raise ModelLoadError(f"{str(path)!r}: its metadata ccc.classes cannot be read: {e}") from None
 
 
 def _metadata(model: Any) -> dict[str, str]:
@@ -202,6 +311,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = OPSET, chec
     _require("onnx", "onnxscript", "onnx_ir", *(("onnxruntime",) if check else ()))
     import copy
 
+    import onnx
     import onnx_ir as ir
 
     path = Path(path).expanduser()
@@ -231,9 +341,12 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = OPSET, chec
                                 "width multiples of 32 -> logits (batch, K, height/4, width/4) over the colour "
                                 "classes of metadata ccc.classes / ccc.centers")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
+    # A new file under a random name, made exclusively (images.part_file), written through the
+    # open file: nothing planted beside the output (a file, a link) is written through.
+    tmp, f = part_file(path)
     try:
-        program.save(tmp, external_data=False)
+        with f:
+            onnx.save(ir.serde.serialize_model(program.model), f)  # one file, weights inside
         if check:
             _check(tmp, net)
         tmp.replace(path)

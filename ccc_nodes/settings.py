@@ -23,6 +23,7 @@ __all__ = [
     "HARMONIZE_CHOICES",
     "INPUT_SIZE",
     "MASK_SOURCES",
+    "MAX_HINTS",
     "PRECISIONS",
     "SAM_MODEL_TYPES",
     "SIZE_MULTIPLE",
@@ -50,6 +51,11 @@ MASK_SOURCES = ("auto", "sam", "classical")
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 # What a user picks for harmonisation: off, or the mask source (CLI flags, Space radio).
 HARMONIZE_CHOICES = ("off", "sam", "classical")
+# The most colour hints one image takes, whatever the interface (CLI, Space, nodes, server, the
+# Python API; enforced by ccc_nodes.hints): every point is grown over the image and every hint
+# pools the logits, so work and memory grow with the count (5,000 hints held a Space worker 88 s,
+# 50,000 took 3.3 GB). A person places a few tens; more is refused in words before any work.
+MAX_HINTS = 100
 
 
 def check_size(size: object, name: str = "size") -> int:

@@ -50,7 +50,7 @@ from ccc_figures import bin_table, class_grid, class_map_picture, to_uint8
 from ccc_nodes import ColorClasses, Colorizer, ImageError, ModelLoadError, load_model
 from ccc_nodes.cache import MODELS, cached  # noqa: F401 - app.MODELS: the cache this page fills
 from ccc_nodes.color import lab_to_rgb
-from ccc_nodes.hints import HINT_DEFAULTS, HintError, format_hint, palette_prior, parse_hints
+from ccc_nodes.hints import HINT_DEFAULTS, MAX_HINTS, HintError, check_count, format_hint, palette_prior, parse_hints
 from ccc_nodes.hub import DEFAULT_MODEL
 from ccc_nodes.images import EVAL_SIZE, ImageTooLarge, eval_crop, is_grey, open_image, to_rgb
 from ccc_nodes.masks import SAM_CHECKPOINTS, SAM_MODEL_TYPES, grey_image, load_sam, overlay
@@ -604,7 +604,9 @@ def add_hint(photo, hints, colour, strength, evt: gr.SelectData):
         return hints
     scale, (h, w) = _picker_scale(photo)
     x, y = min(round(evt.index[0] * scale), w - 1), min(round(evt.index[1] * scale), h - 1)
+    lines = [line for line in (hints or "").strip().splitlines() if line.strip()]
     try:
+        check_count(len(lines) + 1)  # the core's limit, said at the click rather than at the run
         line = format_hint(x, y, _hex(colour), slider_number("hint_strength", strength))
     except HintError as e:
         raise user_error(f"{e}.") from e
@@ -820,8 +822,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                         hint_color = gr.ColorPicker(value=HINT_COLOR, label="Hint colour", elem_id="hint-color")
                         hint_strength = slider("hint_strength", HINT_DEFAULTS["strength"], label="Hint strength",
                                                elem_id="hint-strength")
-                    hints_box = gr.Textbox(value="", label="Hints (x, y, colour, strength; one per line, edit or "
-                                                           "delete freely)", lines=3, elem_id="hints",
+                    hints_box = gr.Textbox(value="", label=f"Hints (x, y, colour, strength; one per line, at most "
+                                                           f"{MAX_HINTS}; edit or delete freely)", lines=3, elem_id="hints",
                                            placeholder="click the photo above, or type 120,80,#c0392b,1")
                     with gr.Row():
                         undo_hint = gr.Button("Remove last", size="sm", elem_id="hint-undo")

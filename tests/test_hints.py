@@ -4,18 +4,23 @@ palette, and the Python API, CLI and node that carry them."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from PIL import Image
 
 from ccc_nodes import Colorizer
 from ccc_nodes.color import rgb_to_lab
 from ccc_nodes.harmonize import HarmonizedPrediction, harmonize
 from ccc_nodes.hints import (
+    AB_LIMIT,
+    MAX_HINTS,
     GlobalHint,
     Hint,
     HintError,
@@ -212,6 +217,145 @@ def test_hint_text_and_json_forms(tmp_path):
     f.write_text("{")
     with pytest.raises(HintError, match="not valid JSON"):
         load_hints(f)
+
+
+# ------------------------------------------------------------------ what a hint may hold (issue 21)
+@pytest.mark.parametrize("color", [{"a": float("nan"), "b": 0}, {"a": 1e21, "b": 0}, {"a": 0, "b": float("-inf")},
+                                   {"a": 129, "b": 0}, {"a": [1], "b": 0}, {"a": None, "b": 0}, {"a": True, "b": 0},
+                                   (float("nan"), 0, 0), ([1], 2, 3)])
+def test_a_hint_colour_that_is_no_colour_is_refused_in_words(color):
+    """NaN or 1e21 as a*: before, the whole image turned blue-violet and the run said nothing."""
+    with pytest.raises(HintError, match=r"a\*|b\*|colour"):
+        parse_color(color)
+    assert parse_color({"a": -AB_LIMIT, "b": AB_LIMIT}) == (-AB_LIMIT, AB_LIMIT)
+
+
+def test_every_number_of_a_hint_is_checked_wherever_it_comes_from(two_tone):
+    nan = float("nan")
+    for make, words in ((lambda: Hint(ab=(nan, 0), point=(1, 1)), "a* nan is not a finite number"),
+                        (lambda: Hint(ab=(0, 1e21), point=(1, 1)), "must lie in -128..128"),
+                        (lambda: Hint(ab=(0, 0), point=(nan, 1)), "x nan is not a finite number"),
+                        (lambda: Hint.at(1, None, RED), "y None is not a number"),
+                        (lambda: Hint.at(1, 1, RED, strength=nan), "hint strength nan"),
+                        (lambda: Hint.on(np.full((4, 4), nan), RED), "NaN or infinite weights"),
+                        (lambda: GlobalHint(torch.zeros(3), nan), "reference strength nan")):
+        with pytest.raises(HintError, match=re.escape(words)):
+            make()
+
+
+def test_too_many_hints_for_one_image_are_refused_before_any_work(tmp_path, colorizer, two_tone, capsys):
+    """One limit (settings.MAX_HINTS, enforced in hints.py) for every interface: 5,000 hint
+    lines held the Space's workers 88 s and 50,000 from the CLI took 3.3 GB."""
+    from ccc_nodes.cli import main
+    from ccc_nodes.hints import hint_regions, parse_hints
+
+    line = "1,1,#c0392b"
+    assert len(parse_hints("\n".join([line] * MAX_HINTS))) == MAX_HINTS
+    with pytest.raises(HintError, match=f"{MAX_HINTS + 1} colour hints for one image; at most {MAX_HINTS}"):
+        parse_hints("\n".join([line] * (MAX_HINTS + 1)))
+    with pytest.raises(HintError, match="at most"):  # counted before a line is read: the bad last line is not reached
+        parse_hints("\n".join([line] * MAX_HINTS + ["not a hint"]))
+    pred = colorizer.predict(two_tone)[0]
+    many = [Hint.at(1, 1, RED)] * (MAX_HINTS + 1)
+    for call in (lambda: apply_hints(pred, many), lambda: hint_regions(pred, many),
+                 lambda: colorizer.run(two_tone, hints=many)):
+        with pytest.raises(HintError, match="at most"):
+            call()
+    f = tmp_path / "hints.json"
+    f.write_text(json.dumps([line] * 50_000))
+    with pytest.raises(HintError, match=f"every input: 50,000 colour hints for one image; at most {MAX_HINTS}"):
+        load_hints(f)
+    # An input's own hints and those for every input (the file's "*" and --hint) count together.
+    from ccc_nodes.hints import hint_table
+    from ccc_nodes.settings import MAX_HINTS as SETTING
+
+    assert MAX_HINTS == SETTING  # one home: the settings, plain Python, so `ccc --help` states it without torch
+    assert f"at most {MAX_HINTS} hints (`MAX_HINTS`" in (REPO / "README.md").read_text().replace("\n", " ")
+    half = MAX_HINTS // 2
+    f.write_text(json.dumps({"*": [line] * half, "disc.png": [line] * (MAX_HINTS - half)}))
+    assert len(hints_for(hint_table(f), "disc.png")) == MAX_HINTS
+    with pytest.raises(HintError, match=re.escape("hints for 'disc.png'")):
+        hint_table(f, [line])
+    src = tmp_path / "disc.png"
+    Image.fromarray(two_tone).save(src)
+    f.write_text(json.dumps([line] * 50_000))
+    assert main(["colorize", str(src), "-o", str(tmp_path / "out"), "--hints", str(f), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: hints file") and "at most" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def _one_line_refusal(main, capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(("hint", "words"), [
+    ({"x": [1], "y": 2, "color": RED}, "x [1] is not a number"),
+    ({"x": 1, "y": None, "color": RED}, "y None is not a number"),
+    ({"x": 1, "y": 2, "color": None}, "colour None"),
+    ({"x": 1, "y": 2, "color": [[1], 2, 3]}, "colour channel [1] is not a number"),
+    ({"x": 1, "y": 2, "color": RED, "strength": None}, "hint strength None is not a number"),
+    ({"x": 1, "y": 2, "color": RED, "strength": [0.5]}, "hint strength [0.5] is not a number"),
+    ({"x": "abc", "y": 2, "color": RED}, "x 'abc' is not a number"),
+    ({"x": 1, "y": 2, "color": {"a": float("nan"), "b": 0}}, "a* nan is not a finite number"),
+    ({"x": 1, "y": 2, "color": {"a": 1e21, "b": 0}}, "must lie in -128..128"),
+    ("abc,2,#c0392b", "x 'abc' is not a number"),
+])
+def test_a_bad_field_in_hints_json_is_one_line_naming_the_file_and_the_hint(tmp_path, capsys, hint, words):
+    """Lists, null, text and NaN in a --hints file: before, a TypeError traceback, or
+    'could not convert string to float' naming neither the file nor the hint."""
+    from ccc_nodes.cli import main
+
+    src = tmp_path / "disc.png"
+    Image.new("L", (40, 30), 120).save(src)
+    f = tmp_path / "hints.json"
+    f.write_text(json.dumps({"disc.png": ["1,1,#000000", hint]}))  # NaN as JSON's NaN, as Python writes it
+    err = _one_line_refusal(main, capsys, ["colorize", str(src), "-o", str(tmp_path / "out"), "--hints", str(f)])
+    assert words in err and f"hints file {f}, 'disc.png', hint 2" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hints_file_nested_past_the_parsers_depth_is_one_line(tmp_path, capsys):
+    from ccc_nodes.cli import main
+
+    src = tmp_path / "disc.png"
+    Image.new("L", (40, 30), 120).save(src)
+    f = tmp_path / "deep.json"
+    f.write_text("[" * 100_000 + "]" * 100_000)
+    err = _one_line_refusal(main, capsys, ["colorize", str(src), "-o", str(tmp_path / "out"), "--hints", str(f)])
+    assert "nested too deeply" in err
+    err = _one_line_refusal(main, capsys, ["colorize", str(src), "-o", str(tmp_path / "out"), "--hint", "1,1,red"])
+    assert "hint '1,1,red': colour 'red'" in err  # the hint named, not only its colour
+
+
+def test_hints_under_a_name_no_input_matches_are_reported(tmp_path, model_dir, capsys, monkeypatch):
+    """Before, hints for 'IMG_0001.jpg' when the input is 'img_0001.jpg' were dropped in
+    silence; now one warning line names them, and the run goes on (one file may serve runs
+    on parts of a collection)."""
+    from ccc_nodes.cli import main
+
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("L", (40, 30), 120).save(tmp_path / "in" / name)
+    f = tmp_path / "hints.json"
+    f.write_text(json.dumps({"a.png": ["1,1,#c0392b"], "in/b.png": ["2,2,#2e86c1"], "A.PNG": ["3,3,#000000"],
+                             "elsewhere/c.png": ["4,4,#000000"], "*": ["5,5,#000000"]}))
+    monkeypatch.chdir(tmp_path)  # the inputs as given: in/a.png, in/b.png
+    rc = main(["colorize", "in", "-o", str(tmp_path / "out"), "--hints", str(f), "--model",
+               str(model_dir), "--device", "cpu", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warning == [f"warning: {f} names 2 files that no input matches, whose hints are not used: 'A.PNG', "
+                       "'elsewhere/c.png'"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    from ccc_nodes.hints import hint_table, unmatched_names  # the core's rule the CLI reads
+
+    inputs = [tmp_path / "in" / "a.png", Path("in/b.png")]
+    assert unmatched_names(hint_table(f), inputs) == ["A.PNG", "elsewhere/c.png"]
 
 
 def ccc(*args, cwd=None):

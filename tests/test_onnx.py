@@ -228,3 +228,159 @@ def test_onnx_runtime_without_onnxruntime_names_the_extra(tmp_path, capsys, monk
     assert main(["colorize", str(img), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "m.onnx")]) == 2
     assert capsys.readouterr().err == ("error: ccc colorize needs onnxruntime, which is not installed: "
                                        "pip install 'ccc-nodes[onnx]'\n")
+
+
+# ------------------------------------------------------------------ files that are not what they say (issue 21)
+KEPT = [666, 667, 702]  # three classes: neutral and two near it (bin size 6)
+
+
+def _network(path, *, batch="batch", size=("height", "width"), channels=3, declared=None, grab=None, meta=None):
+    """A small network of the export's shape written with onnx's helper (no export, so no
+    waiting): L (B, 1, H, W) -> 4x4 mean -> 1x1 convolution -> logits (B, channels, H/4, W/4).
+
+    batch, size: the input's dimensions as the file declares them (an int fixes one).
+    declared: the output's channel dimension as declared (default ``channels``); a name frees it,
+      and the channels then pass a slice whose end is computed at run time, so that no
+      shape inference finds their count before a run.
+    grab: n -> the graph also makes (B - n) x 2**50 floats (4 PiB, more than any machine
+      can give): with 1, a batch of one runs and any larger one fails for memory; with 0, every run.
+    meta: the metadata (default: the three classes, as `ccc export-onnx` writes them)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    h, w = size
+    L = helper.make_tensor_value_info("L", TensorProto.FLOAT, [batch, 1, h, w])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, channels if declared is None else declared,
+                                                                      "h4", "w4"])
+    weight = np.linspace(-1, 1, channels, dtype=np.float32).reshape(channels, 1, 1, 1)
+    inits = [numpy_helper.from_array(weight, "w")]
+    nodes = [helper.make_node("AveragePool", ["L"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Conv", ["p", "w"], ["logits" if grab is None and not isinstance(declared, str) else "c"])]
+    if isinstance(declared, str):  # channels = L's channels (1) x channels, known only when it runs
+        inits += [numpy_helper.from_array(np.array(value, np.int64), name)
+                  for name, value in (("one", [1]), ("two", [2]), ("times", [channels]), ("start", [0]))]
+        nodes += [helper.make_node("Shape", ["L"], ["in_shape"]),
+                  helper.make_node("Slice", ["in_shape", "one", "two"], ["in_channels"]),
+                  helper.make_node("Mul", ["in_channels", "times"], ["end"]),
+                  helper.make_node("Slice", ["c", "start", "end", "one"], ["logits" if grab is None else "c2"])]
+    if grab is not None:
+        for name, value in (("at0", [0]), ("at1", [1]), ("n", [grab]), ("huge", [2**50])):
+            inits.append(numpy_helper.from_array(np.array(value, np.int64), name))
+        inits.append(numpy_helper.from_array(np.array(0, np.float32), "nought"))
+        nodes += [helper.make_node("Shape", ["L"], ["shape"]), helper.make_node("Slice", ["shape", "at0", "at1"], ["b"]),
+                  helper.make_node("Sub", ["b", "n"], ["extra"]), helper.make_node("Mul", ["extra", "huge"], ["count"]),
+                  helper.make_node("ConstantOfShape", ["count"], ["big"]),
+                  helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+                  helper.make_node("Mul", ["total", "nought"], ["zero"]),
+                  helper.make_node("Add", ["c2" if isinstance(declared, str) else "c", "zero"], ["logits"])]
+    model = helper.make_model(helper.make_graph(nodes, "small", [L], [out], inits),
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    for key, value in (meta if meta is not None else {"ccc.classes": json.dumps({"bin_size": 6, "kept": KEPT})}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def _greys(folder, n=3):
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray((np.random.default_rng(i).random((48, 64)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _stderr_lines(capfd) -> list[str]:
+    """What the run wrote to stderr, at the descriptor (onnxruntime's C++ log lines included)."""
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "[E:onnxruntime" not in err and "[W:onnxruntime" not in err, err
+    return err.splitlines()
+
+
+@pytest.mark.parametrize("case", ["a batch of 1 fixed in the graph", "a batch over 1 runs out of memory"])
+def test_a_batch_onnxruntime_cannot_run_is_run_one_image_at_a_time(tmp_path, capfd, case):
+    """Before, onnxruntime's own exception (not a RuntimeError) escaped every fallback: a
+    37-line traceback and nothing written."""
+    model = _network(tmp_path / "m.onnx", **({"batch": 1} if "fixed" in case else {"grab": 1}))
+    src = _greys(tmp_path / "in")
+    L = torch.rand(3, 1, 64, 96) * 100
+    runtime = OnnxModel(model)
+    assert torch.equal(runtime(L), torch.cat([runtime(L[i : i + 1]) for i in range(3)]))
+    for batch in ("3", "1"):
+        rc = main(["colorize", str(src), "-o", str(tmp_path / batch), "--model", str(model), "--batch", batch,
+                   "--size", "64", "-q"])
+        lines = _stderr_lines(capfd)
+        assert rc == 0 and lines == [f"colorized 3 images into {tmp_path / batch}; 0 skipped"], lines
+    for i in range(3):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "3" / f"{i}.png")),
+                              np.asarray(Image.open(tmp_path / "1" / f"{i}.png")))
+
+
+@pytest.mark.parametrize("case", ["memory", "input size"])
+def test_an_image_onnxruntime_cannot_run_is_one_line_and_the_rest_goes_on(tmp_path, capfd, case):
+    """Every run fails (out of memory, or an input size fixed in the graph): each image is one
+    line of the summary, nothing is written, the run ends with exit 1 - no traceback."""
+    model = _network(tmp_path / "m.onnx", **({"grab": 0} if case == "memory" else {"size": (96, 96)}))
+    src = _greys(tmp_path / "in", 2)
+    with pytest.raises(MemoryError if case == "memory" else RuntimeError, match="onnxruntime"):
+        OnnxModel(model)(torch.zeros(2, 1, 64, 64))
+    rc = main(["colorize", str(src), "-o", str(tmp_path / "out"), "--model", str(model), "--batch", "2",
+               "--size", "64", "-q"])
+    lines = _stderr_lines(capfd)
+    why = ("not enough memory" if case == "memory" else
+           "colorization failed: onnxruntime could not run m.onnx on L (1, 1, 64, 64): Got invalid dimensions for "
+           "input: L for the following indices index: 2 Got: 64 Expected: 96")
+    assert rc == 1 and lines[0] == "colorized 0 images; 2 skipped", lines
+    assert len(lines) == 3 and all(line.startswith(f"  skipped {src}/") and why in line for line in lines[1:]), lines
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("channels", "declared"), [(5, None), (2, None), (5, "k")])
+def test_logits_whose_channels_are_not_the_classes_are_refused(tmp_path, capfd, channels, declared):
+    """More channels than classes was an IndexError traceback; fewer gave wrong colours and
+    exit 0. Declared in the file: refused on loading (exit 2); found on running: every image skipped."""
+    model = _network(tmp_path / "m.onnx", channels=channels, declared=declared)
+    src = _greys(tmp_path / "in", 2)
+    rc = main(["colorize", str(src), "-o", str(tmp_path / "out"), "--model", str(model), "--size", "64", "-q"])
+    lines = _stderr_lines(capfd)
+    words = f"gives {channels} channels of logits, but its metadata ccc.classes has 3 colour classes"
+    if declared is None:
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+    else:
+        assert rc == 1 and len(lines) == 3 and all(words in line for line in lines[1:]), lines
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("meta", "words"), [
+    ({"ccc.classes": "{}"}, "ccc.classes must be {\"bin_size\": s, \"kept\": [q, ...]}"),
+    ({"ccc.classes": "[1, 2]"}, "ccc.classes must be a JSON object, got '[1, 2]'"),
+    ({"ccc.classes": "[" * 100_000 + "]" * 100_000}, "ccc.classes must be a JSON object"),
+    ({"ccc.classes": "not json"}, "ccc.classes must be a JSON object"),
+    ({"ccc.classes": json.dumps({"bin_size": 6, "kept": [[666]]})}, "with whole numbers"),
+    ({"ccc.classes": json.dumps({"bin_size": 6, "kept": [-1]})}, "kept bins must lie in 0..1295"),
+    ({"ccc.classes": json.dumps({"bin_size": 6, "kept": KEPT}), "ccc.config": "[1, 2]"},
+     "ccc.config must be a JSON object"),
+])
+def test_metadata_that_is_not_colour_classes_is_one_line(tmp_path, capfd, meta, words):
+    model = _network(tmp_path / "m.onnx", meta=meta)
+    img = tmp_path / "grey.png"
+    Image.new("L", (40, 30), 120).save(img)
+    with pytest.raises(ModelLoadError, match=re.escape(words)):
+        OnnxModel(model)
+    assert main(["colorize", str(img), "-o", str(tmp_path / "out"), "--model", str(model)]) == 2
+    lines = _stderr_lines(capfd)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {str(model)!r}: its metadata") and words in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+@slow
+def test_the_export_is_written_through_a_new_file_never_a_planted_one(tmp_path, small_model):
+    """The old fixed name ``.m.onnx.part`` was opened by name: a link planted there was
+    written through (and then renamed over the output). Now images.part_file makes a new
+    file under a random name, exclusively."""
+    victim, planted = tmp_path / "victim.txt", tmp_path / ".m.onnx.part"
+    victim.write_text("not yours")
+    planted.symlink_to(victim)
+    out = export_onnx(small_model, tmp_path / "m.onnx")
+    assert victim.read_text() == "not yours" and planted.is_symlink()
+    assert not out.is_symlink() and OnnxModel(out).classes == small_model.classes
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.onnx.part", "m.onnx", "victim.txt"]
+

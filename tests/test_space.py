@@ -570,6 +570,24 @@ def test_hints_and_a_reference_steer_the_result(app, model):
         run(app, photo, hints="900,10,#000000")
 
 
+def test_too_many_hints_are_refused_in_words_before_any_work(app, tmp_path, monkeypatch):
+    """Two requests of 5,000 hint lines held both workers 88 s. The core's MAX_HINTS is said
+    before the model is even loaded (a model that does not exist is never reached), and at
+    the click that would pass it."""
+    from ccc_nodes.hints import MAX_HINTS
+
+    monkeypatch.delenv(app.LOCKED_ENV, raising=False)
+    photo = str(EXAMPLES / "grey" / "chelsea.jpg")
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(app.gr.Error, match=f"5,000 colour hints for one image; at most {MAX_HINTS} are taken"):
+        run(app, photo, hints="\n".join(["225,150,#2e86c1,1"] * 5000), model=missing)
+    with pytest.raises(app.gr.Error, match="does not exist"):  # the same request with fewer hints reaches the model
+        run(app, photo, hints="\n".join(["225,150,#2e86c1,1"] * MAX_HINTS), model=missing)
+    full = "\n".join(["10,10,#000000,1"] * MAX_HINTS)
+    with pytest.raises(app.gr.Error, match=f"at most {MAX_HINTS}"):
+        app.add_hint(photo, full, "#2e86c1", 0.5, app.gr.SelectData(None, {"index": [1, 1], "value": None}))
+
+
 def test_a_click_on_the_picker_adds_a_hint_in_photo_pixels(app, tmp_path):
     big = tmp_path / "big.png"
     Image.new("L", (1280, 640), 128).save(big)  # shown at half size on the picker
