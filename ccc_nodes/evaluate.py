@@ -62,7 +62,7 @@ from .metrics import (
     markdown_table,
     metric_classes,
 )
-from .settings import DECODE_MODES, INPUT_SIZE, Decoding, Harmonization, check_size
+from .settings import DECODE_MODES, INPUT_SIZE, MAX_HINTS, Decoding, Harmonization, check_size
 
 __all__ = ["EvalResult", "add_parser", "check_crop", "eval_crop", "evaluate_folder", "is_grey", "write_report"]
 
@@ -500,6 +500,10 @@ def _cmd_hints(args: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         print(f"error: --hint-points takes counts >= 0 such as 0,1,2,5,10,20, got {args.hint_points!r}", file=sys.stderr)
+        return 2
+    if max(counts) > MAX_HINTS:
+        print(f"error: --hint-points: at most {MAX_HINTS} hints an image (the limit of every interface), "
+              f"got {max(counts)}", file=sys.stderr)
         return 2
     try:
         colorizer = Colorizer(args.model, device=args.device, size=args.size, decoding=args.decode,

@@ -520,7 +520,8 @@ def test_evaluate_hint_points_scores_and_reports(tmp_path):
     for f in ("hints.md", "hints_psnr.png", "hints_gallery.png"):
         assert (tmp_path / "ev" / f).is_file()
     assert Image.open(tmp_path / "ev" / "hints_gallery.png").size[0] == 4 * 192
-    for args, msg in ((["--hint-points", "0,x"], "counts >= 0"), (["--hint-points", "-1"], "counts >= 0")):
+    for args, msg in ((["--hint-points", "0,x"], "counts >= 0"), (["--hint-points", "-1"], "counts >= 0"),
+                      (["--hint-points", "0,101"], "at most 100 hints")):
         r = ccc("evaluate", "--gt", gt, "--model", "default", *args, "--out", tmp_path / "bad", "-q")
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
     r = ccc("evaluate", "--gt", gt, "--pred", gt, "--hint-points", "1", "--out", tmp_path / "bad", "-q")

@@ -65,13 +65,11 @@ def test_psnr_has_one_convention_for_identical_images():
 
 @pytest.mark.slow
 def test_metric_classes_are_the_models_else_the_embedded_defaults():
-    from ccc_nodes.hub import load_model
-
-    from ccc_nodes.hub import DEFAULT_MODEL_DIR
+    from ccc_nodes.hub import DEFAULT_MODEL_DIR, load_model
 
     kept = len(json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())["kept"])
     default, note = metric_classes()
-    assert default == load_model(None).classes and default.K == kept  # read from config.json alone
+    assert default == load_model(None).classes and kept == default.K  # read from config.json alone
     assert "embedded default model" in note and f"K = {kept}" in note
     assert metric_classes(CLASSES) == (CLASSES, "class maps (TAR, CNR, CCAR) use the model's classes (K = 10)")
 
