@@ -120,7 +120,8 @@ def test_the_recipe_trains_from_the_best_judges_and_continues(tmp_path):
     out1 = recipe(tmp_path / "run-1", "base")
     assert f"--init {default / 'model.safetensors'} --classes data" in out1  # the first run: the default's encoder
     judged = json.loads((tmp_path / "run-1" / "judge" / "judge.json").read_text())
-    assert list(judged["rows"]) == ["reference", str(tmp_path / "run-1")] and judged["rows"]["reference"]["images"] == 4
+    run1 = str(tmp_path / "run-1")
+    assert list(judged["rows"]) == ["reference", run1, f"{run1}@confident"] and judged["rows"]["reference"]["images"] == 4
     assert "wrong hue %" in (tmp_path / "run-1" / "judge" / "table.md").read_text()
     r1 = json.loads((tmp_path / "run-1" / "training.json").read_text())
     assert [c["lever"] for c in r1["chain"]] == ["base"] and r1["chain"][0]["samples"] == 8
@@ -132,7 +133,8 @@ def test_the_recipe_trains_from_the_best_judges_and_continues(tmp_path):
     assert [(c["run"], c["lever"]) for c in r2["chain"]] == [("run-1", "base"), ("run-2", "p16")]
     assert r2["chain"][1]["start"] == "run-1 (all weights)"
     judged = json.loads((tmp_path / "run-2" / "judge" / "judge.json").read_text())
-    assert list(judged["rows"]) == ["reference", str(tmp_path / "run-2"), str(default)]
-    promoted = judged["best"] == str(tmp_path / "run-2")
+    run2 = str(tmp_path / "run-2")
+    assert list(judged["rows"]) == ["reference", run2, f"{run2}@confident", str(default), f"{default}@confident"]
+    promoted = judged["best"] is not None and judged["best"].partition("@")[0] == run2
     assert ("replaced" in out2) == promoted and (default / "README.md").read_text().count("| run-2 |") == promoted
     assert set(LEVERS) >= {"base", "colourful", "p16"}

@@ -14,8 +14,8 @@ judgement), starting from the best so far, and judges it by the rule of
 - **train**: EfficientNet-Lite0 + skip decoder (256, 128, 128), every training photo in
   memory at 160 px, batch 16, Adam with a constant rate, ccc p = 10, the weight average,
   weights saved in fp16; plus the ``--lever`` (:data:`LEVERS`).
-- **judge**: the new model, the current default and the rule's reference in one run
-  (``OUT/judge/table.md``).
+- **judge**: the new model and the current default, each with the decodings of
+  :data:`JUDGED_DECODINGS`, and the rule's reference, in one run (``OUT/judge/table.md``).
 - **promote** (``--promote``): when the new model meets the rule and is the best of the
   rows by it, it replaces ``ccc_nodes/default_model`` (replaced, never added), with its
   model card: the chain of runs that made it (each run's start, lever, samples and wall
@@ -53,6 +53,9 @@ LEVERS = {
     "size192": ["--size", "192", "--store-size", "192"],  # closer to the 224 px users see
 }
 JUDGE_SECONDS = 420  # kept for decoding the photos, saving, the trainer's val pass and the judgement
+# Each model is judged with these decodings (METHOD.md section 8): the network is the same,
+# the rows say what each decoding gives.
+JUDGED_DECODINGS = ("argmax", "confident")
 
 
 def start_model(default_dir: Path = DEFAULT_DIR) -> tuple[list[str], list[dict]]:
@@ -140,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         default_dir = Path(a.default)
         train(a.train, a.val, out, seconds, a.lever, a.threads, a.workers, default_dir, extra)
-        candidates = [str(out)] + ([str(default_dir)] if json.loads((default_dir / "config.json").read_text())
-                                   .get("decoder") == "skip" else [])
+        models = [str(out)] + ([str(default_dir)] if json.loads((default_dir / "config.json").read_text())
+                               .get("decoder") == "skip" else [])
+        candidates = [m if d == "argmax" else f"{m}@{d}" for m in models for d in JUDGED_DECODINGS]
         verdict = default_rule.run(candidates, a.val, out / "judge", a.reference, a.judge_limit)
     except subprocess.CalledProcessError as e:
         print(f"error: the trainer stopped with status {e.returncode}; its checkpoint is in {out}", file=sys.stderr)
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if verdict["best"] == str(out):
+    if verdict["best"] is not None and verdict["best"].partition("@")[0] == str(out):
         if a.promote:
             promote(out, (out / "judge" / "table.md").read_text(), default_dir)
             print(f"{out} is the best by the rule: it replaced {default_dir}")
