@@ -4,6 +4,9 @@
     # a candidate model beside the default (any model folder or Hub repo id):
     python docs/make_before_after.py --compare runs/cpu-skip --label "skip decoder (CPU fine-tune)" \\
         --out docs/decoder_comparison.jpg
+    # any columns, in order: LABEL=MODEL[@DECODING] ("default": the embedded model)
+    python docs/make_before_after.py --column "before=runs/judge/reference" --column "after=default" \\
+        --column "after, confident decoding=default@confident"
 """
 
 import argparse
@@ -22,9 +25,18 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--compare", help="a second model (folder or Hub repo id), shown beside the default")
     p.add_argument("--label", default=None, help="its column's title (default: the --compare value)")
+    p.add_argument("--column", action="append", default=[], metavar="LABEL=MODEL[@DECODING]",
+                   help="a column of its own (repeatable, in order; replaces the default's column)")
     p.add_argument("--out", default=str(ROOT / "docs" / "before_after.jpg"))
     args = p.parse_args(argv)
-    colorizers = [("ccc colorize (embedded default)", Colorizer(device="cpu"))]
+    colorizers = []
+    for column in args.column:
+        label, _, spec = column.rpartition("=")
+        model, _, decoding = spec.partition("@")
+        colorizers.append((label or spec, Colorizer(None if model == "default" else model, device="cpu",
+                                                    decoding=decoding or None)))
+    if not colorizers:
+        colorizers = [("ccc colorize (embedded default)", Colorizer(device="cpu"))]
     if args.compare:
         colorizers.append((args.label or args.compare, Colorizer(args.compare, device="cpu")))
     labels = ["grey input", *(label for label, _ in colorizers), "original"]

@@ -67,7 +67,8 @@ def test_bulk_writes_what_the_one_process_path_writes(inputs, model_dir, tmp_pat
     assert not list((tmp_path / "bulk").rglob("*.part"))
 
 
-@pytest.mark.parametrize("decoding", [Decoding(), Decoding("annealed-mean", 0.38)], ids=lambda d: d.mode)
+@pytest.mark.parametrize("decoding", [Decoding("argmax"), Decoding("confident"), Decoding("annealed-mean", 0.38)],
+                         ids=lambda d: d.mode)
 def test_device_stages_run_on_the_cpu_give_the_same_pixels(inputs, small_model, tmp_path, decoding):
     """The GPU's arrangement (L, resize, decoding, a join of same-size images together, all in
     the main process) run on the CPU: the steps are the core's, so the pixels are too (the

@@ -289,4 +289,5 @@ def test_settings_refuse_bad_values_in_words():
         Harmonization(points_per_side=0)
     with pytest.raises(TypeError, match="decoding"):
         Decoding.of(0.38)
-    assert Decoding.of(None) == Decoding() and Decoding.of("argmax") == Decoding()
+    assert Decoding.of(None) == Decoding() and Decoding.of("confident") == Decoding()  # the default mode
+    assert Decoding.of("argmax") == Decoding("argmax")

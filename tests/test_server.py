@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
+from ccc_nodes.settings import DECODE_MODES  # noqa: E402
 
 
 class Gate:
@@ -185,7 +186,7 @@ def _bad(case: str, image: str) -> dict:
     ("invalid_input_type", "3", "size, large, invalid literal for int() with base 10: 'large'"),
     ("value_smaller_than_min", "3", "temperature"),
     ("value_bigger_than_max", "3", "temperature"),
-    ("value_not_in_list", "3", "decode: 'median' not in ['argmax', 'annealed-mean']"),
+    ("value_not_in_list", "3", f"decode: 'median' not in {list(DECODE_MODES)}"),
     ("bad_linked_input", "3", "image"),
     ("custom_validation_failed", "1", "image - Invalid image file: absent.png"),
 ])

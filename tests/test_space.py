@@ -23,6 +23,7 @@ gr = need("gradio")
 
 from ccc_nodes import ColorClasses, Decoding, Harmonization
 from ccc_nodes.color import rgb_to_lab
+from ccc_nodes.settings import DECODE_MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DEFAULTS = {"model": "", "size": 224, "decode": "argmax", "harmonize_with": "off", "dominance": 0.3,
@@ -489,7 +490,7 @@ def test_api_reports_a_non_image(served, tmp_path, capfd):
     photo = handle_file(str(EXAMPLES / "grey" / "coffee.jpg"))
     for name, value, message in (("temperature", 5, "Temperature must lie in [0.05, 1], got 5"),
                                  ("dominance", 3, "Dominance must lie in [0.05, 1], got 3"),
-                                 ("decode", "median", "Decode must be one of argmax, annealed-mean, got 'median'"),
+                                 ("decode", "median", f"Decode must be one of {', '.join(DECODE_MODES)}, got 'median'"),
                                  ("harmonize_with", "paint", "Harmonisation must be one of off, sam, classical"),
                                  ("sam_type", "vit_x", "SAM type must be one of vit_b, vit_l, vit_h")):
         with pytest.raises(Exception) as e:
@@ -615,7 +616,7 @@ def test_example_runs_are_cached_per_controls(app, model):
 
 def test_zero_gpu_duration_grows_with_the_work(app):
     small, big = np.zeros((300, 451, 3)), np.zeros((4000, 6000, 3))
-    argmax, sam_at = Decoding(), lambda n: Harmonization("sam", points_per_side=n)
+    argmax, sam_at = Decoding("argmax"), lambda n: Harmonization("sam", points_per_side=n)
     plain = app.photo_seconds("default", small, 224, argmax, None)
     assert plain < app.photo_seconds("default", big, 224, argmax, None)
     assert plain == app.photo_seconds("default", small, 224, argmax, Harmonization("classical"))
