@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .extras import missing_module
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, open_image, output_path, save_image
 from .settings import (
     DECODE_MODES,
@@ -38,7 +39,7 @@ class Subcommand:
     Attributes:
       module: defines ``add_parser(subparsers)``, which registers the full parser and sets
         ``func``; imported only when this command runs (``ccc --help`` imports none, so no torch).
-      extra: the ``pip install 'ccc-nodes[EXTRA]'`` extra the command needs beyond the base install.
+      extra: the extra the command needs beyond the base install (:mod:`ccc_nodes.extras` says how to install it).
       help: its line in ``ccc --help``.
     """
 
@@ -54,9 +55,6 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "export-onnx": Subcommand("ccc_nodes.onnx_runtime", "onnx",
                               "export the network to ONNX (for onnxruntime and other runtimes)"),
 }
-# A missing module that belongs to another extra than its command's (e.g. SAM masks in evaluate).
-_MODULE_EXTRAS = {"segment_anything": "sam", "onnx": "onnx", "onnxscript": "onnx", "onnx_ir": "onnx",
-                  "onnxruntime": "onnx"}
 
 @dataclass(frozen=True)
 class Job:
@@ -506,9 +504,7 @@ def _missing_extra(e: ModuleNotFoundError, command: str | None) -> str | None:
     top = (e.name or "").partition(".")[0]
     if not top or top == __package__:
         return None
-    extra = _MODULE_EXTRAS.get(top) or (SUBCOMMANDS[command].extra if command in SUBCOMMANDS else None)
-    how = f"pip install 'ccc-nodes[{extra}]'" if extra else f"pip install {top}"
-    return f"error: ccc {command} needs {top}, which is not installed: {how}"
+    return f"error: {missing_module(e, f'ccc {command}', SUBCOMMANDS[command].extra if command in SUBCOMMANDS else None)}"
 
 
 def _terminated(signum, frame) -> None:

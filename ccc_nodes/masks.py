@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .color import lab_to_rgb
+from .extras import missing_module
 from .images import to_rgb
 from .pipeline import Prediction, lightness
 from .settings import SAM_MODEL_TYPES, Harmonization
@@ -182,7 +183,7 @@ def load_sam(
     try:
         import segment_anything  # noqa: F401
     except ImportError as e:
-        raise SamLoadError("SAM needs the segment-anything package: pip install 'ccc-nodes[sam]'") from e
+        raise SamLoadError(str(missing_module(e, "SAM", "sam"))) from e
     path = Path(checkpoint).expanduser()
     if not path.exists():
         text = str(checkpoint)
@@ -289,7 +290,10 @@ def classical_masks(
       min_region_area: drop segments smaller than this fraction of the image.
       max_side: the grey image is resized to this longer side first.
     """
-    from skimage.segmentation import felzenszwalb, slic
+    try:
+        from skimage.segmentation import felzenszwalb, slic
+    except ImportError as e:
+        raise missing_module(e, "classical masks (harmonisation without SAM)", "sam") from e
 
     grey = grey_image(image, max_side)[..., 0].astype(np.float64) / 255.0
     h, w = grey.shape

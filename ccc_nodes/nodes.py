@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from .cache import cached
 from .classes import ColorClasses
+from .extras import missing_module
 from .harmonize import harmonize_with
 from .hints import HINT_DEFAULTS, Hint, apply_hints, hint_regions, palette_prior, parse_color
 from .hub import DEFAULT_MODEL, ModelLoadError, load_model, resolve_source
@@ -543,8 +544,7 @@ class CCCSAMHarmonize:
             try:
                 out.append(harmonize_with(p, settings, masks=m, sam=sam))
             except ImportError as e:  # the classical fallback needs scikit-image, SAM segment-anything
-                raise ImportError(f"SAM Harmonize needs the 'sam' extra: pip install scikit-image "
-                                  f"segment-anything (or 'ccc-nodes[sam]'); {e}") from e
+                raise missing_module(e, "SAM Harmonize", "sam") from e
             progress(len(out))
         shown = [torch.from_numpy(np.asarray(overlay(p, h.masks), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
                  for p, h in zip(preds, out, strict=True)]

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .classes import ColorClasses
+from .extras import missing_module
 from .hub import ModelLoadError
 from .images import part_file
 
@@ -68,7 +69,7 @@ def _require(*modules: str) -> None:
     """ModuleNotFoundError naming the extra, for the first of ``modules`` that is not installed."""
     for name in modules:
         if importlib.util.find_spec(name) is None:
-            raise ModuleNotFoundError(f"{name} is not installed: pip install 'ccc-nodes[{EXTRA}]'", name=name)
+            raise missing_module(ModuleNotFoundError(name=name), "ONNX export and --runtime onnx", EXTRA)
 
 
 def is_onnx_file(source: object) -> bool:

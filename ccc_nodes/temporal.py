@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .extras import install_hint
 from .pipeline import Colorizer, Prediction, decode_ab, join_lab
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 FLOW_METHODS = ("dis", "farneback")
-OPENCV_HINT = "temporal mode needs OpenCV: pip install 'ccc-nodes[video]' (or opencv-python-headless)"
+OPENCV_HINT = install_hint("video", "temporal mode (OpenCV)")
 
 
 class OpenCVMissing(ImportError):

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .extras import install_hint
 from .images import MAX_PIXELS, part_file
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
-VIDEO_HINT = "video needs the 'video' extra: pip install 'ccc-nodes[video]'"
+VIDEO_HINT = install_hint("video", "video")
 # Video encoder by output suffix (software encoders in PyAV's wheels), with its options.
 _ENCODERS = {".webm": ("libvpx-vp9", {"crf": "24", "b": "0", "row-mt": "1"}),
              ".avi": ("mpeg4", {"qscale": "2"}), ".mpg": ("mpeg2video", {"qscale": "2"}),

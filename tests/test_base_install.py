@@ -158,7 +158,7 @@ def test_commands_of_an_extra_name_it_in_one_line(base_env, model_dir, tmp_path,
     Image.fromarray(photo).save(tmp_path / "GT" / "cat.png")
     r = ccc(base_env, *[model_dir if a == "MODEL" else a for a in args], cwd=tmp_path)
     assert r.returncode == 2, r.stderr
-    assert f"pip install 'ccc-nodes[{extra}]'" in r.stderr
+    assert f"install -e '{ROOT}[{extra}]'" in r.stderr  # from this checkout (ccc_nodes.extras), not the index
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 

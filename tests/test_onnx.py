@@ -19,6 +19,7 @@ from helpers import SMALL_ENCODER, need
 from PIL import Image
 
 from ccc_nodes.cli import main
+from ccc_nodes.extras import install_command
 from ccc_nodes.hub import ModelLoadError, load_model
 from ccc_nodes.images import to_rgb
 from ccc_nodes.modeling import CCCNet
@@ -217,7 +218,7 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypa
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the onnx extra were not installed
     assert main(["export-onnx", "default", str(tmp_path / "a.onnx")]) == 2
     assert capsys.readouterr().err == ("error: ccc export-onnx needs onnxscript, which is not installed: "
-                                       "pip install 'ccc-nodes[onnx]'\n")
+                                       f"{install_command('onnx')}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
@@ -227,7 +228,7 @@ def test_onnx_runtime_without_onnxruntime_names_the_extra(tmp_path, capsys, monk
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert main(["colorize", str(img), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "m.onnx")]) == 2
     assert capsys.readouterr().err == ("error: ccc colorize needs onnxruntime, which is not installed: "
-                                       "pip install 'ccc-nodes[onnx]'\n")
+                                       f"{install_command('onnx')}\n")
 
 
 # ------------------------------------------------------------------ files that are not what they say (issue 21)

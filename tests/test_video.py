@@ -5,6 +5,7 @@ than frame by frame; bad inputs are one-line errors that leave nothing behind.""
 
 from __future__ import annotations
 
+import re
 import sys
 import weakref
 from fractions import Fraction
@@ -246,11 +247,13 @@ def test_cli_bad_video_is_one_line(small_model, tmp_path, capsys):
 
 def test_without_the_video_extra(monkeypatch, clip, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "av", None)  # import av now fails as if not installed
-    with pytest.raises(VideoError, match=r"pip install 'ccc-nodes\[video\]'"):
+    from ccc_nodes.extras import install_command
+
+    with pytest.raises(VideoError, match=re.escape(install_command("video"))):
         require_av()
     assert main(["colorize", str(clip), "-o", str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: video needs the 'video' extra: pip install 'ccc-nodes[video]'"
+    assert err == f"error: video needs the 'video' extra: {install_command('video')}"
     assert not (tmp_path / "out").exists()
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hmac
+import html
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from .. import nodes as ccc_nodes
+from ..extras import install_command
 from ..images import ImageError
 from .executor import Executor, PromptQueue
 from .files import FileError, Folders
@@ -390,8 +392,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     def index():
         if config.web_root is None:
             return HTMLResponse("<h1>CCC++ server</h1><p>The ComfyUI API is up. For the node editor install the "
-                                "<code>server</code> extra (<code>pip install 'ccc-nodes[server]'</code>), which "
-                                "brings <code>comfyui-frontend-package</code>, and restart.</p>")
+                                f"<code>server</code> extra (<code>{html.escape(install_command('server'))}</code>), "
+                                "which brings <code>comfyui-frontend-package</code>, and restart.</p>")
         return FileResponse(config.web_root / "index.html", headers={"Cache-Control": "no-cache"})
 
     if WEB_DIR.is_dir():

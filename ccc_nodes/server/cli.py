@@ -35,7 +35,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from .app import create_app
     except ImportError as e:
-        print(f"error: the server needs its extra: pip install 'ccc-nodes[server]' ({e})", file=sys.stderr)
+        from ..extras import missing_module
+
+        print(f"error: {missing_module(e, 'the server', 'server')}", file=sys.stderr)
         return 2
     token = args.token or os.environ.get("CCC_SERVER_TOKEN") or None
     if not is_loopback(args.host) and not token and not args.no_token:
