@@ -9,6 +9,7 @@ import argparse
 import glob
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -205,6 +206,10 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         return 2
     if hint_table is not None and args.hints:
         _warn_unmatched(args.hints, hint_table, [j.src for j in safe] + [name for name, _ in problems])
+    if args.reference_strength is not None and not args.reference:
+        print("error: --reference-strength sets how strongly --reference steers the colours: give --reference too",
+              file=sys.stderr)
+        return 2
     if harmonization is not None and harmonization.masks == "sam" and not args.sam:
         print("error: --harmonize sam needs --sam CKPT (a .pth file or a Hub repo id); or use --harmonize classical",
               file=sys.stderr)
@@ -535,7 +540,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, old)
 
 
+# Options whose value may start with "-" (a hint at x = -5 is refused in words, not by argparse
+# as "expected one argument").
+_DASHED_VALUES = ("--hint",)
+
+
+def _join_dashed_values(argv: Sequence[str]) -> list[str]:
+    """``--hint -5,10,red`` -> ``--hint=-5,10,red``: argparse takes a value that starts with
+    "-" and a digit (and is no plain number) for an option."""
+    out = list(argv)
+    for i in range(len(out) - 2, -1, -1):
+        if out[i] in _DASHED_VALUES and re.match(r"-[\d.]", out[i + 1]):
+            out[i : i + 2] = [f"{out[i]}={out[i + 1]}"]
+    return out
+
+
 def _run(argv: Sequence[str] | None) -> int:
+    argv = _join_dashed_values(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     if args.command == "colorize":
         try:

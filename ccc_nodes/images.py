@@ -132,10 +132,20 @@ def check_frames(path: str | os.PathLike, max_pixels: int, max_frames: int) -> i
     total = w * h * frames
     if max_pixels and total > max_pixels and frames > 1:
         raise ImageTooLarge(
-            f"{name}: refused, {frames} frames of {w}x{h} = {total / 1e6:.0f} MP in all is over the limit of "
-            f"{max_pixels / 1e6:.0f} MP (a multi-frame bomb, or raise the limit)", total)
+            f"{name}: refused, {frames} frames of {w}x{h} = {pixels(total)} in all is over the limit of "
+            f"{pixels(max_pixels)} (a multi-frame bomb, or raise the limit)", total)
     _check_size((w, h), max_pixels, name)
     return frames
+
+
+def pixels(n: float) -> str:
+    """A pixel count in words: ``81 MP``, ``1.5 MP``, ``1,000 pixels`` (a limit under one
+    megapixel is not written as 0 MP)."""
+    if n >= 10e6:
+        return f"{n / 1e6:.0f} MP"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}".removesuffix(".0") + " MP"
+    return f"{n:,.0f} pixels"
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
@@ -144,8 +154,8 @@ def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
         raise ImageError(f"{name}: empty image ({w}x{h})")
     if max_pixels and w * h > max_pixels:
         raise ImageTooLarge(
-            f"{name}: refused, {w}x{h} = {w * h / 1e6:.0f} MP is over the limit of "
-            f"{max_pixels / 1e6:.0f} MP (a decompression bomb, or raise the limit)",
+            f"{name}: refused, {w}x{h} = {pixels(w * h)} is over the limit of "
+            f"{pixels(max_pixels)} (a decompression bomb, or raise the limit)",
             w * h,
         )
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .extras import install_hint
-from .images import MAX_PIXELS, part_file
+from .images import MAX_PIXELS, part_file, pixels
 
 __all__ = [
     "VIDEO_HINT",
@@ -150,7 +150,7 @@ def colorize_video(
         info = _info(container, src)
         if max_pixels and info.width * info.height > max_pixels:
             raise VideoError(f"{src}: refused, {info.width}x{info.height} frames are over the limit of "
-                             f"{max_pixels / 1e6:.0f} MP")
+                             f"{pixels(max_pixels)}")
         if max_frames and info.frames > max_frames:
             raise VideoError(f"{src}: {info.frames} frames, over the limit of {max_frames}")
         written = 0

@@ -155,3 +155,28 @@ def test_harmonize_colorizes_with_the_cores_job(inputs, model_dir, tmp_path, cap
                         "--dominance", "2") == 2
     assert "dominance must be a number in [0, 1], got 2.0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_command_line_slips_are_one_line_in_words(tmp_path, capsys):
+    """Issue 22's first-contact findings: options that were silently ignored, a limit written as
+    0 MP, and a hint at a negative x taken by argparse for an option."""
+    src = tmp_path / "grey.png"
+    Image.new("L", (40, 30), 120).save(src)
+    out = tmp_path / "out"
+    assert main(["colorize", str(src), "-o", str(out), "--reference-strength", "0.5", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --reference-strength sets how strongly --reference steers the colours: "
+                   "give --reference too\n") and not out.exists()
+    assert main(["colorize", str(src), "-o", str(out), "--hint", "-5,10,#ff0000", "-q"]) == 1  # the image's failure
+    err = capsys.readouterr().err
+    assert "hint point (-5, 10) lies outside the 40x30 image" in err and "expected one argument" not in err, err
+    assert main(["colorize", str(src), "-o", str(out), "--max-pixels", "1000", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "40x30 = 1,200 pixels is over the limit of 1,000 pixels" in err and "0 MP" not in err, err
+
+
+def test_pixel_counts_in_words():
+    from ccc_nodes.images import pixels
+
+    assert [pixels(n) for n in (1000, 999_999, 1_000_000, 1_500_000, 81_000_000)] == [
+        "1,000 pixels", "999,999 pixels", "1 MP", "1.5 MP", "81 MP"]
