@@ -180,3 +180,18 @@ def test_pixel_counts_in_words():
 
     assert [pixels(n) for n in (1000, 999_999, 1_000_000, 1_500_000, 81_000_000)] == [
         "1,000 pixels", "999,999 pixels", "1 MP", "1.5 MP", "81 MP"]
+
+
+def test_the_default_folders_commands_write_are_ignored_in_the_checkout():
+    """Run from the checkout as the README says, `ccc serve` and `ccc evaluate` leave no untracked folder."""
+    from helpers import REPO
+
+    from ccc_nodes.cli import build_parser
+
+    folders = []
+    for argv, option in ((["serve"], "dir"), (["evaluate", "--gt", "x", "--model", "m"], "out")):
+        folders.append(build_parser(argv).parse_args(argv).__dict__[option])
+    assert folders == ["ccc_server", "evaluation"]
+    r = subprocess.run(["git", "-C", str(REPO), "check-ignore", *(f"{f}/x" for f in folders)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.split() == [f"{f}/x" for f in folders], r.stdout + r.stderr
