@@ -47,6 +47,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ from torch import nn
 
 from .classes import OUTPUT_SCALE, ColorClasses, ab_at_output, classes_at_output
 from .color import rgb_to_lab
-from .images import GREY_TOLERANCE, is_grey
+from .images import GREY_TOLERANCE, is_grey, to_rgb
 from .metrics_report import METRIC_NAMES, markdown_table
 from .perceptual import (
     FID_MODES,
@@ -507,11 +508,20 @@ class ColorMetrics:
         return out
 
 
-def compare(pred: torch.Tensor, gt: torch.Tensor, classes: ColorClasses, scale: int = OUTPUT_SCALE, lpips: nn.Module | None = None) -> dict[str, float]:
-    """All per-image metrics of one pair (or the mean over a batch): sRGB ``(3, H, W)`` or
-    ``(B, 3, H, W)`` in [0, 1]. CCAR is then the share of K that this image uses."""
-    if pred.dim() == 3:
-        pred, gt = pred[None], gt[None]
+def _batch(image: Any) -> torch.Tensor:
+    """A batch ``(B, 3, H, W)`` as it is; any one image (a path, PIL, numpy, torch
+    ``(C, H, W)``, as :func:`ccc_nodes.images.to_rgb` takes) -> ``(1, 3, H, W)`` in [0, 1]."""
+    if isinstance(image, torch.Tensor) and image.dim() == 4:
+        return image
+    rgb, _ = to_rgb(image)
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None]
+
+
+def compare(pred: Any, gt: Any, classes: ColorClasses, scale: int = OUTPUT_SCALE, lpips: nn.Module | None = None) -> dict[str, float]:
+    """All per-image metrics of one pair (or the mean over a batch): sRGB batches ``(B, 3, H, W)``
+    in [0, 1], or one image each in any form a user has (a PIL image, a path, numpy
+    ``(H, W, 3)``, torch ``(3, H, W)``). CCAR is then the share of K that this image uses."""
+    pred, gt = _batch(pred), _batch(gt)
     m = ColorMetrics(classes, scale, lpips=lpips)
     m.update(pred, gt)
     return m.compute()

@@ -437,3 +437,19 @@ def test_fid_torchvision_mode_loads_torchvisions_inception_from_the_hub_cache(tm
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="FID mode"):
         load_fid_features(mode="pytorch")
+
+
+def test_compare_takes_the_ground_truth_in_the_form_a_user_has(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    gt_u8 = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    pred = torch.from_numpy(np.clip(gt_u8.astype(np.float32) / 255 + 0.05, 0, 1)).permute(2, 0, 1)[None]
+    want = compare(pred, torch.from_numpy(gt_u8).permute(2, 0, 1)[None].float() / 255, CLASSES)
+    Image.fromarray(gt_u8).save(tmp_path / "gt.png")
+    for gt in (Image.fromarray(gt_u8), gt_u8, torch.from_numpy(gt_u8).permute(2, 0, 1).float() / 255, tmp_path / "gt.png"):
+        got = compare(pred, gt, CLASSES)
+        assert got["psnr"] == pytest.approx(want["psnr"], abs=1e-4) and got["tar"] == pytest.approx(want["tar"])
+    assert compare(pred[0], Image.fromarray(gt_u8), CLASSES)["psnr"] == pytest.approx(want["psnr"], abs=1e-4)
+    with pytest.raises(ValueError, match="differ in shape"):
+        compare(pred, Image.fromarray(gt_u8).resize((24, 16)), CLASSES)
