@@ -243,6 +243,22 @@ def class_map_image(pred: Prediction, lightness: float | None = None) -> torch.T
 # Models are loaded once per key into the process's one cache (ccc_nodes.cache), so
 # re-running a graph never reloads them.
 
+class _Held(torch.nn.Module):
+    """What ComfyUI's ModelPatcher manages for a network whose ``device`` is a read-only
+    property (segment-anything's ``Sam``): the patcher assigns ``model.device`` when it loads
+    and offloads, which such a network refuses. The holder takes the assignment and moves the
+    network with itself (it is its only submodule)."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.net, self.device = net, device
+
+
+def _device_is_read_only(net: torch.nn.Module) -> bool:
+    attr = getattr(type(net), "device", None)
+    return isinstance(attr, property) and attr.fset is None
+
+
 def _managed(net: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
     """Inside ComfyUI, call before a node runs ``net``: it is handed to ComfyUI's model
     management (a ModelPatcher loaded with ``load_models_gpu``, as ComfyUI's CLIP vision
@@ -257,7 +273,8 @@ def _managed(net: torch.nn.Module, device: torch.device | None = None) -> torch.
     patcher = getattr(net, "_ccc_patcher", None)  # kept on the network: both go when the network is dropped
     if patcher is None:
         device = device if device is not None else next(net.parameters()).device
-        patcher = comfy.model_patcher.ModelPatcher(net, load_device=device, offload_device=mm.unet_offload_device())
+        model = _Held(net, next(net.parameters()).device) if _device_is_read_only(net) else net
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=mm.unet_offload_device())
         net._ccc_patcher = patcher
     mm.load_models_gpu([patcher])
     return net

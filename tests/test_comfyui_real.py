@@ -79,6 +79,31 @@ N["CCCModelLoader"]().load("default", "cpu", "fp32", repo_or_path=os.environ["CC
 out["hub_folder"] = sorted(os.listdir(os.path.join(tmp, "models", "ccc")))
 out["listed"] = N["CCCModelLoader"].INPUT_TYPES()["required"]["model"][0]
 
+# SAM in ComfyUI: a small SAM saved as a checkpoint in models/sams and loaded by the SAM Loader
+# node (segment-anything's vit_b builder swapped for the small architecture; the file, its
+# loading and ComfyUI's model management are real), then SAM Harmonize with it, before and
+# after ComfyUI unloads every model
+sys.path.insert(0, os.path.join(pack, "tests"))
+import segment_anything
+from tiny_models import tiny_sam
+torch.save(tiny_sam(seed=2).state_dict(), os.path.join(tmp, "models", "sams", "tiny.pth"))
+segment_anything.sam_model_registry["vit_b"] = lambda checkpoint=None: tiny_sam(seed=1)
+out["sam_listed"] = N["CCCSAMLoader"].INPUT_TYPES()["optional"]["checkpoint"][0]
+(sam_net,) = N["CCCSAMLoader"]().load("vit_b", "cpu", checkpoint="tiny.pth")
+sam_held = lambda: any(getattr(lm.model.model, "net", None) is sam_net for lm in mm.current_loaded_models
+                       if lm.model is not None)
+out["sam_weights_loaded"] = bool(torch.equal(sam_net.state_dict()["mask_decoder.iou_token.weight"],
+                                             tiny_sam(seed=2).state_dict()["mask_decoder.iou_token.weight"]))
+(classes,) = N["CCCGrayscaleToClasses"]().predict(model, big, 64)
+harmonized, shown = N["CCCSAMHarmonize"]().harmonize(classes, 0.002, 0.3, 12.0, 2.0, sam_model=sam_net,
+                                                     points_per_side=4)
+out["sam_harmonized"] = [list(shown.shape), len(harmonized.predictions), sam_held()]
+mm.unload_all_models()
+out["sam_after_unload"] = sam_held()
+harmonized, shown = N["CCCSAMHarmonize"]().harmonize(classes, 0.002, 0.3, 12.0, 2.0, sam_model=sam_net,
+                                                     points_per_side=4)
+out["sam_rerun"] = [list(shown.shape), sam_held()]
+
 # the name ComfyUI's error dialog shows for the pack's exceptions
 try:
     N["CCCModelLoader"]().load("absent", "cpu", "fp32")
@@ -119,3 +144,8 @@ def test_the_findings_in_real_comfyui(tmp_path, fake_hub):
     assert (tmp_path / "models" / "ccc" / folder / "model.safetensors").is_file() and not (tmp_path / "hf").exists()
     # the network is ComfyUI's to unload (and to load again)
     assert out["held_after_run"] and not out["held_after_unload"] and out["rerun_equal"]
+    # SAM: listed from models/sams, loaded by the SAM Loader with the file's weights, run by SAM Harmonize
+    # under ComfyUI's model management (Sam's read-only device property), unloaded and run again
+    assert "tiny.pth" in out["sam_listed"] and out["sam_weights_loaded"]
+    assert out["sam_harmonized"] == [[1, 426, 640, 3], 1, True], out["sam_harmonized"]
+    assert out["sam_after_unload"] is False and out["sam_rerun"] == [[1, 426, 640, 3], True]
