@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import cached
+from .cache import MODELS, cached, source_key
 from .classes import ColorClasses
 from .extras import missing_module
 from .harmonize import harmonize_with
@@ -70,6 +70,9 @@ else:
         _default = os.path.join(folder_paths.models_dir, _kind)
         folder_paths.add_model_folder_path(_kind, _default)
         os.makedirs(_default, exist_ok=True)
+    # ComfyUI owns the networks (its node outputs and model management hold them); the pack's
+    # cache only spares a second load while they live, so POST /free returns their memory.
+    MODELS.weak = True
 
 
 # ------------------------------------------------------------------ helpers
@@ -290,7 +293,7 @@ def _colorizer(source: str, revision: str | None, device: str, precision: str) -
         local_dir = Path(folder_paths.models_dir, "ccc", source.replace("/", "--")) if hub_id else None
         return Colorizer(load_model(source, revision=revision, local_dir=local_dir), device=dev, precision=precision)
 
-    return cached(("ccc", source, revision, str(dev), precision), load)
+    return cached(("ccc", source_key(source), revision, str(dev), precision), load)
 
 
 def _with_size(colorizer: Colorizer, size: int) -> Colorizer:
@@ -497,7 +500,7 @@ class CCCSAMLoader:
                 raise ModelLoadError(f"no SAM checkpoint {checkpoint!r} under {', '.join(map(str, self.folders()))}")
             source = str(found[checkpoint])
         dev = _device(device)
-        net = cached(("sam", source, model_type, str(dev)), lambda: load_sam(source, model_type, device=dev))
+        net = cached(("sam", source_key(source), model_type, str(dev)), lambda: load_sam(source, model_type, device=dev))
         return (_managed(net, dev),)
 
 

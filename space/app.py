@@ -48,7 +48,7 @@ if str(HERE) not in sys.path:
 from ccc_figures import bin_table, class_grid, class_map_picture, to_uint8
 
 from ccc_nodes import ColorClasses, Colorizer, ImageError, ModelLoadError, load_model
-from ccc_nodes.cache import MODELS, cached  # noqa: F401 - app.MODELS: the cache this page fills
+from ccc_nodes.cache import MODELS, cached, source_key  # noqa: F401 - app.MODELS: the cache this page fills
 from ccc_nodes.color import lab_to_rgb
 from ccc_nodes.hints import HINT_DEFAULTS, MAX_HINTS, HintError, check_count, format_hint, palette_prior, parse_hints
 from ccc_nodes.hub import DEFAULT_MODEL
@@ -177,7 +177,7 @@ def get_model(source: str):
     """The CCC++ model of ``source`` (``default``, a Hub repo id or a folder); raises
     :class:`ModelLoadError` with the core's message (what failed, what to do)."""
     source = (source or "").strip() or default_model()
-    return cached(("ccc", source), lambda: load_model(source))
+    return cached(("ccc", source_key(source)), lambda: load_model(source))
 
 
 def default_sam() -> tuple[str, str]:

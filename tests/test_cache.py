@@ -1,5 +1,6 @@
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -77,3 +78,37 @@ def test_no_second_load_while_the_first_is_being_stored():
     entered.wait(5)
     assert cache.get(("ccc", "a"), lambda: "second") == "first"
     t.join()
+
+
+def test_a_weak_cache_lets_a_network_go_when_its_owner_does():
+    """Inside ComfyUI the host owns the networks: when it drops them (POST /free), the cache
+    must not keep them alive; while it holds them, they are not loaded twice."""
+    import gc
+
+    from torch import nn
+
+    cache, loads = ModelCache(weak=True), []
+
+    def load():
+        loads.append(1)
+        return nn.Linear(256, 256)
+
+    held = cache.get(("ccc", "a"), load)
+    assert cache.get(("ccc", "a"), load) is held and len(loads) == 1 and ("ccc", "a") in cache
+    probe = weakref.ref(held)
+    del held
+    gc.collect()
+    assert probe() is None and ("ccc", "a") not in cache and len(cache) == 0  # nothing kept it alive
+    cache.get(("ccc", "a"), load)
+    assert len(loads) == 2  # asked again: loaded again
+
+
+def test_one_file_under_two_paths_is_one_network(tmp_path):
+    from ccc_nodes.cache import source_key
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "sam.pth").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "models")
+    a, b = tmp_path / "models" / "sam.pth", tmp_path / "link" / ".." / "models" / "sam.pth"
+    assert source_key(str(a)) == source_key(str(b)) == source_key(tmp_path / "link" / "sam.pth") == str(a.resolve())
+    assert source_key("owner/repo") == "owner/repo" and source_key("default") == "default"
