@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import reprlib
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .classes import ColorClasses
 from .color import rgb_to_lab
@@ -237,6 +239,27 @@ def _gaussian(classes: ColorClasses, ab: torch.Tensor, sigma: float) -> torch.Te
     return (-d2 / (2 * sigma**2)).float()
 
 
+REFERENCE_SIDE = 64  # a reference's colours are counted at this longer side
+
+
+def _small(reference: Any) -> Any:
+    """A reference image file or PIL image shrunk to :data:`REFERENCE_SIDE` before it becomes
+    float RGB (a JPEG file decoded at a reduced scale): an 81 MP reference costs its 8-bit
+    raster at most, never a float copy of it. A caller's PIL image is left as it was."""
+    if isinstance(reference, (str, os.PathLike)):
+        from .images import open_image
+
+        reference = open_image(reference)
+        reference.draft("RGB", (REFERENCE_SIDE, REFERENCE_SIDE))  # JPEG: decode at 1/2..1/8 scale
+    if isinstance(reference, Image.Image) and max(reference.size) > REFERENCE_SIDE:
+        if reference.mode not in ("RGB", "RGBA", "L", "LA"):
+            reference = reference.convert("RGBA" if "A" in reference.getbands() else "RGB")
+        s = REFERENCE_SIDE / max(reference.size)
+        size = (max(1, round(reference.width * s)), max(1, round(reference.height * s)))
+        reference = reference.resize(size, Image.BILINEAR, reducing_gap=2.0)
+    return reference
+
+
 def palette_prior(
     reference: Any, classes: ColorClasses, strength: float = HINT_DEFAULTS["reference_strength"],
     sigma: float = HINT_DEFAULTS["sigma"], eps: float = HINT_DEFAULTS["eps"],
@@ -247,7 +270,7 @@ def palette_prior(
     if isinstance(reference, (list, tuple)) and reference and not isinstance(reference[0], (int, float)):
         ab = torch.tensor([parse_color(c) for c in reference], dtype=torch.float32)
     else:
-        rgb, _ = to_rgb(reference)
+        rgb, _ = to_rgb(_small(reference))
         t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
         side = 64 / max(t.shape[-2:])
         if side < 1:

@@ -168,6 +168,37 @@ def test_an_image_too_big_for_memory_is_reported_and_the_rest_done(model_dir, tm
     assert (tmp_path / "out" / "small.png").is_file() and not (tmp_path / "out" / "huge.png").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the address-space limit is Linux's")
+def test_a_huge_reference_is_shrunk_before_it_costs_memory(model_dir, tmp_path):
+    """Issue 21 (8): an 81 MP --reference under `ulimit -v 5000000` ended in a MemoryError
+    traceback; its colours are counted at 64 px, so it is shrunk before it becomes floats."""
+    import resource
+
+    Image.new("RGB", (9000, 9000), (200, 90, 40)).save(tmp_path / "reference.png")  # 81 MP
+    Image.new("L", (64, 48), 90).save(tmp_path / "small.png")
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (5_000_000 * 1024, 5_000_000 * 1024))
+
+    r = subprocess.run([sys.executable, "-m", "ccc_nodes.cli", "colorize", str(tmp_path / "small.png"),
+                        "-o", str(tmp_path / "out"), "--model", str(model_dir), "--size", "64", "--device", "cpu",
+                        "--reference", str(tmp_path / "reference.png"), "--max-pixels", "0", "-q"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=limited,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert (tmp_path / "out" / "small.png").is_file()
+
+
+def test_a_reference_is_counted_small_and_the_callers_picture_is_left_as_it_was():
+    from ccc_nodes.hints import REFERENCE_SIDE, _small
+
+    big = Image.new("RGB", (900, 300), (200, 90, 40))
+    small = _small(big)
+    assert small.size == (REFERENCE_SIDE, round(300 * REFERENCE_SIDE / 900)) and big.size == (900, 300)
+    assert small.getpixel((10, 5)) == (200, 90, 40)
+
+
 # ------------------------------------------------------------------ issue 21: temporary files and folders
 def test_a_link_planted_at_a_temporary_name_is_never_written_through(grey, tmp_path, monkeypatch):
     """The temporary file an output is written into is made anew (O_EXCL) under a name no
