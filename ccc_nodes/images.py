@@ -105,9 +105,14 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
             return ImageOps.exif_transpose(im)
 
 
+# Multi-frame formats whose frames (pages) have sizes of their own; GIF and APNG frames share a canvas.
+_PAGED = ("TIFF", "MPO")
+
+
 def check_frames(path: str | os.PathLike, max_pixels: int, max_frames: int) -> int:
     """The frames a loader would take from ``path`` (at most ``max_frames``), after
-    checking from the header alone that all of them together (canvas size x frames) stay
+    checking from the headers alone that all of them together (canvas size x frames, or
+    the sum of the pages' own sizes in a multi-page TIFF) stay
     within ``max_pixels`` (0: no limit): the one limit bounds a multi-frame file's whole
     batch, not each frame. Raises :class:`ImageTooLarge` before anything is decoded."""
     name = str(path)
@@ -123,16 +128,24 @@ def check_frames(path: str | os.PathLike, max_pixels: int, max_frames: int) -> i
             with im:
                 frames = min(max(int(getattr(im, "n_frames", 1)), 1), max_frames)
                 w, h = im.size
+                sizes = [(w, h)] * frames
+                if frames > 1 and im.format in _PAGED:  # each page has a size of its own, in its header
+                    sizes = []
+                    for i in range(frames):
+                        im.seek(i)
+                        sizes.append(im.size)
     except OSError as e:
         if e.errno is not None:
             raise ImageError(f"{name}: cannot be read: {(e.strerror or str(e)).lower()}") from e
         raise ImageError(f"{name}: not an image file PIL can read ({e})") from e
     except (SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not an image file PIL can read ({e})") from e
-    total = w * h * frames
+    total = sum(a * b for a, b in sizes)
+    w, h = max(sizes, key=lambda s: s[0] * s[1])
     if max_pixels and total > max_pixels and frames > 1:
+        shape = f"{w}x{h}" if len(set(sizes)) == 1 else f"up to {w}x{h}"
         raise ImageTooLarge(
-            f"{name}: refused, {frames} frames of {w}x{h} = {pixels(total)} in all is over the limit of "
+            f"{name}: refused, {frames} frames of {shape} = {pixels(total)} in all is over the limit of "
             f"{pixels(max_pixels)} (a multi-frame bomb, or raise the limit)", total)
     _check_size((w, h), max_pixels, name)
     return frames

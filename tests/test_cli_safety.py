@@ -234,3 +234,15 @@ def test_an_output_name_taken_by_a_folder_is_reported_before_the_work(grey, tmp_
     assert [j.src.name for j in jobs] == ["two.png"]
     assert problems == [(str(tmp_path / "a" / "one.png"),
                          f"output {tmp_path / 'out' / 'one.png'} is a folder; move it, or choose another -o")]
+
+
+def test_a_multi_page_tiff_is_bounded_by_all_its_pages_sizes(tmp_path):
+    """Issue 21 (6): the first page's size x the page count let a TIFF whose later pages are
+    large through the multi-frame limit, and those pages were decoded before any check."""
+    from ccc_nodes.images import ImageTooLarge, check_frames
+
+    pages = [Image.new("L", (16, 16), 100), Image.new("L", (1200, 1000), 100), Image.new("L", (1000, 1000), 100)]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(ImageTooLarge, match=r"3 frames of up to 1200x1000 = 2.2 MP in all is over the limit of 1 MP"):
+        check_frames(tmp_path / "pages.tif", max_pixels=1_000_000, max_frames=64)
+    assert check_frames(tmp_path / "pages.tif", max_pixels=3_000_000, max_frames=64) == 3
