@@ -160,7 +160,7 @@ def colorize_video(
             with file, av.open(file, "w") as out:
                 vout = _video_stream(out, dst.suffix.lower(), info)
                 pairs = [(a, out.add_stream_from_template(a)) for a in container.streams.audio]
-                frames = _decode(container, out, dict(pairs), src, max_frames)
+                frames = _decode(container, out, dict(pairs), src, max_frames, max_pixels)
                 like = np.zeros((1, 1, 3), np.uint8)
                 for rgb in colorize_sequence(colorizer, frames, temporal, settings or TEMPORAL_DEFAULTS):
                     frame = av.VideoFrame.from_ndarray(_to_output(rgb, like, None), format="rgb24")
@@ -198,9 +198,12 @@ def _video_stream(out, suffix: str, info: VideoInfo):
     return stream
 
 
-def _decode(container, out, audio: dict[Any, Any], src: Path, max_frames: int) -> Iterator[np.ndarray]:
+def _decode(container, out, audio: dict[Any, Any], src: Path, max_frames: int, max_pixels: int = 0
+            ) -> Iterator[np.ndarray]:
     """The video's frames as RGB uint8 ``(H, W, 3)``; audio packets met on the way are muxed
-    into their output streams as they come (interleaved, nothing buffered)."""
+    into their output streams as they come (interleaved, nothing buffered). Every frame's
+    size is checked against ``max_pixels`` before it is converted: a stream may grow past
+    the size its header gave."""
     av = require_av()
     video = container.streams.video[0]
     count = 0
@@ -215,6 +218,9 @@ def _decode(container, out, audio: dict[Any, Any], src: Path, max_frames: int) -
                 count += 1
                 if max_frames and count > max_frames:
                     raise VideoError(f"{src}: more than {max_frames} frames, over the limit")
+                if max_pixels and frame.width * frame.height > max_pixels:
+                    raise VideoError(f"{src}: refused, frame {count} is {frame.width}x{frame.height}, over the limit "
+                                     f"of {pixels(max_pixels)} (the stream grew past the size its header gave)")
                 yield frame.to_ndarray(format="rgb24")
     except av.FFmpegError as e:
         raise VideoError(f"{src}: corrupt video after {count} frames ({getattr(e, 'strerror', None) or e})") from e

@@ -207,6 +207,20 @@ def test_corrupt_and_unsupported_inputs_are_clear_errors(colorizer, clip, tmp_pa
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_frames_that_grow_past_the_header_are_refused_frame_by_frame(colorizer, chelsea, tmp_path, capsys):
+    """Issue 21 (3): an MPEG-TS stream whose header says 64x48 and whose later frames are
+    larger (two segments joined, as broadcast streams change resolution) was checked by its
+    header only: every decoded frame's size is checked, and the CLI reports and goes on."""
+    small = make_clip(tmp_path / "a.ts", pan(chelsea, 4, size=(64, 48)), audio=False)
+    large = make_clip(tmp_path / "b.ts", pan(chelsea, 4, size=(256, 192)), audio=False)
+    grows = tmp_path / "grows.ts"
+    grows.write_bytes(small.read_bytes() + large.read_bytes())
+    assert decoded(grows)[-1].shape == (192, 256, 3) and probe(grows).width == 64  # the header tells the first size
+    with pytest.raises(VideoError, match=r"frame 5 is 256x192, over the limit of 12,288 pixels"):
+        colorize_video(colorizer, grows, tmp_path / "out" / "grows.mp4", max_pixels=64 * 48 * 4)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_truncated_video_leaves_nothing_half_written(colorizer, clip, tmp_path):
     data = clip.read_bytes()
     cut = tmp_path / "cut.mp4"
