@@ -499,8 +499,7 @@ def _run(photo, model, size, decode, harmonize_with, dominance, max_dev, min_are
         raise user_error("The model could not be loaded on this server; please try again later.") from e
     if harmonize_with not in HARMONIZE_CHOICES:
         raise user_error(f"Harmonisation must be one of {', '.join(HARMONIZE_CHOICES)}, got {harmonize_with!r}.")
-    if decode not in DECODE_MODES:
-        raise user_error(f"Decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}.")
+    check_decode(decode)
     if is_locked:
         sam_checkpoint, sam_type = default_sam()
     if sam_type not in SAM_MODEL_TYPES:
@@ -742,12 +741,19 @@ def colorize_clip_on_device(source: str, clip: str, size: int, decode: str, prog
     return paths[0], paths[1]
 
 
+def check_decode(decode) -> None:
+    """The photo and the video handlers refuse a decoding the page does not offer, in words."""
+    if decode not in DECODE_MODES:
+        raise user_error(f"Decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}.")
+
+
 def run_video(clip, model, size, decode, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
     """The video section's handler: limits checked first, then the core's colorize_video twice."""
     from ccc_nodes.video import VideoError, probe
 
     if not clip:
         raise user_error("Upload a short video clip first.")
+    check_decode(decode)
     try:
         info = probe(clip)
     except VideoError as e:
