@@ -834,8 +834,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                     with gr.Row():
                         undo_hint = gr.Button("Remove last", size="sm", elem_id="hint-undo")
                         clear_hints = gr.Button("Clear hints", size="sm", elem_id="hint-clear")
-                    palette = gr.Image(label="Reference image: its palette steers the colours", type="filepath",
-                                       sources=["upload", "clipboard"], elem_id="reference", height=140)
+                    palette = photo_input(label="Reference image: its palette steers the colours",
+                                          sources=["upload", "clipboard"], elem_id="reference", height=140)
                     palette_strength = slider("reference_strength", HINT_DEFAULTS["reference_strength"],
                                               label="Reference strength", elem_id="reference-strength")
                 with gr.Accordion("Harmonisation settings", open=False, elem_id="harmonize-settings"):

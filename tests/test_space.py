@@ -488,6 +488,9 @@ def test_api_reports_a_non_image(served, tmp_path, capfd):
         client.predict(handle_file(str(fake)), api_name="/colorize", **RUN_DEFAULTS)
     assert "letter.jpg: not an image file" in str(e.value)
     photo = handle_file(str(EXAMPLES / "grey" / "coffee.jpg"))
+    with pytest.raises(Exception) as e:  # the reference photo is read by the core too, not failed inside Gradio
+        client.predict(photo, api_name="/colorize", **{**RUN_DEFAULTS, "reference": handle_file(str(fake))})
+    assert "letter.jpg: not an image file" in str(e.value) and "preprocess" not in str(e.value)
     for name, value, message in (("temperature", 5, "Temperature must lie in [0.05, 1], got 5"),
                                  ("dominance", 3, "Dominance must lie in [0.05, 1], got 3"),
                                  ("decode", "median", f"Decode must be one of {', '.join(DECODE_MODES)}, got 'median'"),
