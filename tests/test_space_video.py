@@ -54,7 +54,7 @@ def test_limits_and_bad_files_are_page_messages(app, model, tmp_path):
         app.run_video(str(junk), model, 224, "argmax", progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="Upload a short video clip first"):
         app.run_video(None, model, 224, "argmax", progress=lambda *a, **k: None)
-    with pytest.raises(gr.Error, match="Decode must be one of .*, got 'bogus'"):  # refused in words before any work
+    with pytest.raises(gr.Error, match=r"Decode must be one of .*, got 'bogus'"):  # refused in words before any work
         app.run_video(str(junk), model, 224, "bogus", progress=lambda *a, **k: None)
     assert app.VIDEO_LIMITS.startswith("Clips up to 10 s and 300 frames")
 
