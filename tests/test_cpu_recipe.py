@@ -138,3 +138,11 @@ def test_the_recipe_trains_from_the_best_judges_and_continues(tmp_path):
     promoted = judged["best"] is not None and judged["best"].partition("@")[0] == run2
     assert ("replaced" in out2) == promoted and (default / "README.md").read_text().count("| run-2 |") == promoted
     assert set(LEVERS) >= {"base", "colourful", "p16"}
+
+
+def test_rows_are_named_by_folder_and_decoding_not_by_path(tmp_path):
+    from ccc_nodes.hub import DEFAULT_MODEL_DIR
+
+    assert default_rule.shown(str(tmp_path / "runs" / "cpu-2")) == "cpu-2"
+    assert default_rule.shown(f"{tmp_path / 'cpu-2'}@confident") == "cpu-2 @confident"
+    assert default_rule.shown(f"{DEFAULT_MODEL_DIR}@argmax") == "embedded default @argmax"

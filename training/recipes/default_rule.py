@@ -118,6 +118,16 @@ def score(model: str, val: str | Path, decoding: str = "argmax", limit: int | No
     return next(iter(result.rows.values()))
 
 
+def shown(spec: str) -> str:
+    """A row's name in the table: ``MODEL[@DECODING]`` with the model folder's name (the
+    embedded default by that name), not its path."""
+    model, _, decoding = spec.partition("@")
+    path = Path(model)
+    name = "embedded default" if path.exists() and path.resolve() == (ROOT / "ccc_nodes" / "default_model").resolve() \
+        else path.name or model
+    return name + (f" @{decoding}" if decoding else "")
+
+
 def table(rows: dict[str, dict[str, float]], reference: str) -> str:
     """Markdown: one row per model, the rule's verdict for each but the reference."""
     ref = rows[reference]
@@ -132,7 +142,7 @@ def table(rows: dict[str, dict[str, float]], reference: str) -> str:
         else:
             failed = [k for k, ok in judge(r, ref).items() if not ok]
             verdict = "yes" if not failed else "no: " + ", ".join(HEADS[k] for k in failed)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {verdict} |")
+        lines.append(f"| {label if label == reference else shown(label)} | " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(lines)
 
 
@@ -146,7 +156,7 @@ def run(candidates: list[str], val: str, out: Path, reference: str | None = None
         model, _, decoding = spec.partition("@")
         rows["reference" if i == 0 else spec] = score(model, val, decoding or "argmax", limit, progress)
     winner = best({k: v for k, v in rows.items() if k != "reference"}, rows["reference"])
-    text = table(rows, "reference") + "\n\n" + (f"best that meets the rule: {winner}" if winner else
+    text = table(rows, "reference") + "\n\n" + (f"best that meets the rule: {shown(winner)}" if winner else
                                                  "no candidate meets the rule")
     (out / "table.md").write_text(text + "\n")
     data = {"val": str(val), "size": EVAL_SIZE, "reference": ref, "rows": rows, "best": winner,
