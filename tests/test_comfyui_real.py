@@ -104,6 +104,21 @@ harmonized, shown = N["CCCSAMHarmonize"]().harmonize(classes, 0.002, 0.3, 12.0, 
                                                      points_per_side=4)
 out["sam_rerun"] = [list(shown.shape), sam_held()]
 
+# POST /free {"unload_models": true, "free_memory": true}: ComfyUI drops its node outputs and
+# unloads every model; the pack's cache holds nothing then, and the process's memory falls by
+# what the network took (a 90 MB one: the rule's reference model)
+import gc, weakref, psutil
+rss = lambda: (gc.collect(), psutil.Process().memory_info().rss)[1]
+before = rss()
+(big,) = N["CCCModelLoader"]().load("default", "cpu", "fp32", repo_or_path=os.environ["CCC_TEST_BIG"])
+N["CCCColorize"]().colorize(big, x, size=64)  # handed to ComfyUI's model management
+loaded, probe = rss(), weakref.ref(big.model)
+size = sum(t.numel() * t.element_size() for t in big.model.state_dict().values())
+del big
+mm.unload_all_models()  # what /free's unload_models runs; free_memory resets the node outputs (here: del)
+mm.soft_empty_cache()
+out["free"] = [size, loaded - before, loaded - rss(), probe() is None]
+
 # the name ComfyUI's error dialog shows for the pack's exceptions
 try:
     N["CCCModelLoader"]().load("absent", "cpu", "fp32")
@@ -116,7 +131,11 @@ print("RESULT " + json.dumps(out))
 def test_the_findings_in_real_comfyui(tmp_path, fake_hub):
     python = os.environ.get("CCC_COMFYUI_PYTHON") or str(Path(COMFYUI) / ".venv" / "bin" / "python")
     (tmp_path / "input").mkdir()
-    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_CACHE": str(tmp_path / "hf"), "CCC_TEST_REPO": HUB_REPO}
+    from training.recipes.default_rule import reference_model
+
+    big = reference_model(tmp_path / "big")  # 22.5M parameters, from the repository's history
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_CACHE": str(tmp_path / "hf"), "CCC_TEST_REPO": HUB_REPO,
+           "CCC_TEST_BIG": str(big)}
     env.pop("HF_HUB_OFFLINE", None)
     r = subprocess.run([python, "-c", SCRIPT, COMFYUI, str(ROOT), str(tmp_path)], capture_output=True, text=True,
                        timeout=600, env=env)
@@ -149,3 +168,6 @@ def test_the_findings_in_real_comfyui(tmp_path, fake_hub):
     assert "tiny.pth" in out["sam_listed"] and out["sam_weights_loaded"]
     assert out["sam_harmonized"] == [[1, 426, 640, 3], 1, True], out["sam_harmonized"]
     assert out["sam_after_unload"] is False and out["sam_rerun"] == [[1, 426, 640, 3], True]
+    # /free: nothing of the pack keeps the network alive, and its memory is returned
+    size, grew, fell, gone = out["free"]  # (the allocator may reuse memory freed before: growth can be less than size)
+    assert gone and size > 80e6 and grew > 0.3 * size and fell > 0.8 * grew, out["free"]
