@@ -109,11 +109,12 @@ def test_classes_then_lab_is_the_core_colorizer_on_a_batch(colorizer, batch):
     (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, batch, size=64)
     assert isinstance(classes, N.ClassBatch) and len(classes) == 3 and classes.size == (48, 64)
     assert classes.predictions[0].logits.shape == (1, colorizer.classes.K, 16, 16)
-    image, class_map = N.CCCClassesToLab().decode(classes, "argmax", 0.38)
+    mode = colorizer.decoding.mode  # the core's default decoding, as the node's widget default
+    image, class_map = N.CCCClassesToLab().decode(classes, mode, 0.38)
     assert image.shape == class_map.shape == (3, 48, 64, 3) and image.dtype == torch.float32
     direct = colorizer.colorize([im.numpy() for im in batch])
     assert torch.allclose(image, torch.from_numpy(np.stack(direct)), atol=1e-5)
-    (one_node,) = N.CCCColorize().colorize(colorizer, batch, "argmax", 0.38, 64)
+    (one_node,) = N.CCCColorize().colorize(colorizer, batch, mode, 0.38, 64)
     assert torch.allclose(one_node, image, atol=1e-6)
     # Annealed mean decodes differently but keeps each image's own lightness.
     annealed, _ = N.CCCClassesToLab().decode(classes, "annealed-mean", 0.38)

@@ -38,7 +38,10 @@ def test_the_handler_gives_both_clips_with_sound(app, model, clip):
         assert (info.width, info.height, info.frames, info.fps) == (64, 48, 8, 12)
         assert audio_packets(path) == audio_packets(clip)
     a, b = decoded(single), decoded(temporal)
-    assert np.abs(a[0] - b[0]).max() <= 2  # the first frame has nothing to carry (codec noise only)
+    # the first frame has nothing to carry: the same picture, but for the encoder's noise, which
+    # depends on the frames after it (lookahead): small on average, a few levels at edges
+    first = np.abs(a[0] - b[0]).mean()
+    assert first < 1.5 and all(np.abs(x - y).mean() > 2 * first for x, y in zip(a[1:], b[1:], strict=True))
     assert max(np.abs(x - y).max() for x, y in zip(a[1:], b[1:], strict=True)) > 10
 
 
