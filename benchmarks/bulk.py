@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ccc_nodes.cli import main as ccc
+from ccc_nodes.interfaces.cli import main as ccc
 
 KINDS = {"256px": (256, 256), "1MP": (1152, 864)}
 

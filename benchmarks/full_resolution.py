@@ -26,7 +26,7 @@ def measure(megapixels: float, strip_pixels: int, repeats: int) -> dict:
     import numpy as np
     import torch
 
-    from ccc_nodes.pipeline import join_lab, lightness
+    from ccc_nodes.core.prediction import join_lab, lightness
 
     torch.set_num_threads(1)
     w = int((megapixels * 1e6 * 3 / 2) ** 0.5)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.child is not None:
         print(json.dumps(measure(a.megapixels, a.child, a.repeats)))
         return 0
-    from ccc_nodes.pipeline import STRIP_PIXELS
+    from ccc_nodes.core.prediction import STRIP_PIXELS
 
     def run(strip: int) -> dict:
         cmd = [sys.executable, __file__, "--megapixels", str(a.megapixels), "--repeats", str(a.repeats), "--child", str(strip)]

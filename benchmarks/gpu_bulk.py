@@ -4,7 +4,7 @@
 
 1. the network alone: :meth:`Colorizer.logits` on a batch of L already on the device
    (default model, bf16, batch 256 at 224 px) - the ceiling;
-2. the bulk path end to end (:func:`ccc_nodes.bulk.colorize_files`: JPEG files read and
+2. the bulk path end to end (:func:`ccc_nodes.job.bulk.colorize_files`: JPEG files read and
    decoded by worker processes, L, network, decoding and join on the device, encoding and
    writing by threads) on 256 px JPEGs; its ratio to (1) (targets: >= 1,500 images/s and
    >= 25 % of the network alone); and two of its stages alone, to tell which one limits:
@@ -12,7 +12,7 @@
 3. the network alone again, so drift shows;
 4. batch-1 latency of a 1 MP photo in memory: the one-image call (``Colorizer.colorize``,
    whose L and join run on the CPU) and the device stages
-   (:func:`ccc_nodes.bulk.device_stages`) (target: < 10 ms);
+   (:func:`ccc_nodes.job.bulk.device_stages`) (target: < 10 ms);
 5. the training benchmark (``benchmarks/training.py``: the trainer with its data pipeline
    against the model alone, target ratio >= 0.9) for the paper's network (DenseNet-121,
    Table IV 1024-512-512) and the default's (EfficientNet-Lite0, the same decoder).
@@ -40,9 +40,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ccc_nodes.bulk import colorize_files, device_stages, readers  # noqa: E402
-from ccc_nodes.images import to_rgb  # noqa: E402
-from ccc_nodes.pipeline import Colorizer, _to_output  # noqa: E402
+from ccc_nodes.core.images import to_rgb  # noqa: E402
+from ccc_nodes.core.prediction import to_output  # noqa: E402
+from ccc_nodes.job.bulk import colorize_files, device_stages, readers  # noqa: E402
+from ccc_nodes.job.colorizer import Colorizer  # noqa: E402
 
 # (name, encoder, decoder channels): the paper's network and the default model's
 NETWORKS = [("paper", "densenet121", "1024,512,512"), ("default", "efficientnet_lite0", "1024,512,512")]
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 5 if smoke else 50
 
     def stages():
-        _to_output(device_stages(one, [torch.from_numpy(to_rgb(im)[0])])[0], im, None)
+        to_output(device_stages(one, [torch.from_numpy(to_rgb(im)[0])])[0], im, None)
 
     r["photo"] = f"{photo_size[0]}x{photo_size[1]}"
     r["latency_ms"] = {"colorize": round(latency_ms(lambda: one.colorize(im), repeats), 2),

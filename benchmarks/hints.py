@@ -20,7 +20,7 @@ from PIL import Image
 from skimage import data
 
 from ccc_nodes import Colorizer
-from ccc_nodes.hints import Hint, palette_prior
+from ccc_nodes.steps.hints import Hint, palette_prior
 
 
 def _best(fns, repeats: int) -> list[float]:

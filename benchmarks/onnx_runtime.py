@@ -2,7 +2,7 @@
 
     python benchmarks/onnx_runtime.py [--model default] [--onnx FILE.onnx] [--batch 8] [--rounds 5]
 
-The model is exported with :func:`ccc_nodes.onnx_runtime.export_onnx` (or ``--onnx`` names a
+The model is exported with :func:`ccc_nodes.core.onnx_runtime.export_onnx` (or ``--onnx`` names a
 file already exported from it). Both runtimes use the same number of threads (torch's,
 ``torch.get_num_threads()``) and take turns, round by round, so a load that comes and goes
 on the machine falls on both; each figure is the median over the rounds.
@@ -29,9 +29,10 @@ from PIL import Image
 from skimage import data
 
 from ccc_nodes import load_model
-from ccc_nodes.images import to_rgb
-from ccc_nodes.onnx_runtime import OnnxModel, export_onnx
-from ccc_nodes.pipeline import Colorizer, lightness, resize_L
+from ccc_nodes.core.images import to_rgb
+from ccc_nodes.core.onnx_runtime import OnnxModel, export_onnx
+from ccc_nodes.core.prediction import lightness, resize_L
+from ccc_nodes.job.colorizer import Colorizer
 
 
 def _time(fn, repeats: int) -> float:

@@ -37,10 +37,10 @@ from skimage import data
 from websockets.sync.client import connect
 
 from ccc_nodes import load_model
-from ccc_nodes import nodes as N
-from ccc_nodes.server import ServerConfig, ServerThread
-from ccc_nodes.server.files import Folders
-from ccc_nodes.server.image_nodes import image_nodes
+from ccc_nodes.interfaces import nodes as N
+from ccc_nodes.interfaces.server import ServerConfig, ServerThread
+from ccc_nodes.interfaces.server.files import Folders
+from ccc_nodes.interfaces.server.image_nodes import image_nodes
 
 
 def graph(model: str, size: int, i: int) -> dict:

@@ -32,10 +32,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ccc_nodes import Colorizer  # noqa: E402
-from ccc_nodes.color import rgb_to_L  # noqa: E402
-from ccc_nodes.metrics import colorfulness, psnr  # noqa: E402
-from ccc_nodes.pipeline import decode_ab, join_lab  # noqa: E402
-from ccc_nodes.temporal import TemporalState, WarpingError, colorize_sequence  # noqa: E402
+from ccc_nodes.core.color import rgb_to_L  # noqa: E402
+from ccc_nodes.core.metrics import colorfulness, psnr  # noqa: E402
+from ccc_nodes.core.prediction import decode_ab, join_lab  # noqa: E402
+from ccc_nodes.job.sequence import colorize_sequence  # noqa: E402
+from ccc_nodes.steps.temporal import TemporalState, WarpingError  # noqa: E402
 
 SIDE = 192  # frame size of the synthetic clips
 WINDOW = 200  # the crop's side in photo pixels at the first frame
@@ -121,8 +122,8 @@ def draw_strip(rows: list[list[np.ndarray]], path: Path, motions: list, picks: t
     |ab(t) - warp(ab(t-1))| (white = ``top`` a*b* units or more; unreliable pixels grey)."""
     from PIL import Image
 
-    from ccc_nodes.color import rgb_to_lab
-    from ccc_nodes.temporal import warp
+    from ccc_nodes.core.color import rgb_to_lab
+    from ccc_nodes.steps.temporal import warp
 
     def ab(frame):
         return rgb_to_lab(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255)[0, 1:].permute(1, 2, 0).numpy()

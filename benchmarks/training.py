@@ -30,10 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ccc_nodes.classes import ColorClasses
-from ccc_nodes.loss import RebalancedLoss
-from ccc_nodes.modeling import CCCNet
-from ccc_nodes.pipeline import pick_device, resolve_precision
+from ccc_nodes.core.classes import ColorClasses
+from ccc_nodes.core.loss import RebalancedLoss
+from ccc_nodes.core.modeling import CCCNet
+from ccc_nodes.core.prediction import pick_device, resolve_precision
 from training.evaluate import autocast
 
 

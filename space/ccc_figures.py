@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from ccc_nodes import ColorClasses
-from ccc_nodes.color import lab_to_rgb
-from ccc_nodes.pipeline import class_map_rgb
+from ccc_nodes.core.color import lab_to_rgb
+from ccc_nodes.core.prediction import class_map_rgb
 
 __all__ = ["bin_table", "class_grid", "class_map_picture", "to_uint8"]
 

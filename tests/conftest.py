@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import BROWSER_FLAGS, FakeHub, chromium, load_app, make_model, serve, space_model
 
-from ccc_nodes.modeling import CCCNet
+from ccc_nodes.core.modeling import CCCNet
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the Space tests send nothing out
 

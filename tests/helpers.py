@@ -96,7 +96,7 @@ def make_model(kept=None, bin_size=6, seed=0):
     """A small real CCCNet (random weights, nothing downloaded)."""
     import torch
 
-    from ccc_nodes.modeling import CCCNet
+    from ccc_nodes.core.modeling import CCCNet
 
     torch.manual_seed(seed)
     return CCCNet(encoder=SMALL_ENCODER, decoder_channels=(32, 32, 32), bin_size=bin_size, kept=kept).eval()
@@ -113,7 +113,7 @@ def tiny_sam(seed: int = 0):
 # ------------------------------------------------------------------ ccc colorize
 def ccc_colorize(*args) -> int:
     """``ccc colorize ARGS`` in this process, small and quiet: 64 px input, CPU."""
-    from ccc_nodes.cli import main
+    from ccc_nodes.interfaces.cli import main
 
     return main(["colorize", *map(str, args), "--size", "64", "--device", "cpu", "-q"])
 

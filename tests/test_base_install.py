@@ -112,7 +112,7 @@ def model_dir(tmp_path_factory, small_model) -> Path:
 
 
 def ccc(env, *args, cwd=None) -> subprocess.CompletedProcess:
-    cmd = [str(CCC)] if CCC.is_file() else [sys.executable, "-m", "ccc_nodes.cli"]
+    cmd = [str(CCC)] if CCC.is_file() else [sys.executable, "-m", "ccc_nodes.interfaces.cli"]
     return subprocess.run([*cmd, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
@@ -158,12 +158,12 @@ def test_commands_of_an_extra_name_it_in_one_line(base_env, model_dir, tmp_path,
     Image.fromarray(photo).save(tmp_path / "GT" / "cat.png")
     r = ccc(base_env, *[model_dir if a == "MODEL" else a for a in args], cwd=tmp_path)
     assert r.returncode == 2, r.stderr
-    assert f"install -e '{ROOT}[{extra}]'" in r.stderr  # from this checkout (ccc_nodes.extras), not the index
+    assert f"install -e '{ROOT}[{extra}]'" in r.stderr  # from this checkout (ccc_nodes.core.extras), not the index
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_help_imports_no_torch():
-    code = ("import sys\nfrom ccc_nodes.cli import main\n"
+    code = ("import sys\nfrom ccc_nodes.interfaces.cli import main\n"
             "for argv in (['--help'], ['colorize', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "import ccc_nodes\n"

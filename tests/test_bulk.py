@@ -1,4 +1,4 @@
-"""The bulk path (ccc_nodes.bulk): overlapping stages give the one-process path's outputs
+"""The bulk path (ccc_nodes.job.bulk): overlapping stages give the one-process path's outputs
 pixel for pixel; torchrun shares the inputs between ranks (2 CPU processes over gloo); a
 stopped run started again redoes only what is missing, truncated or stale."""
 
@@ -17,11 +17,11 @@ from helpers import ccc_colorize as run
 from helpers import env
 from PIL import Image
 
-from ccc_nodes.bulk import colorize_files, finished
-from ccc_nodes.cli import collect_jobs
-from ccc_nodes.images import open_image, save_image
-from ccc_nodes.pipeline import Colorizer
-from ccc_nodes.settings import Decoding
+from ccc_nodes.core.images import open_image, save_image
+from ccc_nodes.core.settings import Decoding
+from ccc_nodes.interfaces.cli import collect_jobs
+from ccc_nodes.job.bulk import colorize_files, finished
+from ccc_nodes.job.colorizer import Colorizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -137,7 +137,7 @@ def test_resume_redoes_truncated_stale_and_missing_outputs_only(inputs, model_di
 
 def torchrun(*args) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "ccc_nodes.cli", "colorize", *map(str, args), "--size", "64", "--device", "cpu", "-q", "--resume"]
+           "-m", "ccc_nodes.interfaces.cli", "colorize", *map(str, args), "--size", "64", "--device", "cpu", "-q", "--resume"]
     return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
 
 
@@ -168,7 +168,7 @@ def test_a_stopped_bulk_run_leaves_nothing_half_written_and_resumes(tmp_path, ph
     for i in range(n):
         Image.fromarray(np.roll(photo, 17 * i, axis=1)).save(src / f"{i:02d}.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "ccc_nodes.cli", "colorize", str(src), "-o", str(out), "--model", str(model_dir),
+    cmd = [sys.executable, "-m", "ccc_nodes.interfaces.cli", "colorize", str(src), "-o", str(out), "--model", str(model_dir),
            "--size", "64", "--device", "cpu", "-q", "--batch", "1", "--workers", "1", "--resume"]
     proc = subprocess.Popen(cmd, env=env(), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -189,8 +189,8 @@ def test_a_stopped_bulk_run_leaves_nothing_half_written_and_resumes(tmp_path, ph
 RANKS_SEE_DIFFERENT_FILES = """
 import os, sys
 from helpers import make_model
-from ccc_nodes.bulk import Ranks, colorize_files
-from ccc_nodes.pipeline import Colorizer
+from ccc_nodes.job.bulk import Ranks, colorize_files
+from ccc_nodes.job.colorizer import Colorizer
 ranks = Ranks.from_env()
 pairs = [(f"in/{i}.png", f"out/{i}.png") for i in range(3 + ranks.rank)]  # rank 1 sees one file more
 try:

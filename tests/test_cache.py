@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ccc_nodes.cache import ModelCache
+from ccc_nodes.core.cache import ModelCache
 
 
 def test_loads_once_per_key_under_concurrency():
@@ -104,7 +104,7 @@ def test_a_weak_cache_lets_a_network_go_when_its_owner_does():
 
 
 def test_one_file_under_two_paths_is_one_network(tmp_path):
-    from ccc_nodes.cache import source_key
+    from ccc_nodes.core.cache import source_key
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "sam.pth").write_bytes(b"x")

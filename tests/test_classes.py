@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from ccc_nodes.classes import PAPER_MIN_COUNT, PAPER_MIN_FRACTION, PAPER_SAMPLES, ColorClasses, min_count
+from ccc_nodes.core.classes import PAPER_MIN_COUNT, PAPER_MIN_FRACTION, PAPER_SAMPLES, ColorClasses, min_count
 
 
 def _ab(a, b):

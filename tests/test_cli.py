@@ -8,7 +8,7 @@ import pytest
 from helpers import ccc_colorize
 from PIL import Image
 
-from ccc_nodes.cli import collect_jobs, main
+from ccc_nodes.interfaces.cli import collect_jobs, main
 
 
 @pytest.fixture()
@@ -87,7 +87,7 @@ def test_collect_jobs_prefixes_folders_when_several_inputs(tmp_path):
 
 @pytest.mark.slow
 def test_console_script_runs(inputs, model_dir, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "ccc_nodes.cli", "colorize", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"),
+    r = subprocess.run([sys.executable, "-m", "ccc_nodes.interfaces.cli", "colorize", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"),
                         "--model", str(model_dir), "--size", "64", "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert np.asarray(Image.open(tmp_path / "o" / "cat.jpg")).shape == (300, 451, 3)
@@ -176,7 +176,7 @@ def test_command_line_slips_are_one_line_in_words(tmp_path, capsys):
 
 
 def test_pixel_counts_in_words():
-    from ccc_nodes.images import pixels
+    from ccc_nodes.core.images import pixels
 
     assert [pixels(n) for n in (1000, 999_999, 1_000_000, 1_500_000, 81_000_000)] == [
         "1,000 pixels", "999,999 pixels", "1 MP", "1.5 MP", "81 MP"]
@@ -186,7 +186,7 @@ def test_the_default_folders_commands_write_are_ignored_in_the_checkout():
     """Run from the checkout as the README says, `ccc serve` and `ccc evaluate` leave no untracked folder."""
     from helpers import REPO
 
-    from ccc_nodes.cli import build_parser
+    from ccc_nodes.interfaces.cli import build_parser
 
     folders = []
     for argv, option in ((["serve"], "dir"), (["evaluate", "--gt", "x", "--model", "m"], "out")):

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ccc_colorize
+from helpers import ccc_colorize, need
 from PIL import Image
 
-from ccc_nodes.cli import collect_jobs
+from ccc_nodes.interfaces.cli import collect_jobs
 
 
 @pytest.fixture()
@@ -85,7 +85,7 @@ SETPRIV = shutil.which("setpriv")
 def unprivileged(*argv: str) -> subprocess.CompletedProcess:
     """Run ``ccc`` so that file permissions hold (as root: without the capabilities that
     override them), with its stderr."""
-    cmd = [sys.executable, "-m", "ccc_nodes.cli", *argv]
+    cmd = [sys.executable, "-m", "ccc_nodes.interfaces.cli", *argv]
     if os.geteuid() == 0:
         if SETPRIV is None:
             pytest.skip("root without setpriv: permissions cannot be made to hold")
@@ -157,7 +157,7 @@ def test_an_image_too_big_for_memory_is_reported_and_the_rest_done(model_dir, tm
     def limited():  # the run gets 5 GB of address space, as under `ulimit -v 5000000`
         resource.setrlimit(resource.RLIMIT_AS, (5_000_000 * 1024, 5_000_000 * 1024))
 
-    r = subprocess.run([sys.executable, "-m", "ccc_nodes.cli", "colorize", str(tmp_path / "huge.png"),
+    r = subprocess.run([sys.executable, "-m", "ccc_nodes.interfaces.cli", "colorize", str(tmp_path / "huge.png"),
                         str(tmp_path / "small.png"), "-o", str(tmp_path / "out"), "--model", str(model_dir),
                         "--size", "64", "--device", "cpu", "--max-pixels", "0", "-q"],
                        capture_output=True, text=True, timeout=300, preexec_fn=limited,
@@ -181,7 +181,7 @@ def test_a_huge_reference_is_shrunk_before_it_costs_memory(model_dir, tmp_path):
     def limited():
         resource.setrlimit(resource.RLIMIT_AS, (5_000_000 * 1024, 5_000_000 * 1024))
 
-    r = subprocess.run([sys.executable, "-m", "ccc_nodes.cli", "colorize", str(tmp_path / "small.png"),
+    r = subprocess.run([sys.executable, "-m", "ccc_nodes.interfaces.cli", "colorize", str(tmp_path / "small.png"),
                         "-o", str(tmp_path / "out"), "--model", str(model_dir), "--size", "64", "--device", "cpu",
                         "--reference", str(tmp_path / "reference.png"), "--max-pixels", "0", "-q"],
                        capture_output=True, text=True, timeout=300, preexec_fn=limited,
@@ -191,7 +191,7 @@ def test_a_huge_reference_is_shrunk_before_it_costs_memory(model_dir, tmp_path):
 
 
 def test_a_reference_is_counted_small_and_the_callers_picture_is_left_as_it_was():
-    from ccc_nodes.hints import REFERENCE_SIDE, _small
+    from ccc_nodes.steps.hints import REFERENCE_SIDE, _small
 
     big = Image.new("RGB", (900, 300), (200, 90, 40))
     small = _small(big)
@@ -204,8 +204,8 @@ def test_a_link_planted_at_a_temporary_name_is_never_written_through(grey, tmp_p
     """The temporary file an output is written into is made anew (O_EXCL) under a name no
     one can guess: a link planted at the old fixed name is left alone, and one planted at
     the very name drawn is not followed either (another name is drawn)."""
-    from ccc_nodes import images
-    from ccc_nodes.images import save_image
+    from ccc_nodes.core import images
+    from ccc_nodes.core.images import save_image
 
     out = tmp_path / "out"
     out.mkdir()
@@ -239,10 +239,38 @@ def test_an_output_name_taken_by_a_folder_is_reported_before_the_work(grey, tmp_
 def test_a_multi_page_tiff_is_bounded_by_all_its_pages_sizes(tmp_path):
     """Issue 21 (6): the first page's size x the page count let a TIFF whose later pages are
     large through the multi-frame limit, and those pages were decoded before any check."""
-    from ccc_nodes.images import ImageTooLarge, check_frames
+    from ccc_nodes.core.images import ImageTooLarge, check_frames
 
     pages = [Image.new("L", (16, 16), 100), Image.new("L", (1200, 1000), 100), Image.new("L", (1000, 1000), 100)]
     pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
     with pytest.raises(ImageTooLarge, match=r"3 frames of up to 1200x1000 = 2.2 MP in all is over the limit of 1 MP"):
         check_frames(tmp_path / "pages.tif", max_pixels=1_000_000, max_frames=64)
     assert check_frames(tmp_path / "pages.tif", max_pixels=3_000_000, max_frames=64) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the address-space limit is Linux's")
+def test_a_frame_too_big_for_memory_in_a_sequence_is_reported_and_the_next_sequence_done(model_dir, tmp_path):
+    """Issue 21 (8): a 144 MP frame in a ``--temporal on`` folder under `ulimit -v 5000000` ended in
+    a MemoryError traceback with nothing of the other folders written."""
+    import resource
+
+    need("cv2")
+    (tmp_path / "big").mkdir()
+    (tmp_path / "small").mkdir()
+    Image.new("L", (12000, 12000), 128).save(tmp_path / "big" / "f001.png")  # gigabytes as float arrays
+    for i in range(3):
+        Image.new("L", (64, 48), 60 + 20 * i).save(tmp_path / "small" / f"f{i:03d}.png")
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (5_000_000 * 1024, 5_000_000 * 1024))
+
+    r = subprocess.run([sys.executable, "-m", "ccc_nodes", "colorize", str(tmp_path / "big"), str(tmp_path / "small"),
+                        "-o", str(tmp_path / "out"), "--model", str(model_dir), "--size", "64", "--device", "cpu",
+                        "--temporal", "on", "--max-pixels", "0", "-q"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=limited,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "not enough memory" in r.stderr and "3 frames" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "small").iterdir()) == ["f000.png", "f001.png", "f002.png"]
+    assert not (tmp_path / "out" / "big").exists() or not any((tmp_path / "out" / "big").iterdir())

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage import color
 
-from ccc_nodes.color import lab_to_rgb, linear_to_srgb, rgb_to_L, rgb_to_lab, srgb_to_linear
+from ccc_nodes.core.color import lab_to_rgb, linear_to_srgb, rgb_to_L, rgb_to_lab, srgb_to_linear
 
 
 def _grid(n=64):
@@ -110,7 +110,7 @@ def test_srgb_transfer_steps_invert_each_other():
 
 
 def test_constants_made_under_inference_mode_still_take_gradients():
-    from ccc_nodes import color as C
+    from ccc_nodes.core import color as C
 
     C._constant.cache_clear()
     with torch.inference_mode():

@@ -17,8 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ccc_nodes import Colorizer, nodes
-from ccc_nodes.server.graph import validate_prompt
+from ccc_nodes import Colorizer
+from ccc_nodes.interfaces import nodes
+from ccc_nodes.interfaces.server.graph import validate_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,8 +73,8 @@ def test_sam_loader_queues_with_an_empty_models_folder_and_a_path(tmp_path, monk
     spec = nodes.CCCSAMLoader.INPUT_TYPES()
     assert spec["optional"]["checkpoint"][0] == []  # the empty list the editor leaves out of the prompt
     # As the editor sends it: no 'checkpoint' at all. ComfyUI passes VALIDATE_INPUTS only what is there.
-    assert nodes.CCCSAMLoader.VALIDATE_INPUTS(device="cpu", repo_or_path="owner/sam") is True
-    assert "no SAM checkpoint chosen" in nodes.CCCSAMLoader.VALIDATE_INPUTS(device="cpu")
+    assert nodes.CCCSAMLoader.VALIDATE_INPUTS(repo_or_path="owner/sam") is True
+    assert "no SAM checkpoint chosen" in nodes.CCCSAMLoader.VALIDATE_INPUTS()
     registry = {"CCCSAMLoader": nodes.CCCSAMLoader}
 
     class Sink:  # an output node reading the SAM model, so the loader is validated
@@ -134,4 +135,4 @@ except Exception as e:
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ccc_nodes.hub.ModelLoadError"
+    assert out.stdout.strip() == "ccc_nodes.core.hub.ModelLoadError"

@@ -65,6 +65,8 @@ def validate(prompt, node):
 sam = {"1": {"class_type": "CCCSAMLoader", "inputs": {"model_type": "vit_b", "device": "cpu",
                                                      "repo_or_path": "owner/sam"}}}  # no checkpoint: empty models/sams
 out["sam_loader"] = validate(sam, "1")
+sam["1"]["inputs"]["repo_or_path"] = ""  # nothing to load: refused once, not under each input
+out["sam_none"] = validate(sam, "1")
 graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
          "2": {"class_type": "CCCModelLoader", "inputs": {"model": "default", "device": "cpu", "precision": "fp32"}},
          "3": {"class_type": "CCCColorize", "inputs": {"ccc_model": ["2", 0], "image": ["1", 0], "decode": "argmax",
@@ -150,13 +152,15 @@ def test_the_findings_in_real_comfyui(tmp_path, fake_hub):
     assert lo < -0.01 and hi > 1.01 and out["colorized_range"][0] >= 0 and out["colorized_range"][1] <= 1
     # a SAM Loader with no checkpoint (empty models/sams) and a repo_or_path validates
     assert out["sam_loader"] == [True, []], out["sam_loader"]
+    ok, errors = out["sam_none"]
+    assert not ok and len(errors) == 1 and "no SAM checkpoint chosen" in errors[0]["details"], errors
     # run-time failures refused at validation, with the run's message
     ok, errors = out["size_100"]
     assert not ok and "size must be a positive multiple of 32, got 100" in json.dumps(errors)
     if out["cuda"] is not None:
         ok, errors = out["cuda"]
         assert not ok and "torch sees no CUDA GPU" in json.dumps(errors)
-    assert out["error_type"] == "ccc_nodes.hub.ModelLoadError"
+    assert out["error_type"] == "ccc_nodes.core.hub.ModelLoadError"
     # the Hub model is in models/ccc, where the loader lists it
     folder = HUB_REPO.replace("/", "--")
     assert folder in out["hub_folder"] and folder in out["listed"]

@@ -1,7 +1,7 @@
 """Rules written once in the core and read by every interface: "is this photo grey"
-(ccc_nodes.images.is_grey), the evaluation crop (ccc_nodes.images.eval_crop), a*b*
-area-averaged to the network's output and encoded (ccc_nodes.classes), and the treatment
-of a grey reference (ccc_nodes.metrics.score_each, ccc evaluate)."""
+(ccc_nodes.core.images.is_grey), the evaluation crop (ccc_nodes.core.images.eval_crop), a*b*
+area-averaged to the network's output and encoded (ccc_nodes.core.classes), and the treatment
+of a grey reference (ccc_nodes.core.metrics.score_each, ccc evaluate)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from helpers import load_app, need
 from PIL import Image
 
-from ccc_nodes import ColorClasses, images, metrics
-from ccc_nodes import evaluate as E
-from ccc_nodes.classes import OUTPUT_SCALE, ab_at_output, classes_at_output
-from ccc_nodes.color import rgb_to_lab
-from ccc_nodes.images import GREY_TOLERANCE, ImageError, eval_crop, is_grey
+from ccc_nodes import ColorClasses
+from ccc_nodes.core import images, metrics
+from ccc_nodes.core.classes import OUTPUT_SCALE, ab_at_output, classes_at_output
+from ccc_nodes.core.color import rgb_to_lab
+from ccc_nodes.core.images import GREY_TOLERANCE, ImageError, eval_crop, is_grey
+from ccc_nodes.job import evaluate as E
 
 
 def _old_is_grey(x: torch.Tensor, tol: int = 3) -> bool:
@@ -163,9 +164,9 @@ def test_score_each_leaves_a_grey_reference_out_of_the_set():
 
 # ---------------------------------------------------------------- metrics.py after its split
 def test_metrics_re_exports_the_networks_and_the_table():
-    from ccc_nodes import metrics_report, perceptual
+    from ccc_nodes.core import perceptual, report
 
-    for module in (perceptual, metrics_report):
-        for name in module.__all__:
+    for module, names in ((perceptual, perceptual.__all__), (report, ("METRIC_NAMES", "markdown_table"))):
+        for name in names:
             assert getattr(metrics, name) is getattr(module, name) and name in metrics.__all__, name
     assert all(hasattr(metrics, name) for name in metrics.__all__)

@@ -49,7 +49,7 @@ def test_the_reference_comes_from_the_repositorys_history(tmp_path):
 
 
 def test_drop_dull_leaves_out_photos_under_the_colourfulness():
-    from ccc_nodes.metrics import colorfulness
+    from ccc_nodes.core.metrics import colorfulness
     from training.data import drop_dull
 
     rng = np.random.default_rng(0)
@@ -141,7 +141,7 @@ def test_the_recipe_trains_from_the_best_judges_and_continues(tmp_path):
 
 
 def test_rows_are_named_by_folder_and_decoding_not_by_path(tmp_path):
-    from ccc_nodes.hub import DEFAULT_MODEL_DIR
+    from ccc_nodes.core.hub import DEFAULT_MODEL_DIR
 
     assert default_rule.shown(str(tmp_path / "runs" / "cpu-2")) == "cpu-2"
     assert default_rule.shown(f"{tmp_path / 'cpu-2'}@confident") == "cpu-2 @confident"

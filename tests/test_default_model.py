@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ccc_nodes import DEFAULT_MODEL_DIR, Colorizer, load_model
-from ccc_nodes.metrics import colorfulness
+from ccc_nodes.core.metrics import colorfulness
 
 
 def test_files_and_size():

@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from skimage import data
 
-from ccc_nodes import evaluate as E
-from ccc_nodes.cli import main
-from ccc_nodes.evaluate import eval_crop, evaluate_folder
-from ccc_nodes.masks import grey_image
-from ccc_nodes.metrics import ColorMetrics, metric_classes, mse
-from ccc_nodes.pipeline import Colorizer
-from ccc_nodes.settings import Harmonization
+from ccc_nodes.core.metrics import ColorMetrics, metric_classes, mse
+from ccc_nodes.core.settings import Harmonization
+from ccc_nodes.interfaces.cli import main
+from ccc_nodes.job import evaluate as E
+from ccc_nodes.job.colorizer import Colorizer
+from ccc_nodes.job.evaluate import eval_crop, evaluate_folder
+from ccc_nodes.steps.masks import grey_image
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +283,7 @@ def test_fid_network_loads_without_the_torchscript_deprecation_warning(gt_dir, t
 def test_blocky_predictions_show_in_the_grid_ratio(gt_dir, tmp_path):
     import torch.nn.functional as F
 
-    from ccc_nodes.color import lab_to_rgb, rgb_to_lab
+    from ccc_nodes.core.color import lab_to_rgb, rgb_to_lab
 
     blocky, same = tmp_path / "blocky", tmp_path / "same"
     for d in (blocky, same, blocky / "sub", same / "sub"):

@@ -1,4 +1,4 @@
-"""What to install for a missing part: one rule (ccc_nodes.extras) right from a checkout, as the
+"""What to install for a missing part: one rule (ccc_nodes.core.extras) right from a checkout, as the
 README sets the package up, and from an installed package; every message takes it."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from helpers import REPO, env
 from PIL import Image
 
-from ccc_nodes import extras
-from ccc_nodes.extras import MissingExtra, install_command, missing_module
+from ccc_nodes.core import extras
+from ccc_nodes.core.extras import MissingExtra, install_command, missing_module
 
 
 def test_from_the_checkout_the_extra_comes_from_the_checkout(monkeypatch, tmp_path):
@@ -40,7 +40,7 @@ def test_a_module_is_named_with_its_extra_not_its_import_name():
 
 
 def test_the_python_api_names_the_extra_of_classical_masks(monkeypatch):
-    from ccc_nodes.masks import classical_masks
+    from ccc_nodes.steps.masks import classical_masks
 
     for name in ("skimage", "skimage.segmentation"):
         monkeypatch.setitem(sys.modules, name, None)  # as if scikit-image were not installed
@@ -52,7 +52,7 @@ def test_the_python_api_names_the_extra_of_classical_masks(monkeypatch):
 def test_the_cli_names_the_extra_of_classical_harmonisation(tmp_path):
     Image.new("L", (64, 48), 100).save(tmp_path / "grey.png")
     hide = "import sys; sys.modules['skimage'] = None; sys.modules['skimage.segmentation'] = None; "
-    code = hide + "from ccc_nodes.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    code = hide + "from ccc_nodes.interfaces.cli import main; raise SystemExit(main(sys.argv[1:]))"
     r = subprocess.run([sys.executable, "-c", code, "colorize", "grey.png", "-o", "out", "--size", "64",
                         "--harmonize", "classical", "-q"], cwd=tmp_path, env=env(), capture_output=True, text=True,
                        timeout=300)

@@ -92,7 +92,7 @@ def test_run_workflow_wrong_paths_are_one_line(tmp_path, args, says):
 def test_run_workflow_prints_clean_paths_against_ccc_serve(tmp_path, model_dir):
     need("fastapi")
     need("uvicorn")
-    from ccc_nodes.server import ServerConfig, ServerThread
+    from ccc_nodes.interfaces.server import ServerConfig, ServerThread
 
     models = tmp_path / "models"
     (models / "ccc").mkdir(parents=True)

@@ -42,7 +42,7 @@ def test_recipe_packs_within_its_room(packed):
 
 @pytest.mark.slow
 def test_the_device_command_returns_model_and_table(packed, tmp_path):
-    from ccc_nodes.hub import load_model
+    from ccc_nodes.core.hub import load_model
 
     _, pack_dir = packed
     out = tmp_path / "out"

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ccc_nodes import ColorClasses, Prediction
-from ccc_nodes.harmonize import HarmonizedPrediction, harmonize, masks_fit
-from ccc_nodes.masks import MaskSet, generate_masks, given_masks
-from ccc_nodes.metrics import class_map
+from ccc_nodes.core.metrics import class_map
+from ccc_nodes.steps.harmonize import HarmonizedPrediction, harmonize, masks_fit
+from ccc_nodes.steps.masks import MaskSet, generate_masks, given_masks
 
 CLASSES = ColorClasses(6)
 SCALE = 4  # model resolution is 1/4 of the image, as the network's
@@ -93,7 +93,7 @@ def test_rgb_is_harmonised_at_full_size_and_L_is_kept():
     inner = (slice(None), slice(None), slice(None), slice(0, W // 2 - 4))
     tar = lambda x: (class_map(x[inner], CLASSES, SCALE) == RED).float().mean()  # noqa: E731
     assert tar(rgb) > tar(pred.rgb()) + 0.1
-    from ccc_nodes.color import rgb_to_lab
+    from ccc_nodes.core.color import rgb_to_lab
 
     assert torch.allclose(rgb_to_lab(rgb)[:, :1], pred.L, atol=0.05)
     # Other decode modes are harmonised too.

@@ -1,4 +1,4 @@
-"""Colour hints (ccc_nodes.hints): the formula's promises, point growth, the reference
+"""Colour hints (ccc_nodes.steps.hints): the formula's promises, point growth, the reference
 palette, and the Python API, CLI and node that carry them."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from helpers import REPO
 from PIL import Image
 
 from ccc_nodes import Colorizer
-from ccc_nodes.color import rgb_to_lab
-from ccc_nodes.harmonize import HarmonizedPrediction, harmonize
-from ccc_nodes.hints import (
+from ccc_nodes.core.color import rgb_to_lab
+from ccc_nodes.core.prediction import join_lab
+from ccc_nodes.steps.harmonize import HarmonizedPrediction, harmonize
+from ccc_nodes.steps.hints import (
     AB_LIMIT,
     MAX_HINTS,
     GlobalHint,
@@ -32,8 +33,7 @@ from ccc_nodes.hints import (
     parse_color,
     parse_hint,
 )
-from ccc_nodes.masks import MaskSet
-from ccc_nodes.pipeline import join_lab
+from ccc_nodes.steps.masks import MaskSet
 
 RED = "#c0392b"
 MUTED = "#8a9a5b"  # moss green: inside sRGB on both tones of the test image
@@ -121,7 +121,7 @@ def test_half_strength_lies_between(colorizer, two_tone):
 
 
 def test_a_point_grows_into_its_region_and_not_across_an_edge(two_tone):
-    from ccc_nodes.pipeline import lightness
+    from ccc_nodes.core.prediction import lightness
 
     L = lightness(two_tone[..., None].repeat(3, 2) / 255.0)
     w = grow_point(L, 50, 60)  # the disc's centre
@@ -137,7 +137,7 @@ def test_a_point_grows_into_its_region_and_not_across_an_edge(two_tone):
 
 
 def test_a_point_takes_the_smallest_mask_under_it(two_tone):
-    from ccc_nodes.pipeline import lightness
+    from ccc_nodes.core.prediction import lightness
 
     L = lightness(two_tone[..., None].repeat(3, 2) / 255.0)
     big = torch.zeros(60, 80, dtype=torch.bool)
@@ -246,8 +246,8 @@ def test_every_number_of_a_hint_is_checked_wherever_it_comes_from(two_tone):
 def test_too_many_hints_for_one_image_are_refused_before_any_work(tmp_path, colorizer, two_tone, capsys):
     """One limit (settings.MAX_HINTS, enforced in hints.py) for every interface: 5,000 hint
     lines held the Space's workers 88 s and 50,000 from the CLI took 3.3 GB."""
-    from ccc_nodes.cli import main
-    from ccc_nodes.hints import hint_regions, parse_hints
+    from ccc_nodes.interfaces.cli import main
+    from ccc_nodes.steps.hints import hint_regions, parse_hints
 
     line = "1,1,#c0392b"
     assert len(parse_hints("\n".join([line] * MAX_HINTS))) == MAX_HINTS
@@ -266,8 +266,8 @@ def test_too_many_hints_for_one_image_are_refused_before_any_work(tmp_path, colo
     with pytest.raises(HintError, match=f"every input: 50,000 colour hints for one image; at most {MAX_HINTS}"):
         load_hints(f)
     # An input's own hints and those for every input (the file's "*" and --hint) count together.
-    from ccc_nodes.hints import hint_table
-    from ccc_nodes.settings import MAX_HINTS as SETTING
+    from ccc_nodes.core.settings import MAX_HINTS as SETTING
+    from ccc_nodes.steps.hints import hint_table
 
     assert MAX_HINTS == SETTING  # one home: the settings, plain Python, so `ccc --help` states it without torch
     assert f"at most {MAX_HINTS} hints (`MAX_HINTS`" in (REPO / "README.md").read_text().replace("\n", " ")
@@ -307,7 +307,7 @@ def _one_line_refusal(main, capsys, argv: list[str]) -> str:
 def test_a_bad_field_in_hints_json_is_one_line_naming_the_file_and_the_hint(tmp_path, capsys, hint, words):
     """Lists, null, text and NaN in a --hints file: before, a TypeError traceback, or
     'could not convert string to float' naming neither the file nor the hint."""
-    from ccc_nodes.cli import main
+    from ccc_nodes.interfaces.cli import main
 
     src = tmp_path / "disc.png"
     Image.new("L", (40, 30), 120).save(src)
@@ -319,7 +319,7 @@ def test_a_bad_field_in_hints_json_is_one_line_naming_the_file_and_the_hint(tmp_
 
 
 def test_a_hints_file_nested_past_the_parsers_depth_is_one_line(tmp_path, capsys):
-    from ccc_nodes.cli import main
+    from ccc_nodes.interfaces.cli import main
 
     src = tmp_path / "disc.png"
     Image.new("L", (40, 30), 120).save(src)
@@ -335,7 +335,7 @@ def test_hints_under_a_name_no_input_matches_are_reported(tmp_path, model_dir, c
     """Before, hints for 'IMG_0001.jpg' when the input is 'img_0001.jpg' were dropped in
     silence; now one warning line names them, and the run goes on (one file may serve runs
     on parts of a collection)."""
-    from ccc_nodes.cli import main
+    from ccc_nodes.interfaces.cli import main
 
     (tmp_path / "in").mkdir()
     for name in ("a.png", "b.png"):
@@ -352,14 +352,14 @@ def test_hints_under_a_name_no_input_matches_are_reported(tmp_path, model_dir, c
     assert warning == [f"warning: {f} names 2 files that no input matches, whose hints are not used: 'A.PNG', "
                        "'elsewhere/c.png'"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
-    from ccc_nodes.hints import hint_table, unmatched_names  # the core's rule the CLI reads
+    from ccc_nodes.steps.hints import hint_table, unmatched_names  # the core's rule the CLI reads
 
     inputs = [tmp_path / "in" / "a.png", Path("in/b.png")]
     assert unmatched_names(hint_table(f), inputs) == ["A.PNG", "elsewhere/c.png"]
 
 
 def ccc(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ccc_nodes.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ccc_nodes.interfaces.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 
 
@@ -389,8 +389,8 @@ def test_cli_hints_colour_the_region_and_bad_hints_fail_in_one_line(tmp_path, tw
 
 @pytest.mark.slow
 def test_colour_hint_and_reference_palette_nodes_chain_over_a_batch(colorizer, two_tone):
-    from ccc_nodes.nodes import NODE_CLASS_MAPPINGS as N
-    from ccc_nodes.nodes import ClassBatch
+    from ccc_nodes.interfaces.nodes import NODE_CLASS_MAPPINGS as N
+    from ccc_nodes.interfaces.nodes import ClassBatch
 
     image = torch.from_numpy(np.stack([two_tone, two_tone[:, ::-1]])[..., None].repeat(3, -1) / 255.0).float()
     classes = N["CCCGrayscaleToClasses"]().predict(colorizer, image, 224)[0]
@@ -422,13 +422,28 @@ def test_colour_hint_and_reference_palette_nodes_chain_over_a_batch(colorizer, t
         N["CCCColorHint"]().hint(classes, RED, 1.0, mask=torch.ones(3, 120, 160))
 
 
+def test_colour_hint_stretches_a_mask_of_another_shape_as_comfyuis_nodes_do(colorizer, two_tone):
+    from ccc_nodes.interfaces.nodes import NODE_CLASS_MAPPINGS as N
+
+    image = torch.from_numpy(two_tone[None, ..., None].repeat(3, -1) / 255.0).float()  # 160 x 120
+    classes = N["CCCGrayscaleToClasses"]().predict(colorizer, image, 64)[0]
+    square = torch.zeros(1, 512, 512)  # a SolidMask-like square, its right half painted
+    square[0, :, 256:] = 1
+    hinted, region = N["CCCColorHint"]().hint(classes, RED, 1.0, mask=square)
+    assert region.shape == (1, 120, 160)
+    assert region[0, :, 85:].min() > 0.99 and region[0, :, :75].max() < 0.01  # the right half of the photo
+    rgb, _ = N["CCCClassesToLab"]().decode(hinted, "argmax", 0.38)
+    error = ab_error(rgb_to_lab(rgb.permute(0, 3, 1, 2))[0], ideal(classes.predictions[0], RED))
+    assert error[:, 100:].mean() < 5 < error[:, :60].mean()
+
+
 def test_hint_nodes_run_in_the_server_with_a_painted_mask_and_a_batch(tmp_path_factory, small_model):
     import io
 
     import httpx
     from helpers import grey_png, run_prompt, upload
 
-    from ccc_nodes.server import ServerConfig, ServerThread
+    from ccc_nodes.interfaces.server import ServerConfig, ServerThread
 
     base = tmp_path_factory.mktemp("hint_server")
     small_model.save_pretrained(base / "models" / "ccc" / "small")
@@ -465,7 +480,7 @@ def test_hint_nodes_run_in_the_server_with_a_painted_mask_and_a_batch(tmp_path_f
         assert entry["status"]["status_str"] == "success", entry["status"]
         out = np.asarray(Image.open(io.BytesIO(c.get("/view", params=entry["outputs"]["6"]["images"][0]).content)))
         lab = lab_of(torch.from_numpy(out / 255.0).permute(2, 0, 1)[None].float())
-        from ccc_nodes.pipeline import lightness
+        from ccc_nodes.core.prediction import lightness
 
         L = lightness(np.asarray(grey.convert("RGB")) / 255.0)
         want = lab_of(join_lab(L, torch.tensor(parse_color(RED)).view(1, 2, 1, 1).expand(1, 2, 48, 64)))
@@ -487,7 +502,7 @@ def test_hint_nodes_run_in_the_server_with_a_painted_mask_and_a_batch(tmp_path_f
 
 
 def test_sampled_hints_take_the_ground_truths_colour():
-    from ccc_nodes.hint_eval import sample_hints
+    from ccc_nodes.job.hint_eval import sample_hints
 
     gt = torch.zeros(3, 64, 64)
     gt[0, :, :32], gt[2, :, 32:] = 0.8, 0.8  # red left half, blue right half
@@ -515,7 +530,8 @@ def test_evaluate_hint_points_scores_and_reports(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "ev" / "hints.json").read_text())["rows"]
     assert set(rows) == {"0", "3"} and rows["0"]["images"] == rows["3"]["images"] == 2
-    assert np.isnan(rows["0"]["delta_e"]) and rows["3"]["delta_e"] < 10  # the hinted colour, in its region
+    # no hints, no hinted region: n/a, written null (JSON has no NaN), as metrics.json writes it
+    assert rows["0"]["delta_e"] is None and rows["3"]["delta_e"] < 10  # the hinted colour, in its region
     assert rows["3"]["psnr"] > rows["0"]["psnr"] and rows["0"]["delta_l"] < 0.5
     for f in ("hints.md", "hints_psnr.png", "hints_gallery.png"):
         assert (tmp_path / "ev" / f).is_file()

@@ -1,5 +1,5 @@
 """Hub failures become the same one-line errors for CCC++ models and SAM checkpoints
-(``ccc_nodes.hub.hub_error``): real huggingface_hub client code against a Hub on loopback
+(``ccc_nodes.core.hub.hub_error``): real huggingface_hub client code against a Hub on loopback
 that answers each case the way huggingface.co does (status and ``X-Error-Code``)."""
 
 import json
@@ -50,7 +50,7 @@ CASES = [  # (case, repo, revision, SAM filename)
 SCRIPT = """
 import json, sys
 from ccc_nodes import ModelLoadError, load_model
-from ccc_nodes.masks import SamLoadError, load_sam
+from ccc_nodes.steps.masks import SamLoadError, load_sam
 for case, repo, revision, filename in json.loads(sys.argv[1]):
     for kind, load in (("model", lambda: load_model(repo, revision=revision)),
                        ("sam", lambda: load_sam(repo, filename=filename, revision=revision))):

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ccc_nodes.loss import RebalancedLoss, ccc_weights, cic_weights
+from ccc_nodes.core.loss import RebalancedLoss, ccc_weights, cic_weights
 
 
 @pytest.mark.parametrize("p", [4.0, 10.0, 16.0])

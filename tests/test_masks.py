@@ -15,8 +15,8 @@ from helpers import need, populate_cache, run_with_unreachable_hub, tiny_sam
 from PIL import Image
 
 from ccc_nodes import Colorizer
-from ccc_nodes.harmonize import harmonize
-from ccc_nodes.masks import (
+from ccc_nodes.steps.harmonize import harmonize
+from ccc_nodes.steps.masks import (
     MaskSet,
     SamLoadError,
     classical_masks,
@@ -110,7 +110,7 @@ def test_load_sam_from_a_file_and_from_the_hub_cache(sam, tmp_path):
 def test_load_sam_with_an_unreachable_hub_fails_at_once(tmp_path):
     need("segment_anything", "pip install -e '.[sam]'")  # load_sam refuses before any download without it
     r = run_with_unreachable_hub(tmp_path / "hub", (
-        "from ccc_nodes.masks import load_sam, SamLoadError\n"
+        "from ccc_nodes.steps.masks import load_sam, SamLoadError\n"
         "try:\n    load_sam('ccc-test/absent-sam')\n"
         "except SamLoadError as e:\n    print('ERROR', e); sys.exit(3)\n"))
     assert r.returncode == 3, r.stdout + r.stderr

@@ -12,8 +12,8 @@ from helpers import need
 from torch import nn
 
 from ccc_nodes import ColorClasses
-from ccc_nodes.color import lab_to_rgb
-from ccc_nodes.metrics import (
+from ccc_nodes.core.color import lab_to_rgb
+from ccc_nodes.core.metrics import (
     LPIPS,
     PSNR_MAX,
     ColorMetrics,
@@ -65,7 +65,7 @@ def test_psnr_has_one_convention_for_identical_images():
 
 @pytest.mark.slow
 def test_metric_classes_are_the_models_else_the_embedded_defaults():
-    from ccc_nodes.hub import DEFAULT_MODEL_DIR, load_model
+    from ccc_nodes.core.hub import DEFAULT_MODEL_DIR, load_model
 
     kept = len(json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())["kept"])
     default, note = metric_classes()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import make_model
 
-from ccc_nodes.modeling import CCCNet, Decoder, SkipDecoder
+from ccc_nodes.core.modeling import CCCNet, Decoder, SkipDecoder
 
 
 @pytest.mark.slow
@@ -102,7 +102,7 @@ def test_config_says_which_decoder_and_old_configs_load_as_table4(tmp_path):
 
 
 def test_embedded_default_model_loads_unchanged():
-    from ccc_nodes.hub import DEFAULT_MODEL_DIR, load_model
+    from ccc_nodes.core.hub import DEFAULT_MODEL_DIR, load_model
 
     config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
     model = load_model("default")

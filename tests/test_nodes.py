@@ -3,6 +3,7 @@ one, batches through every node, model caching, harmonisation with given masks, 
 (tiny) SAM and the classical fallback, and the metrics table."""
 
 import dataclasses
+import inspect
 import math
 import subprocess
 import sys
@@ -13,9 +14,9 @@ import pytest
 import torch
 
 from ccc_nodes import Colorizer, ModelLoadError
-from ccc_nodes import nodes as N
-from ccc_nodes.color import rgb_to_lab
-from ccc_nodes.pipeline import Prediction
+from ccc_nodes.core.color import rgb_to_lab
+from ccc_nodes.core.prediction import Prediction
+from ccc_nodes.interfaces import nodes as N
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,7 +147,7 @@ def test_class_map_shows_the_predicted_class(neutral_model, batch):
 
 
 def test_class_map_picture_is_the_cores(colorizer, batch):
-    from ccc_nodes.pipeline import class_map_rgb
+    from ccc_nodes.core.prediction import class_map_rgb
 
     (classes,) = N.CCCGrayscaleToClasses().predict(colorizer, batch[:1], 64)
     p = classes.predictions[0]
@@ -245,10 +246,14 @@ def test_sam_loader_validation_and_errors(tmp_path, monkeypatch):
     (tmp_path / "sams").mkdir()
     torch.save({"image_encoder.unknown": torch.zeros(1)}, tmp_path / "sams" / "mine.pth")
     assert N.CCCSAMLoader.INPUT_TYPES()["optional"]["checkpoint"][0] == ["mine.pth"]
-    assert N.CCCSAMLoader.VALIDATE_INPUTS("cpu", checkpoint="mine.pth") is True
-    assert N.CCCSAMLoader.VALIDATE_INPUTS("cpu", checkpoint="other.pth", repo_or_path="owner/sam") is True
-    assert "place a .pth there" in N.CCCSAMLoader.VALIDATE_INPUTS("cpu", checkpoint="other.pth")
-    from ccc_nodes.masks import SamLoadError
+    # ComfyUI shows a VALIDATE_INPUTS refusal once per input it names: it names one
+    assert inspect.signature(N.CCCSAMLoader.VALIDATE_INPUTS).parameters.keys() == {"repo_or_path"}
+    assert N.CCCSAMLoader.VALIDATE_INPUTS() is True  # a checkpoint to choose: ComfyUI checks the choice
+    from ccc_nodes.steps.masks import SamLoadError
+
+    for missing in ("other.pth", None):
+        with pytest.raises(ModelLoadError, match=r"place a \.pth there or give repo_or_path"):
+            N.CCCSAMLoader().load("vit_b", "cpu", checkpoint=missing)
 
     with pytest.raises(SamLoadError, match="not a SAM vit_b checkpoint"):
         N.CCCSAMLoader().load("vit_b", "cpu", checkpoint="mine.pth")
@@ -279,9 +284,9 @@ def test_metrics_without_a_model_use_the_default_models_classes_as_ccc_evaluate(
     """All 1296 bins capped the node's CCAR near 53 %; `ccc evaluate --pred` used the default model's K."""
     from PIL import Image
 
-    from ccc_nodes.evaluate import evaluate_folder
-    from ccc_nodes.hub import load_model
-    from ccc_nodes.metrics import class_map
+    from ccc_nodes.core.hub import load_model
+    from ccc_nodes.core.metrics import class_map
+    from ccc_nodes.job.evaluate import evaluate_folder
 
     (out,) = N.CCCColorize().colorize(colorizer, batch, "argmax", 0.38, 64)
     q = lambda x: torch.round(x[:, :, 8:56] * 255) / 255  # noqa: E731 - square 48x48, as saved to PNG

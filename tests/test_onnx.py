@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from helpers import SMALL_ENCODER, need
 from PIL import Image
 
-from ccc_nodes.cli import main
-from ccc_nodes.extras import install_command
-from ccc_nodes.hub import ModelLoadError, load_model
-from ccc_nodes.images import to_rgb
-from ccc_nodes.modeling import CCCNet
-from ccc_nodes.onnx_runtime import OPSET, RUNTIMES, ExportError, OnnxModel, export_onnx, open_model
-from ccc_nodes.pipeline import Colorizer, decode_ab, lightness
+from ccc_nodes.core.extras import install_command
+from ccc_nodes.core.hub import ModelLoadError, load_model
+from ccc_nodes.core.images import to_rgb
+from ccc_nodes.core.modeling import CCCNet
+from ccc_nodes.core.onnx_runtime import OPSET, RUNTIMES, ExportError, OnnxModel, export_onnx, open_model
+from ccc_nodes.core.prediction import decode_ab, lightness
+from ccc_nodes.interfaces.cli import main
+from ccc_nodes.job.colorizer import Colorizer
 
 onnx = need("onnx", "pip install -e '.[onnx]'")
 need("onnxscript", "pip install -e '.[onnx]'")

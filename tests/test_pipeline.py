@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from ccc_nodes import Colorizer, Decoding, Harmonization, ImageError
-from ccc_nodes.color import rgb_to_lab
-from ccc_nodes.pipeline import decode_ab, join_lab
+from ccc_nodes.core.color import rgb_to_lab
+from ccc_nodes.core.prediction import decode_ab, join_lab
 
 
 def _lab(arr_rgb_uint8):
@@ -135,8 +135,8 @@ def test_annealed_mean_tends_to_argmax_at_low_temperature(small_model):
 
 
 def test_confident_decoding_mutes_the_hue_the_network_is_unsure_of():
-    from ccc_nodes.classes import ColorClasses
-    from ccc_nodes.settings import CONFIDENT_FULL
+    from ccc_nodes.core.classes import ColorClasses
+    from ccc_nodes.core.settings import CONFIDENT_FULL
 
     classes = ColorClasses(bin_size=6)  # every bin: centres all around the a*b* plane
     c = classes.centers
@@ -179,7 +179,7 @@ def test_join_lab_upsamples_ab_and_keeps_L():
 def test_strips_give_the_whole_image_result(shape):
     # Full-resolution conversions go in strips (bounded memory); each strip upsamples its
     # own rows of ab, which must agree with F.interpolate over the whole image.
-    from ccc_nodes.pipeline import lightness
+    from ccc_nodes.core.prediction import lightness
 
     torch.manual_seed(0)
     H, W = shape
@@ -216,7 +216,7 @@ def test_float_arrays_outside_zero_one_are_refused_not_clipped(small_model, phot
 
 @pytest.mark.slow
 def test_max_pixels_is_the_one_limit(tmp_path):
-    from ccc_nodes.images import open_image
+    from ccc_nodes.core.images import open_image
 
     between = tmp_path / "95mp.png"
     Image.new("1", (10000, 9500)).save(between)  # over Pillow's 89 MP warning, under our 100 MP
@@ -241,8 +241,8 @@ def test_decompression_bomb_file_is_refused(tmp_path, small_model):
 
 
 def test_class_map_picture_is_the_bin_centre_at_constant_L():
-    from ccc_nodes.classes import ColorClasses
-    from ccc_nodes.pipeline import class_map_rgb
+    from ccc_nodes.core.classes import ColorClasses
+    from ccc_nodes.core.prediction import class_map_rgb
 
     classes = ColorClasses(6, kept=[666, 18 * 36 + 30])  # a*b* (3, 3) and (75, 3)
     pic = class_map_rgb(torch.tensor([[[0, 1]]]), classes, size=(4, 6), lightness=60.0)

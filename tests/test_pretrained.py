@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ccc_nodes.modeling import CCCNet
+from ccc_nodes.core.modeling import CCCNet
 
 EGYPTIAN_CAT = 285  # ImageNet class index
 
@@ -83,7 +83,7 @@ def test_unknown_encoder_says_which_have_imagenet_weights():
 
 
 def test_init_from_a_whole_ccc_model_takes_its_encoder(tmp_path):
-    from ccc_nodes.hub import DEFAULT_MODEL_DIR
+    from ccc_nodes.core.hub import DEFAULT_MODEL_DIR
     from training.pretrained import load_init_weights
 
     trained = CCCNet("mobilenetv3_small_050", (16, 16, 16), kept=[1, 2, 3]).half()  # Table IV, fp16 as saved

@@ -71,8 +71,8 @@ def test_the_published_archive_is_the_pack():
     tracked = set(_git("ls-files"))
     ignored = set(_git("ls-files", "--cached", "--ignored", "--exclude-from=.comfyignore"))
     archive = tracked - ignored
-    assert {"__init__.py", "requirements.txt", "pyproject.toml", "LICENSE", "ccc_nodes/nodes.py",
-            "ccc_nodes/default_model/model.safetensors", "ccc_nodes/web/ccc_metrics.js"} <= archive
+    assert {"__init__.py", "requirements.txt", "pyproject.toml", "LICENSE", "ccc_nodes/interfaces/nodes/__init__.py",
+            "ccc_nodes/default_model/model.safetensors", "ccc_nodes/interfaces/web/ccc_metrics.js"} <= archive
     assert {f"example_workflows/{p.name}" for p in (ROOT / "example_workflows").iterdir()} <= archive
     left_out = ("training/", "tests/", "benchmarks/", "space/", ".ci/", ".github/")
     assert not [f for f in archive if f.startswith(left_out)]

@@ -20,8 +20,8 @@ need("uvicorn")
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
-from ccc_nodes.settings import DECODE_MODES  # noqa: E402
+from ccc_nodes.core.settings import DECODE_MODES  # noqa: E402
+from ccc_nodes.interfaces.server import ServerConfig, ServerThread  # noqa: E402
 
 
 class Gate:
@@ -40,7 +40,7 @@ class Gate:
     CATEGORY = "test"
 
     def wait(self, tag):
-        from ccc_nodes.nodes import progress_hook
+        from ccc_nodes.interfaces.nodes import progress_hook
 
         for i in range(600):
             if Gate.event.wait(0.05):
@@ -118,7 +118,7 @@ def test_unchanged_nodes_are_served_from_cache(server, client, uploaded):
 
 
 def test_free_with_unload_models_drops_the_loaded_networks(server, client, uploaded):
-    from ccc_nodes.cache import MODELS
+    from ccc_nodes.core.cache import MODELS
 
     run_prompt(server, client, graph(uploaded, prefix="before-free"))
     assert any(k[0] == "ccc" for k in MODELS)
@@ -576,7 +576,7 @@ def test_token_and_origin_guard(tmp_path, small_model):
 
 
 def test_cli_refuses_an_open_interface_without_a_token(capsys):
-    from ccc_nodes.cli import main
+    from ccc_nodes.interfaces.cli import main
 
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err

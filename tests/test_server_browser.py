@@ -21,7 +21,7 @@ from PIL import Image
 httpx = need("httpx")
 
 
-from ccc_nodes.server import ServerConfig, ServerThread, frontend_root  # noqa: E402
+from ccc_nodes.interfaces.server import ServerConfig, ServerThread, frontend_root  # noqa: E402
 
 OUTPUT_IMAGE = "Object.values(window.app.nodeOutputs || {}).flatMap(o => o.images || []).find(i => i.type === 'output')"
 
@@ -74,3 +74,45 @@ def test_the_editor_runs_a_colorization_workflow(chromium, tmp_path, small_model
             shot.quantize(colors=96, method=Image.Quantize.MEDIANCUT).save(Path(target), optimize=True)
         browser.close()
     assert failed == []
+
+
+@pytest.mark.slow
+def test_a_note_wraps_inside_its_node_and_a_table_widens_it(chromium, tmp_path, small_model, monkeypatch):
+    """SAM Harmonize's note on an empty mask (LoadImage of a photo without alpha gives one)
+    wraps at the node's width, so it covers none of the nodes beside it; the Metrics table
+    widens its node to its lines."""
+    from playwright.sync_api import sync_playwright
+
+    small_model.save_pretrained(tmp_path / "models" / "ccc" / "small")
+    monkeypatch.setenv("CCC_MODELS_DIR", str(tmp_path / "models"))
+    graph = json.loads((WORKFLOW.parent / "harmonize_metrics_api.json").read_text())
+    graph["1"]["inputs"]["image"] = "grey.png"
+    graph["2"]["inputs"].update(model="small", device="cpu")
+    graph["3"]["inputs"]["size"] = 64
+    graph["4"]["inputs"]["mask"] = ["1", 1]  # the blank mask of a photo without alpha
+    config = ServerConfig(base_dir=tmp_path / "work", models_dir=tmp_path / "models")
+    width = "(t) => window.app.graph._nodes.find(n => n.type === t).size[0]"
+    shown = "(t) => window.app.graph._nodes.find(n => n.type === t).widgets?.find(w => w.name === 'ccc_text')?.value"
+    with ServerThread(config) as srv, httpx.Client(base_url=srv.url, timeout=60) as client, sync_playwright() as p:
+        assert client.post("/upload/image", files={"image": ("grey.png", grey_png(96, 128), "image/png")}).status_code == 200
+        quiet_editor(client)
+        browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
+        page = browser.new_page(viewport={"width": 1160, "height": 560})
+        page.set_default_timeout(BROWSER_TIMEOUT_MS)
+        page.goto(srv.url + "/")
+        page.wait_for_function("window.app && window.app.graph && window.app.graph._nodes", timeout=BROWSER_TIMEOUT_MS)
+        close_dialogs(page)
+        page.evaluate("([w]) => window.app.loadApiJson(w, 'harmonize_api.json')", [graph])
+        close_dialogs(page)
+        before = {t: page.evaluate(width, t) for t in ("CCCSAMHarmonize", "CCCMetrics")}
+        page.get_by_role("button", name="Run").first.click()
+        for t in before:
+            page.wait_for_function(f"!!({shown})('{t}')", timeout=BROWSER_TIMEOUT_MS)
+        note, table = page.evaluate(shown, "CCCSAMHarmonize"), page.evaluate(shown, "CCCMetrics")
+        after = {t: page.evaluate(width, t) for t in before}
+        style = page.evaluate("""(t) => getComputedStyle(window.app.graph._nodes.find(n => n.type === t)
+                                 .widgets.find(w => w.name === 'ccc_text').inputEl).whiteSpace""", "CCCSAMHarmonize")
+        browser.close()
+    assert "empty (all zeros)" in note and "|" in table
+    assert after["CCCSAMHarmonize"] == before["CCCSAMHarmonize"] and style == "pre-wrap"
+    assert after["CCCMetrics"] > before["CCCMetrics"]

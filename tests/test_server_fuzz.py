@@ -17,7 +17,7 @@ hypothesis = need("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
+from ccc_nodes.interfaces.server import ServerConfig, ServerThread  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -19,8 +19,8 @@ need("fastapi")
 need("uvicorn")
 
 
-from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
-from ccc_nodes.server.safety import host_allowed  # noqa: E402
+from ccc_nodes.interfaces.server import ServerConfig, ServerThread  # noqa: E402
+from ccc_nodes.interfaces.server.safety import host_allowed  # noqa: E402
 
 EVIL = "rebind.evil.example"
 
@@ -119,7 +119,7 @@ def test_locked_loaders_refuse_every_other_path_alike(server, client, uploaded, 
 
 
 def test_sam_loader_is_locked_too(server):
-    from ccc_nodes.server.model_nodes import locked_source
+    from ccc_nodes.interfaces.server.model_nodes import locked_source
 
     with pytest.raises(Exception, match="locked") as refused:
         locked_source("/etc/passwd", ("owner/listed",), {})
@@ -133,7 +133,7 @@ def test_sam_loader_is_locked_too(server):
 def test_serve_is_locked_by_default_beyond_loopback():
     import argparse
 
-    from ccc_nodes.server.cli import add_parser, server_config
+    from ccc_nodes.interfaces.server.cli import add_parser, server_config
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
@@ -268,7 +268,7 @@ def test_system_stats_reports_real_free_memory(client):
 def test_other_requests_are_served_while_an_upload_is_checked(tmp_path, monkeypatch):
     import threading
 
-    from ccc_nodes.server import imagefiles
+    from ccc_nodes.interfaces.server import imagefiles
 
     # The image check is held (as a large image's decode would hold it) until the test has
     # seen another request served, so the order is the server's doing, not the machine's load.
@@ -316,8 +316,8 @@ class Stop(Exception):
 def test_colorize_asks_for_an_interrupt_before_each_image_it_decodes(small_model, node):
     import torch
 
-    from ccc_nodes import nodes
-    from ccc_nodes.pipeline import Colorizer
+    from ccc_nodes.interfaces import nodes
+    from ccc_nodes.job.colorizer import Colorizer
 
     colorizer = Colorizer(small_model, device="cpu", size=64)
     images = torch.rand(4, 40, 56, 3)

@@ -22,8 +22,8 @@ gr = need("gradio")
 
 
 from ccc_nodes import ColorClasses, Decoding, Harmonization
-from ccc_nodes.color import rgb_to_lab
-from ccc_nodes.settings import DECODE_MODES
+from ccc_nodes.core.color import rgb_to_lab
+from ccc_nodes.core.settings import DECODE_MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DEFAULTS = {"model": "", "size": 224, "decode": "argmax", "harmonize_with": "off", "dominance": 0.3,
@@ -114,7 +114,7 @@ def test_any_failure_loading_sam_falls_back(app, model, monkeypatch):
     def broken(*args, **kwargs):
         raise IndexError("list index out of range")
 
-    monkeypatch.setattr(app, "load_sam", broken)
+    monkeypatch.setattr(app.common, "load_sam", broken)
     notes = run(app, str(EXAMPLES / "grey" / "rocket.jpg"), harmonize_with="sam", sam_checkpoint="owner/some-sam")[5]
     assert "SAM could not load 'owner/some-sam'" in notes and "Harmonised with classical" in notes
 
@@ -153,8 +153,9 @@ def test_large_photo_keeps_full_resolution_download(app, model, tmp_path, monkey
     # drawn at 3000x1800 and then shrunk: that took seconds per picture on large photos.
     drawn = []
     grey_image, class_map_picture = app.grey_image, app.class_map_picture
-    monkeypatch.setattr(app, "grey_image", lambda L, *a: drawn.append(tuple(L.shape[-2:])) or grey_image(L, *a))
-    monkeypatch.setattr(app, "class_map_picture",
+    monkeypatch.setattr(app.handlers, "grey_image",
+                        lambda L, *a: drawn.append(tuple(L.shape[-2:])) or grey_image(L, *a))
+    monkeypatch.setattr(app.handlers, "class_map_picture",
                         lambda c, k, size, *a: drawn.append(tuple(size)) or class_map_picture(c, k, size, *a))
     slider, class_pic, _, _, download, _ = run(app, str(path))
     assert drawn == [(960, app.DISPLAY_SIDE)] * 2
@@ -263,7 +264,7 @@ def test_user_errors_leave_no_traceback_and_failures_are_logged_once(app, model,
     def crash(*args, **kwargs):
         raise RuntimeError("out of memory in /srv/secret/place")
 
-    monkeypatch.setattr(app, "colorize_on_device", crash)
+    monkeypatch.setattr(app.handlers, "colorize_on_device", crash)
     with caplog.at_level(logging.INFO, logger="ccc_space"), pytest.raises(gr.Error) as e:
         run(app, str(EXAMPLES / "grey" / "coffee.jpg"))
     assert "Colorization failed on the server (RuntimeError)" in e.value.message
@@ -277,7 +278,7 @@ def test_lpips_unavailable_note_names_nothing_on_the_server(app, model, monkeypa
     def missing(*args, **kwargs):
         raise app.MetricUnavailable("LPIPS needs /root/.cache/torch/alexnet.pth: run `python -c ...` and copy it")
 
-    monkeypatch.setattr(app, "load_lpips", missing)
+    monkeypatch.setattr(app.common, "load_lpips", missing)
     app.MODELS.pop(("lpips",))
     try:
         _, _, _, table, _, notes = run(app, str(EXAMPLES / "reference" / "coffee.jpg"))
@@ -397,8 +398,8 @@ def test_cache_loads_each_key_once_across_requests_and_bounds_each_kind(app, mod
 
 
 def test_the_space_and_the_nodes_fill_the_one_model_cache(app, model):
-    from ccc_nodes import nodes
-    from ccc_nodes.cache import KEEP, MODELS
+    from ccc_nodes.core.cache import KEEP, MODELS
+    from ccc_nodes.interfaces import nodes
 
     net = app.get_model(model)
     (colorizer,) = nodes.CCCModelLoader().load("default", "cpu", "fp32", repo_or_path=model)
@@ -551,8 +552,8 @@ def _ab_near(rgb: np.ndarray, y0: int, y1: int, x0: int, x1: int, colour: str) -
     """Mean a*b* distance of a patch of an sRGB uint8 picture to ``colour``'s a*b*."""
     import torch
 
-    from ccc_nodes.color import rgb_to_lab
-    from ccc_nodes.hints import parse_color
+    from ccc_nodes.core.color import rgb_to_lab
+    from ccc_nodes.steps.hints import parse_color
 
     lab = rgb_to_lab(torch.from_numpy(rgb[y0:y1, x0:x1] / 255.0).permute(2, 0, 1).float())
     return float((lab[1:] - torch.tensor(parse_color(colour)).view(2, 1, 1)).norm(dim=0).mean())
@@ -578,7 +579,7 @@ def test_too_many_hints_are_refused_in_words_before_any_work(app, tmp_path, monk
     """Two requests of 5,000 hint lines held both workers 88 s. The core's MAX_HINTS is said
     before the model is even loaded (a model that does not exist is never reached), and at
     the click that would pass it."""
-    from ccc_nodes.hints import MAX_HINTS
+    from ccc_nodes.steps.hints import MAX_HINTS
 
     monkeypatch.delenv(app.LOCKED_ENV, raising=False)
     photo = str(EXAMPLES / "grey" / "chelsea.jpg")

@@ -222,7 +222,7 @@ PATCH_JS = """([sel, x0, y0, w, h]) => {
 
 
 def test_a_clicked_hint_colours_its_region(page):
-    from ccc_nodes.hints import parse_color
+    from ccc_nodes.steps.hints import parse_color
 
     page.set_input_files("#photo input[type=file]", str(EXAMPLES / "grey" / "chelsea.jpg"))
     picker = page.locator("#hint-picker img")
@@ -240,7 +240,7 @@ def test_a_clicked_hint_colours_its_region(page):
     mean = page.evaluate(PATCH_JS, ["#before-after img", int(x) - 8, int(y) - 8, 16, 16])
     import torch
 
-    from ccc_nodes.color import rgb_to_lab
+    from ccc_nodes.core.color import rgb_to_lab
 
     lab = rgb_to_lab(torch.tensor(mean).view(3, 1, 1) / 255.0)[:, 0, 0]
     assert float((lab[1:] - torch.tensor(parse_color("#c0392b"))).norm()) < 15  # the hinted red, on the cat's L

@@ -13,7 +13,7 @@ av = need("av")
 need("cv2")
 
 
-from ccc_nodes.video import probe
+from ccc_nodes.job.video import probe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -50,6 +50,8 @@ def test_template_structure(name):
     assert (TEMPLATES / f"{name}.jpg").stat().st_size > 1000  # the thumbnail the browser shows
     assert workflow["version"] == 0.4 and overlaps(workflow) == []
     nodes = {n["id"]: n for n in workflow["nodes"]}
+    right = max(n["pos"][0] + n["size"][0] for n in nodes.values())
+    assert right * workflow["extra"]["ds"]["scale"] <= 1600  # opens whole in the width of a 1600 px window
     assert workflow["last_node_id"] == max(nodes) and workflow["last_link_id"] == len(workflow["links"])
     for node in nodes.values():
         spec = specs[node["type"]]
@@ -66,7 +68,7 @@ def test_template_structure(name):
 def test_ccc_serve_lists_and_serves_the_templates(tmp_path):
     httpx = need("httpx")
     need("fastapi")
-    from ccc_nodes.server import ServerConfig, ServerThread
+    from ccc_nodes.interfaces.server import ServerConfig, ServerThread
 
     with ServerThread(ServerConfig(base_dir=tmp_path)) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
         assert client.get("/api/workflow_templates").json() == {"ccc-nodes": NAMES}
@@ -92,7 +94,7 @@ def editor(chromium, tmp_path_factory):
             yield url, client
         return
     need("fastapi")
-    from ccc_nodes.server import ServerConfig, ServerThread
+    from ccc_nodes.interfaces.server import ServerConfig, ServerThread
 
     with ServerThread(ServerConfig(base_dir=tmp_path_factory.mktemp("srv"))) as srv, \
             httpx.Client(base_url=srv.url, timeout=60) as client:

@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers import TINY, env, image_tree, python, tar_shards
 
-from ccc_nodes.classes import ColorClasses
-from ccc_nodes.modeling import CCCNet
+from ccc_nodes.core.classes import ColorClasses
+from ccc_nodes.core.modeling import CCCNet
 from training.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from training.data import (
     CORRUPT,
@@ -170,7 +170,7 @@ def test_train_evaluate_and_export_end_to_end(tmp_path, tree):
     TensorBoard, checkpoint, model folder with card, reload, evaluate command."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from ccc_nodes.hub import load_model
+    from ccc_nodes.core.hub import load_model
     from training import evaluate, stats, train
 
     classes = tmp_path / "classes.json"

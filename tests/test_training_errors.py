@@ -45,7 +45,10 @@ def test_resume_without_a_checkpoint_says_it_starts_afresh(tmp_path, data):
 def _ctrl_c_twice(data, out) -> tuple[int, str]:
     """Run the trainer, press Ctrl-C at step 3 and again once the first is handled."""
     cmd = _cmd(data, out, "--ckpt-every", "2", steps=100000)
-    cmd[cmd.index("--batch") + 1], cmd[cmd.index("--size") + 1] = "32", "128"  # steps long enough to interrupt
+    # Steps of about 2 s on an idle 2-core machine (more under load, as the trainer slows with it): the
+    # second signal, sent as soon as the first is handled, lands inside the step the first lets finish.
+    # At 128 px (0.08 s a step) a loaded machine let the trainer finish the step first, three times running.
+    cmd[cmd.index("--batch") + 1], cmd[cmd.index("--size") + 1] = "32", "512"
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in proc.stdout:

@@ -1,4 +1,4 @@
-"""Precision: one rule (ccc_nodes.pipeline.resolve_precision) for the Colorizer, training
+"""Precision: one rule (ccc_nodes.core.prediction.resolve_precision) for the Colorizer, training
 evaluation and the trainer; the trainer records the precision it ran in."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers import TINY, image_tree
 
-from ccc_nodes.pipeline import PRECISIONS, resolve_precision
+from ccc_nodes.core.prediction import resolve_precision
+from ccc_nodes.core.settings import PRECISIONS
 
 CPU, MPS, CUDA = torch.device("cpu"), torch.device("mps"), torch.device("cuda")
 

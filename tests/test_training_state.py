@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from ccc_nodes.classes import ColorClasses
+from ccc_nodes.core.classes import ColorClasses
 from training.checkpoint import RunState, load_checkpoint
 from training.dist import Dist
 from training.train import weight_average

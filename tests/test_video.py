@@ -20,11 +20,12 @@ av = need("av")
 need("cv2")
 
 
-from ccc_nodes.cli import main
-from ccc_nodes.color import rgb_to_L
-from ccc_nodes.pipeline import Colorizer
-from ccc_nodes.temporal import TemporalSettings, TemporalState, WarpingError, colorize_sequence
-from ccc_nodes.video import VideoError, colorize_video, frame_order, probe, require_av
+from ccc_nodes.core.color import rgb_to_L
+from ccc_nodes.interfaces.cli import main
+from ccc_nodes.job.colorizer import Colorizer
+from ccc_nodes.job.sequence import colorize_sequence
+from ccc_nodes.job.video import VideoError, colorize_video, frame_order, probe, require_av
+from ccc_nodes.steps.temporal import TemporalSettings, TemporalState, WarpingError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -261,7 +262,7 @@ def test_cli_bad_video_is_one_line(small_model, tmp_path, capsys):
 
 def test_without_the_video_extra(monkeypatch, clip, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "av", None)  # import av now fails as if not installed
-    from ccc_nodes.extras import install_command
+    from ccc_nodes.core.extras import install_command
 
     with pytest.raises(VideoError, match=re.escape(install_command("video"))):
         require_av()
@@ -296,7 +297,7 @@ def test_flow_convention_and_reliability(method, chelsea):
     """src(p) ~ dst(p + flow(p)): content moved 3 px right gives flow x ~ +3 (the sign the
     warp of the carried classes relies on); the forward-backward check trusts the interior
     and refuses what moved in from outside the frame."""
-    from ccc_nodes.temporal import flow_pair, optical_flow, reliable
+    from ccc_nodes.steps.temporal import flow_pair, optical_flow, reliable
 
     grey = np.round(chelsea.astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8)
     src, dst = grey[50:170, 100:260], grey[50:170, 97:257]  # dst's content is src's, 3 px to the right
@@ -317,7 +318,7 @@ def test_a_stopped_video_run_leaves_nothing_half_written(tmp_path, chelsea, how)
 
     clip = make_clip(tmp_path / "long.mp4", pan(chelsea, 240, size=(320, 240), step=1), audio=False)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "ccc_nodes.cli", "colorize", str(clip), "-o", str(out), "-q",
+    proc = subprocess.Popen([sys.executable, "-m", "ccc_nodes.interfaces.cli", "colorize", str(clip), "-o", str(out), "-q",
                              "--device", "cpu"], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not list(out.glob(".*.part*")) and proc.poll() is None and time.time() < deadline:
@@ -396,7 +397,7 @@ def test_two_videos_of_one_name_keep_the_first_and_report_the_second(model_dir, 
 
 def test_an_output_name_taken_by_a_folder_is_reported_before_the_work(model_dir, chelsea, tmp_path, capsys,
                                                                        monkeypatch):
-    import ccc_nodes.video as video
+    import ccc_nodes.job.video as video
 
     v = videos(tmp_path, chelsea, {"a/clip.mp4": 3, "a/other.mp4": 2})
     out = tmp_path / "out"

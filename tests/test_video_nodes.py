@@ -16,7 +16,7 @@ from PIL import Image
 
 need("cv2")
 
-from ccc_nodes.nodes import NODE_CLASS_MAPPINGS, CCCColorize, CCCColorizeSequence, _colorizer
+from ccc_nodes.interfaces.nodes import NODE_CLASS_MAPPINGS, CCCColorize, CCCColorizeSequence, _colorizer
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "examples" / "workflows" / "colorize_sequence_api.json"
 
@@ -67,7 +67,7 @@ need("fastapi")
 need("uvicorn")
 
 
-from ccc_nodes.server import ServerConfig, ServerThread  # noqa: E402
+from ccc_nodes.interfaces.server import ServerConfig, ServerThread  # noqa: E402
 
 
 @pytest.fixture(scope="module")

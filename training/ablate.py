@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from training.train import build_parser, load_config, parse_args
+from training.args import build_parser, load_config, parse_args
 
 SWEEPS = Path(__file__).resolve().parent / "configs" / "ablations.yaml"
 GRID_RUNS = ("rebalance=none", "p=4", "base", "p=16", "classes=all")
@@ -200,7 +200,7 @@ def _train(run: Run) -> int:
 def _paper_params(K: int) -> float:
     """Parameters of the paper's network (DenseNet-121 + Table IV) for K classes: the
     1x1 head grows by 512 + 1 per class."""
-    from ccc_nodes.modeling import CCCNet
+    from ccc_nodes.core.modeling import CCCNet
 
     if not hasattr(_paper_params, "base"):
         net = CCCNet("densenet121", kept=[0])
@@ -230,7 +230,7 @@ def picture_grid(runs: dict[str, Path], val: str, out: Path, n: int = 5, size: i
     from PIL import Image, ImageDraw
     from torchvision.utils import make_grid
 
-    from ccc_nodes.hub import load_model
+    from ccc_nodes.core.hub import load_model
     from training.data import list_sources, load_images
     from training.evaluate import colorize
 
@@ -238,7 +238,7 @@ def picture_grid(runs: dict[str, Path], val: str, out: Path, n: int = 5, size: i
     picks = sorted(random.Random(3).sample(range(len(sources)), min(n, len(sources))))
     images, _, _ = load_images([sources[i] for i in picks], store, workers=0, progress=False)
     gt = torch.nn.functional.interpolate(images.float() / 255, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
-    from ccc_nodes.color import rgb_to_lab
+    from ccc_nodes.core.color import rgb_to_lab
 
     cols = [rgb_to_lab(gt)[:, :1].div(100).expand(-1, 3, -1, -1)]
     for path in runs.values():

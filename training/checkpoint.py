@@ -133,7 +133,7 @@ class RunState:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: torch.nn.Module | None
-    classes: Any  # ccc_nodes.classes.ColorClasses
+    classes: Any  # ccc_nodes.core.classes.ColorClasses
     counts: torch.Tensor | None
     step: int = 0
     elapsed: float = 0.0

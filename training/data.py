@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from ccc_nodes.classes import OUTPUT_SCALE, ColorClasses, ab_at_output, classes_at_output
-from ccc_nodes.color import rgb_to_lab
-from ccc_nodes.images import IMAGE_SUFFIXES, is_grey
+from ccc_nodes.core.classes import OUTPUT_SCALE, ColorClasses, ab_at_output, classes_at_output
+from ccc_nodes.core.color import rgb_to_lab
+from ccc_nodes.core.images import IMAGE_SUFFIXES, is_grey
 
 __all__ = [
     "CORRUPT",
@@ -294,10 +294,10 @@ def load_images(
 def drop_dull(images: torch.Tensor, min_colorfulness: float, chunk: int = 256) -> tuple[torch.Tensor, int]:
     """Leave out the images whose colourfulness is under ``min_colorfulness``: uint8
     ``(N, 3, S, S)`` -> (the rest, how many were left out). Colourfulness is
-    :func:`ccc_nodes.metrics.colorfulness` (Hasler & Suesstrunk) at the stored size;
+    :func:`ccc_nodes.core.metrics.colorfulness` (Hasler & Suesstrunk) at the stored size;
     BigColor and DDColor train only on photos of CF >= 15: photos with little colour teach
     the network to paint little."""
-    from ccc_nodes.metrics import colorfulness
+    from ccc_nodes.core.metrics import colorfulness
 
     if min_colorfulness <= 0:
         return images, 0

@@ -4,13 +4,13 @@
 
 Each val image (shorter side to ``--store-size``, centre square) is resized to
 ``--size``, its L colorized (argmax decoding, Eq. 17-18) and compared with the original
-colours by :class:`ccc_nodes.metrics.ColorMetrics` (METHOD.md section 10). Also reports
+colours by :class:`ccc_nodes.core.metrics.ColorMetrics` (METHOD.md section 10). Also reports
 the quantisation deviation of the model's classes on the same pixels (Table II), and with
 ``--grid-profile`` where the a*b* changes of the decoded class map (model resolution,
 before any upsampling) sit in the 8-cell period of a stride-32 encoder
-(:func:`ccc_nodes.metrics.grid_profile`).
+(:func:`ccc_nodes.core.metrics.grid_profile`).
 
-Precision is :func:`ccc_nodes.pipeline.resolve_precision`'s: ``auto`` runs as it runs
+Precision is :func:`ccc_nodes.core.prediction.resolve_precision`'s: ``auto`` runs as it runs
 for users of the model; during training the trainer passes the precision it trains in.
 """
 
@@ -26,11 +26,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ccc_nodes.classes import ab_at_output
-from ccc_nodes.color import rgb_to_lab
-from ccc_nodes.metrics import ColorMetrics, grid_profile
-from ccc_nodes.modeling import CCCNet
-from ccc_nodes.pipeline import autocast, check_size, decode_ab, join_lab, pick_device
+from ccc_nodes.core.classes import ab_at_output
+from ccc_nodes.core.color import rgb_to_lab
+from ccc_nodes.core.metrics import ColorMetrics, grid_profile
+from ccc_nodes.core.modeling import CCCNet
+from ccc_nodes.core.prediction import autocast, decode_ab, join_lab, pick_device
+from ccc_nodes.core.settings import check_size
 from training.data import lab_targets, list_sources, make_loader
 
 __all__ = ["autocast", "evaluate", "sample_grid"]
@@ -110,9 +111,9 @@ def _error(msg: str, code: int = 2) -> int:
 
 def missing_model_folder(arg: str) -> str | None:
     """The message for a model argument that names a local folder which does not exist
-    (:func:`ccc_nodes.hub.missing_local_folder`), else None - the argument is ``default``,
+    (:func:`ccc_nodes.core.hub.missing_local_folder`), else None - the argument is ``default``,
     an existing path, or a Hub repo id."""
-    from ccc_nodes.hub import missing_local_folder
+    from ccc_nodes.core.hub import missing_local_folder
 
     missing = missing_local_folder(arg)
     if missing is None:
@@ -122,7 +123,7 @@ def missing_model_folder(arg: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ccc_nodes.hub import ModelLoadError, load_model
+    from ccc_nodes.core.hub import ModelLoadError, load_model
 
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="model folder, Hub repo id, or 'default'")

@@ -15,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ccc_nodes.hub import MODEL_FILES
+from ccc_nodes.core.hub import MODEL_FILES
 
 __all__ = ["PUBLISHED", "HubUploadError", "UploadArgumentError", "push_to_hub"]
 

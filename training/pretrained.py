@@ -7,7 +7,7 @@ onto timm's model of the same name. They are mapped onto timm's three-channel mo
 handed to timm, which adapts the stem to one input channel itself
 (``timm.models._manipulate.adapt_input_conv``: the RGB kernels summed, as a grey image
 has R = G = B), drops the classifier and, for the skip decoder, builds its
-``features_only`` encoder (:func:`ccc_nodes.modeling.build_encoder`).
+``features_only`` encoder (:func:`ccc_nodes.core.modeling.build_encoder`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ccc_nodes.modeling import build_encoder
+from ccc_nodes.core.modeling import build_encoder
 
 __all__ = ["IMAGENET_PACKAGES", "imagenet_encoder", "imagenet_state_dict", "load_init_weights"]
 
@@ -58,7 +58,7 @@ def imagenet_state_dict(encoder_name: str) -> dict[str, torch.Tensor]:
 
 
 def imagenet_encoder(encoder_name: str, features: bool = False) -> nn.Module:
-    """A one-channel encoder (as :func:`ccc_nodes.modeling.build_encoder` builds it) with
+    """A one-channel encoder (as :func:`ccc_nodes.core.modeling.build_encoder` builds it) with
     ImageNet weights, timm doing the stem adaptation."""
     import logging
 
@@ -72,7 +72,7 @@ def imagenet_encoder(encoder_name: str, features: bool = False) -> nn.Module:
 
 
 def load_init_weights(model: nn.Module, init: str) -> str:
-    """Initialise a :class:`~ccc_nodes.modeling.CCCNet` in place from ``--init``:
+    """Initialise a :class:`~ccc_nodes.core.modeling.CCCNet` in place from ``--init``:
     ``scratch``, ``imagenet``, a path to a ``.safetensors``/``.pt`` state dict of this
     encoder - or of a whole CCC++ model (its ``encoder.*`` tensors are taken, e.g. the
     embedded default's ``model.safetensors``, which costs a machine nothing to carry) -
@@ -114,7 +114,7 @@ def load_init_weights(model: nn.Module, init: str) -> str:
 
 
 def _load_model_folder(model: nn.Module, folder: Path) -> str:
-    from ccc_nodes.hub import MODEL_FILES, load_model
+    from ccc_nodes.core.hub import MODEL_FILES, load_model
 
     if not all((folder / f).is_file() for f in MODEL_FILES):
         raise FileNotFoundError(f"--init {folder}: a model folder needs {' and '.join(MODEL_FILES)}")
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from safetensors.torch import save_file
 
-    from ccc_nodes.modeling import DECODERS
+    from ccc_nodes.core.modeling import DECODERS
 
     p = argparse.ArgumentParser(prog="python -m training.pretrained", description=main.__doc__.split("\n\n")[0])
     p.add_argument("encoder", choices=sorted(IMAGENET_PACKAGES))

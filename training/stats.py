@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ccc_nodes.classes import PAPER_MIN_FRACTION, ColorClasses, ab_at_output
-from ccc_nodes.color import rgb_to_lab
+from ccc_nodes.core.classes import PAPER_MIN_FRACTION, ColorClasses, ab_at_output
+from ccc_nodes.core.color import rgb_to_lab
 from training.data import CORRUPT, OK, ImageDataset, Source, list_sources
 
 __all__ = ["classes_file", "dataset_histogram", "load_classes", "plot_classes"]

@@ -1,6 +1,6 @@
 """The rule a model must meet to become the embedded default, and the run that measures it.
 
-Every model is scored by ``ccc evaluate``'s own loop (:func:`ccc_nodes.evaluate.evaluate_folder`)
+Every model is scored by ``ccc evaluate``'s own loop (:func:`ccc_nodes.job.evaluate.evaluate_folder`)
 on the same photos in the same run: the shorter side to 224 px, the centre square, the
 network at 224 px, argmax decoding unless a row says otherwise. A candidate meets the rule
 when, against the reference (the model being replaced, scored in the same run):
@@ -110,7 +110,7 @@ def score(model: str, val: str | Path, decoding: str = "argmax", limit: int | No
           progress: bool = True) -> dict[str, float]:
     """``ccc evaluate``'s figures of one model on ``val`` at :data:`EVAL_SIZE` px."""
     from ccc_nodes import Colorizer
-    from ccc_nodes.evaluate import evaluate_folder
+    from ccc_nodes.job.evaluate import evaluate_folder
 
     colorizer = Colorizer(model, size=EVAL_SIZE, decoding=decoding)  # the GPU when there is one
     result = evaluate_folder(val, colorizer=colorizer, crop=EVAL_SIZE, lpips=False, fid=False, gallery=0,
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="score only the first N photos (a quick look; the rule needs all)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    from ccc_nodes.hub import ModelLoadError
+    from ccc_nodes.core.hub import ModelLoadError
 
     try:
         run(a.candidates, a.val, Path(a.out), a.reference, a.limit, not a.no_progress)

@@ -73,7 +73,7 @@ def prepare(train: str, val: str, pack_dir: Path, *, encoder: str = CANDIDATE["e
     model's encoder, already in the working tree), ``imagenet`` (packed as a one-channel
     fp16 file), ``scratch`` or a file. ``room``: bytes the pack may take (default: what
     64 MiB leaves beside the travelling working tree, less a margin)."""
-    from ccc_nodes.modeling import CCCNet
+    from ccc_nodes.core.modeling import CCCNet
     from training.pack import pack
     from training.pretrained import imagenet_encoder
 
@@ -100,7 +100,7 @@ def prepare(train: str, val: str, pack_dir: Path, *, encoder: str = CANDIDATE["e
         save_file(sd, str(pack_dir / "init.safetensors"))
         config["init"] = f"{rel}/init.safetensors"
     elif init == "default":
-        from ccc_nodes.hub import DEFAULT_MODEL_DIR
+        from ccc_nodes.core.hub import DEFAULT_MODEL_DIR
 
         default_encoder = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())["encoder"]
         if default_encoder != encoder:
