@@ -13,6 +13,7 @@ grey example photo and what the template's graph gives, run here through the sam
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,13 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 OUT = ROOT / "example_workflows"
+ZOOM = 0.8  # the editor's zoom a template opens at, or less: its width fits a window of
+WINDOW_WIDTH = 1600  # px
 MASK_FILE = ROOT / "examples" / "masks" / "chelsea_mask.png"  # LoadImage gives MASK = 1 - alpha
 FRAMES_FILE = ROOT / "examples" / "frames" / "chelsea_pan.gif"  # a clip: LoadImage gives an IMAGE batch
 
 # The template graphs (API format). LoadImage names are files ComfyUI's input/ must hold:
 # chelsea.jpg (examples/grey), chelsea_reference.jpg (examples/reference/chelsea.jpg),
 # chelsea_mask.png (examples/masks), chelsea_pan.gif (examples/frames).
-from ccc_nodes.settings import INPUT_SIZE, Decoding  # noqa: E402 - the widgets' defaults
+from ccc_nodes.core.settings import INPUT_SIZE, Decoding  # noqa: E402 - the widgets' defaults
 
 _DEC = Decoding()
 _DECODE = {"decode": _DEC.mode, "temperature": _DEC.temperature}
@@ -100,7 +103,7 @@ COLUMN, GAP = 400, 40
 
 def node_specs() -> dict[str, dict]:
     """class -> {inputs: [(name, type, is_widget, default)], outputs: [(name, type)], title}."""
-    from ccc_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from ccc_nodes.interfaces.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
     specs = {}
     for name, cls in NODE_CLASS_MAPPINGS.items():
@@ -175,8 +178,10 @@ def to_ui(graph: dict, specs: dict) -> dict:
                         for i, (s, t) in enumerate(spec["outputs"])],
             "properties": {"Node name for S&R": kind}, "widgets_values": widgets,
         })
+    right = max(n["pos"][0] + n["size"][0] for n in nodes) + 40
+    scale = math.floor(100 * min(ZOOM, WINDOW_WIDTH / right)) / 100  # the whole width in the window at once
     return {"last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+            "groups": [], "config": {}, "extra": {"ds": {"scale": scale, "offset": [0, 0]}}, "version": 0.4}
 
 
 def overlaps(workflow: dict) -> list[tuple[int, int]]:
@@ -211,7 +216,7 @@ def thumbnail(name: str, graph: dict) -> Image.Image:
     """The grey photo beside what the graph's last image node gets, run through the nodes here."""
     import torch
 
-    from ccc_nodes import nodes as N
+    from ccc_nodes.interfaces import nodes as N
 
     def load(file: str) -> tuple[torch.Tensor, torch.Tensor]:
         path = {"chelsea.jpg": ROOT / "examples" / "grey" / "chelsea.jpg", "chelsea_mask.png": MASK_FILE,
