@@ -8,8 +8,9 @@ round after round so that machine load hits all alike; the medians of wall time 
 resident memory are printed. "colorize 1 MP" colorizes one grey JPEG of about 1 MP (the
 bundled examples/grey/chelsea.jpg enlarged) with the embedded default model on the CPU:
 torch's import, the model's load, the network and the full-resolution join. `import timm`
-is timed too: timm builds the encoders and imports torchvision (and, through it,
-torch._dynamo), so it is the floor for anything that runs the network.
+is timed too: timm builds the other encoders and imports torchvision (and, through it,
+torch._dynamo); the default's EfficientNet-Lite is built in plain torch
+(ccc_nodes/core/modeling/efficientnet_lite.py), so a colorization with it imports neither.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main() -> None:
         w, h = Image.open(one).size
         commands = {
             'python -c "import torch"': [sys.executable, "-c", "import torch"],
-            # the floor of any run of the network: timm (the encoders) imports torchvision, which imports torch._dynamo
+            # what the default's encoder no longer costs: timm imports torchvision, which imports torch._dynamo
             'python -c "import timm"': [sys.executable, "-c", "import timm"],
             "ccc --help": [str(ccc), "--help"],
             "ccc colorize --help": [str(ccc), "colorize", "--help"],

@@ -181,3 +181,17 @@ def test_every_public_name_resolves():
         assert getattr(ccc_nodes, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         ccc_nodes.nope  # noqa: B018
+
+
+@pytest.mark.slow
+def test_a_colorization_with_the_embedded_default_imports_neither_timm_nor_torchvision(tmp_path):
+    # timm imports torchvision and, through it, torch._dynamo: twice `import torch` on a cold
+    # start; the default's encoder is built without them (ccc_nodes.core.modeling.efficientnet_lite)
+    src = ROOT / "examples" / "grey" / "chelsea.jpg"
+    code = ("import sys\nfrom ccc_nodes.interfaces.cli import main\n"
+            f"main(['colorize', {str(src)!r}, '-o', {str(tmp_path / 'out')!r}, '--device', 'cpu', '-q'])\n"
+            "print(sorted(m for m in ('timm', 'torchvision') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "chelsea.jpg").is_file()
+    assert r.stdout.strip().splitlines()[-1] == "[]"

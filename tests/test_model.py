@@ -108,3 +108,42 @@ def test_embedded_default_model_loads_unchanged():
     model = load_model("default")
     assert model.decoder_name == config.get("decoder", "table4")
     assert isinstance(model.decoder, Decoder if model.decoder_name == "table4" else SkipDecoder)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_the_plain_torch_efficientnet_lite_is_timms_key_for_key_and_map_for_map(name):
+    import timm
+
+    from ccc_nodes.core.modeling.efficientnet_lite import EfficientNetLiteFeatures
+
+    theirs = timm.create_model(name, in_chans=1, features_only=True)
+    ours = EfficientNetLiteFeatures(name)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert ours.feature_info.reduction() == theirs.feature_info.reduction()
+    assert ours.feature_info.channels() == theirs.feature_info.channels()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.rand(2, 1, 96, 128) * 2 - 1
+    for train in (False, True):  # inference, and training's batch statistics
+        ours.train(train)
+        theirs.train(train)
+        with torch.no_grad():
+            for a, b in zip(ours(x), theirs(x), strict=True):
+                assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_skip_model_of_efficientnet_lite_gives_the_logits_it_gave_through_timm():
+    import timm
+
+    model = CCCNet(encoder="efficientnet_lite0", decoder_channels=(32, 16, 16), kept=list(range(40)),
+                   decoder="skip").eval()
+    assert not isinstance(model.encoder, timm.models.efficientnet.EfficientNetFeatures)  # built without timm
+    via_timm = CCCNet(encoder="efficientnet_lite0", decoder_channels=(32, 16, 16), kept=list(range(40)),
+                      decoder="skip")
+    via_timm.encoder = timm.create_model("efficientnet_lite0", in_chans=1, features_only=True)
+    via_timm.load_state_dict(model.state_dict())  # one state dict fits both
+    via_timm.eval()
+    x = torch.rand(1, 1, 64, 96) * 100
+    with torch.no_grad():
+        assert torch.equal(model(x), via_timm(x))

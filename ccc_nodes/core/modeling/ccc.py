@@ -26,6 +26,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ccc_nodes.core.classes import ColorClasses
+from ccc_nodes.core.modeling import efficientnet_lite
 from ccc_nodes.core.settings import SIZE_MULTIPLE
 
 __all__ = ["DECODERS", "PAPER_DECODER", "SKIP_STRIDES", "STRIDE", "CCCNet", "Decoder", "SkipDecoder", "build_encoder",
@@ -61,7 +62,14 @@ def build_encoder(
         included or not). timm loads it itself: its ``adapt_input_conv`` turns the RGB
         stem into a one-channel one (the kernels summed: a grey image is R = G = B) and the
         classifier is dropped. None: random weights (a trained model brings its own).
+
+    An EfficientNet-Lite ``features_only`` encoder without ImageNet weights (what every
+    trained skip model, the embedded default included, loads its weights into) is built
+    by :mod:`ccc_nodes.core.modeling.efficientnet_lite` in plain torch: the same module
+    names and maps as timm's, without timm's import (and torchvision's) on a cold start.
     """
+    if features and pretrained is None and name in efficientnet_lite.VARIANTS:
+        return efficientnet_lite.EfficientNetLiteFeatures(name, in_chans=1)
     import timm
 
     if not timm.is_model(name):
