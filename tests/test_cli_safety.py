@@ -225,6 +225,24 @@ def test_a_link_planted_at_a_temporary_name_is_never_written_through(grey, tmp_p
     assert sorted(p.name for p in out.iterdir()) == [".photo.png.guessed.part", ".photo.png.part", "photo.png"]
 
 
+def test_an_output_that_fails_leaves_no_folder_it_made(grey, tmp_path, monkeypatch):
+    """A write that fails (a full disk here) removes the folders made for it, the deepest
+    first, and leaves those that were there or that hold another output."""
+    from ccc_nodes.core.images import save_image
+
+    save_image(grey, tmp_path / "out" / "kept" / "first.png")
+
+    def full(self, fp, format=None, **params):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    for dst in (tmp_path / "out" / "new" / "deeper" / "photo.png", tmp_path / "out" / "kept" / "photo.png"):
+        with pytest.raises(OSError, match="No space left"):
+            save_image(grey, dst)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "out", "out/kept", "out/kept/first.png"]
+
+
 def test_an_output_name_taken_by_a_folder_is_reported_before_the_work(grey, tmp_path):
     (tmp_path / "a").mkdir()
     grey.save(tmp_path / "a" / "one.png")

@@ -12,6 +12,8 @@ import secrets
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -337,6 +339,27 @@ def part_file(dst: Path, keep_suffix: bool = False) -> tuple[Path, IO[bytes]]:
             continue
 
 
+@contextmanager
+def folders_for(dst: Path) -> Iterator[None]:
+    """Make ``dst``'s missing folders for the block; if the block fails, remove again those
+    it made that are still empty, so a failed output leaves no trace (not even a folder)."""
+    made = []
+    folder = dst.parent
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first; one that holds something (another output) stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def save_image(image, dst: Path) -> Path:
     """Write ``image`` (PIL) at :func:`output_path` of ``dst`` through a :func:`part_file`
     renamed into place; the path written."""
@@ -344,13 +367,13 @@ def save_image(image, dst: Path) -> Path:
     fmt = _WRITABLE[dst.suffix.lower()]
     if fmt in ("JPEG", "BMP", "PPM") and image.mode == "RGBA":
         image = image.convert("RGB")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp, f = part_file(dst)
-    try:
-        with f:
-            image.save(f, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
-        tmp.replace(dst)  # never leave a half-written output
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with folders_for(dst):
+        tmp, f = part_file(dst)
+        try:
+            with f:
+                image.save(f, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+            tmp.replace(dst)  # never leave a half-written output
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return dst

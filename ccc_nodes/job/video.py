@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ccc_nodes.core.extras import install_hint
-from ccc_nodes.core.images import MAX_PIXELS, part_file, pixels
+from ccc_nodes.core.images import MAX_PIXELS, folders_for, part_file, pixels
 
 __all__ = [
     "VIDEO_HINT",
@@ -159,35 +159,34 @@ def colorize_video(
             raise VideoError(f"{src}: {info.frames} frames, over the limit of {max_frames}")
         written = 0
         try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp, file = part_file(dst, keep_suffix=True)  # FFmpeg writes to the file made here, never by name
-            with file, av.open(file, "w") as out:
-                vout = _video_stream(out, dst.suffix.lower(), info)
-                pairs = [(a, out.add_stream_from_template(a)) for a in container.streams.audio]
-                frames = _decode(container, out, dict(pairs), src, max_frames, max_pixels)
-                like = np.zeros((1, 1, 3), np.uint8)
-                for rgb in colorize_sequence(colorizer, frames, temporal, settings or TEMPORAL_DEFAULTS, **job):
-                    frame = av.VideoFrame.from_ndarray(to_output(rgb, like, None), format="rgb24")
-                    frame.pts = written
-                    out.mux(vout.encode(frame.reformat(format=vout.pix_fmt)))
-                    written += 1
-                    if progress is not None:
-                        progress(written, info.frames)
-                out.mux(vout.encode(None))
+            with folders_for(dst):  # a failed video leaves no folder it made
+                try:
+                    tmp, file = part_file(dst, keep_suffix=True)  # FFmpeg writes to the file made here, never by name
+                    with file, av.open(file, "w") as out:
+                        vout = _video_stream(out, dst.suffix.lower(), info)
+                        pairs = [(a, out.add_stream_from_template(a)) for a in container.streams.audio]
+                        frames = _decode(container, out, dict(pairs), src, max_frames, max_pixels)
+                        like = np.zeros((1, 1, 3), np.uint8)
+                        for rgb in colorize_sequence(colorizer, frames, temporal, settings or TEMPORAL_DEFAULTS, **job):
+                            frame = av.VideoFrame.from_ndarray(to_output(rgb, like, None), format="rgb24")
+                            frame.pts = written
+                            out.mux(vout.encode(frame.reformat(format=vout.pix_fmt)))
+                            written += 1
+                            if progress is not None:
+                                progress(written, info.frames)
+                        out.mux(vout.encode(None))
+                    if written == 0:
+                        raise VideoError(f"{src}: holds no decodable frame")
+                    os.replace(tmp, dst)
+                finally:
+                    if tmp is not None:
+                        tmp.unlink(missing_ok=True)
         except av.FFmpegError as e:
             raise VideoError(f"{dst}: could not write the video ({e})") from e
-        except OSError as e:
-            raise VideoError(f"{dst}: could not write the video ({e})") from e
-        if written == 0:
-            raise VideoError(f"{src}: holds no decodable frame")
-        try:
-            os.replace(tmp, dst)
         except OSError as e:  # e.g. a folder made under the output's name during the run
             raise VideoError(f"{dst}: could not write the video ({e})") from e
     finally:
         container.close()
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
     return VideoInfo(info.width, info.height, info.fps, written, info.audio)
 
 
