@@ -331,6 +331,45 @@ def test_a_stopped_video_run_leaves_nothing_half_written(tmp_path, chelsea, how)
     assert not out.exists()  # neither the output nor its temporary, nor the folder the run made for them
 
 
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_a_signal_inside_ffmpegs_write_callback_still_stops_the_run(small_model, clip, tmp_path, monkeypatch, capsys,
+                                                                    how):
+    """FFmpeg writes the video through a Python file object; a stop raised while Python runs
+    in that callback cannot leave it (PyAV drops it). The run must stop all the same."""
+    import io
+    import signal
+
+    from ccc_nodes.job import video
+
+    sig = getattr(signal, how)
+    sent = []
+
+    class SignalledFile(io.FileIO):
+        def write(self, data):
+            if not sent:
+                sent.append(sig)
+                signal.raise_signal(sig)  # the CLI's handler raises here, inside the callback
+            return super().write(data)
+
+    def part_file(dst, keep_suffix=False):
+        tmp, file = real(dst, keep_suffix)
+        file.close()
+        return tmp, SignalledFile(tmp, "wb")
+
+    real = video.part_file
+    monkeypatch.setattr(video, "part_file", part_file)
+    model = tmp_path / "model"
+    small_model.save_pretrained(model)
+    out = tmp_path / "out"
+    argv = ["colorize", str(clip), "-o", str(out), "--model", str(model), "-q", "--device", "cpu"]
+    assert main(argv) == 128 + sig  # 130, 143: stopped by the signal (SIGTERM no longer ends the process at once)
+    assert sent == [sig]
+    assert not out.exists()  # neither the output nor its temporary, nor the folder made for them
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "interrupted: outputs already finished are kept" in err
+
+
 # ------------------------------------------------------------------ issue 21: inputs and outputs
 def videos(root: Path, chelsea, frames: dict[str, int]) -> dict[str, Path]:
     """Real clips ``root/NAME`` of ``frames[NAME]`` frames each (told apart by their frame

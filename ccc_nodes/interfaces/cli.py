@@ -499,32 +499,23 @@ def _missing_extra(e: ModuleNotFoundError, command: str | None) -> str | None:
     return f"error: {missing_module(e, f'ccc {command}', SUBCOMMANDS[command].extra if command in SUBCOMMANDS else None)}"
 
 
-def _terminated(signum, frame) -> None:
-    raise SystemExit(128 + signum)  # unwinds like an exception, so half-written files are removed
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    import signal
-    import threading
+    from ccc_nodes.core.signals import stop_on_signals
 
     # SIGTERM (a service stop, `timeout`) unwinds like Ctrl-C does: every ``finally`` runs and
     # removes its temporary output, instead of the process dying with a .part file left.
-    on_main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _terminated) if on_main else None
     try:
-        return _run(argv)
-    except KeyboardInterrupt:
+        with stop_on_signals():
+            return _run(argv)
+    except KeyboardInterrupt as e:  # Ctrl-C, or a Stopped by SIGINT / SIGTERM
         print("\ninterrupted: outputs already finished are kept; nothing half-written is left", file=sys.stderr)
-        return 130
+        return getattr(e, "code", 130)
     except ModuleNotFoundError as e:  # an extra the command needs is not installed
         line = _missing_extra(e, _command(argv))
         if line is None:
             raise
         print(line, file=sys.stderr)
         return 2
-    finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, old)
 
 
 # Options whose value may start with "-" (a hint at x = -5 is refused in words, not by argparse

@@ -24,6 +24,7 @@ import numpy as np
 
 from ccc_nodes.core.extras import install_hint
 from ccc_nodes.core.images import MAX_PIXELS, folders_for, part_file, pixels
+from ccc_nodes.core.signals import raise_pending
 
 __all__ = [
     "VIDEO_HINT",
@@ -172,11 +173,13 @@ def colorize_video(
                             frame.pts = written
                             out.mux(vout.encode(frame.reformat(format=vout.pix_fmt)))
                             written += 1
+                            raise_pending()  # a stop FFmpeg's write callback dropped
                             if progress is not None:
                                 progress(written, info.frames)
                         out.mux(vout.encode(None))
                     if written == 0:
                         raise VideoError(f"{src}: holds no decodable frame")
+                    raise_pending()  # one that came while the last frames and the trailer were written
                     os.replace(tmp, dst)
                 finally:
                     if tmp is not None:
