@@ -348,25 +348,34 @@ def pan(image: np.ndarray, n: int, size=(64, 48), step=2, y=40, x=80) -> list[np
     return [np.ascontiguousarray(image[y : y + h, x + step * i : x + step * i + w]) for i in range(n)]
 
 
-def make_clip(path: Path, frames: list[np.ndarray], fps=12, audio=True, codec="libx264") -> Path:
-    """A real video file: frames encoded with ``codec``, plus a mono AAC tone if ``audio``."""
+def make_clip(path: Path, frames: list[np.ndarray], fps=12, audio=True, codec="libx264",
+              times: list[float] | None = None, rotation: float = 0) -> Path:
+    """A real video file: frames encoded with ``codec``, plus a mono AAC tone if ``audio``;
+    ``times`` (seconds, one per frame) makes it variable-rate, ``rotation`` (degrees) sets
+    its display matrix as a phone does."""
+    from fractions import Fraction
+
     import av
 
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         v = out.add_stream(codec, rate=fps)
         v.width, v.height, v.pix_fmt = w, h, "yuv444p" if w % 2 or h % 2 else "yuv420p"
+        if times is not None:
+            v.codec_context.time_base = v.time_base = Fraction(1, 1000)
+        if rotation:
+            v.set_display_rotation(rotation)
         a = None
         if audio:
             a = out.add_stream("aac", rate=8000)
             a.layout = "mono"
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
+            frame.pts = i if times is None else round(times[i] * 1000)
             out.mux(v.encode(frame))
         out.mux(v.encode(None))
         if a is not None:
-            t = np.arange(int(8000 * len(frames) / fps)) / 8000
+            t = np.arange(int(8000 * (len(frames) / fps if times is None else times[-1] + 1 / fps))) / 8000
             tone = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
                                               format="fltp", layout="mono")
             tone.sample_rate, tone.pts = 8000, 0

@@ -303,6 +303,7 @@ def _one_line_refusal(main, capsys, argv: list[str]) -> str:
     ({"x": 1, "y": 2, "color": {"a": float("nan"), "b": 0}}, "a* nan is not a finite number"),
     ({"x": 1, "y": 2, "color": {"a": 1e21, "b": 0}}, "must lie in -128..128"),
     ("abc,2,#c0392b", "x 'abc' is not a number"),
+    ({"x": 1, "y": 2, "color": RED, "strenght": 0}, "unknown key 'strenght' (x, y, color, strength)"),
 ])
 def test_a_bad_field_in_hints_json_is_one_line_naming_the_file_and_the_hint(tmp_path, capsys, hint, words):
     """Lists, null, text and NaN in a --hints file: before, a TypeError traceback, or
@@ -356,6 +357,24 @@ def test_hints_under_a_name_no_input_matches_are_reported(tmp_path, model_dir, c
 
     inputs = [tmp_path / "in" / "a.png", Path("in/b.png")]
     assert unmatched_names(hint_table(f), inputs) == ["A.PNG", "elsewhere/c.png"]
+
+
+def test_hints_filed_under_a_path_written_another_way_reach_the_input(tmp_path, monkeypatch):
+    """Keys as a shell gives paths: ./in/x.png, an absolute path, a folder with its trailing
+    slash. Before, each was 'no input matches' and its hints were not used."""
+    from ccc_nodes.steps.hints import hint_table, hints_for, unmatched_names
+
+    (tmp_path / "in" / "frames").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "hints.json"
+    keys = {"./in/a.png": "1,1,#c0392b", str(tmp_path / "in" / "b.png"): "2,2,#2e86c1", "in/frames/": "3,3,#000000",
+            "~/nowhere/c.png": "4,4,#000000"}
+    f.write_text(json.dumps({k: [v] for k, v in keys.items()}))
+    table = hint_table(f)
+    inputs = [Path("in/a.png"), Path("./in/b.png"), Path("in/frames")]
+    assert [hints_for(table, p)[0].point for p in inputs] == [(1, 1), (2, 2), (3, 3)]
+    assert hints_for(table, tmp_path / "in" / "a.png")[0].point == (1, 1)  # the same file, given in full
+    assert unmatched_names(table, inputs) == ["~/nowhere/c.png"]  # named as the file writes it
 
 
 def ccc(*args, cwd=None):

@@ -466,3 +466,164 @@ def test_a_link_planted_at_the_temporary_name_is_never_written_through(colorizer
     assert victim.read_text() == "precious"
     assert probe(out / "clip.mp4").frames == 10 and not (out / "clip.mp4").is_symlink()
     assert sorted(p.name for p in out.iterdir()) == [".clip.mp4.part", ".clip.part.mp4", "clip.mp4"]
+
+
+def test_a_quoted_glob_that_matches_videos_colorizes_them_as_videos(model_dir, chelsea, tmp_path, capsys):
+    videos(tmp_path, chelsea, {"in/clip.mp4": 3, "in/clip.mkv": 2})
+    out = tmp_path / "out"
+    assert ccc_colorize(tmp_path / "in" / "clip.m*", "-o", out, "--model", model_dir) == 0  # the shell left it unexpanded
+    err = capsys.readouterr().err
+    assert "colorized 2 videos and 0 frames" in err and "skipped" not in err.replace("0 skipped", "")
+    assert len(decoded(out / "clip.mp4")) == 3 and len(decoded(out / "clip.mkv")) == 2
+
+
+def test_videos_inside_a_folder_input_are_colorized_with_the_layout_kept(model_dir, chelsea, tmp_path, capsys):
+    from PIL import Image
+
+    videos(tmp_path, chelsea, {"in/clip.mp4": 3, "in/sub/one.mkv": 2})
+    Image.fromarray(chelsea[:48, :64]).convert("L").save(tmp_path / "in" / "small.png")
+    out = tmp_path / "out"
+    assert ccc_colorize(tmp_path / "in", "-o", out, "--model", model_dir) == 0
+    err = capsys.readouterr().err
+    assert "colorized 2 videos and 1 frame into" in err and "; 0 skipped" in err
+    assert len(decoded(out / "clip.mp4")) == 3 and len(decoded(out / "sub" / "one.mkv")) == 2
+    assert Image.open(out / "small.png").size == (64, 48)
+
+
+def test_a_folder_of_only_videos_is_not_said_to_hold_nothing(model_dir, chelsea, tmp_path, capsys):
+    videos(tmp_path, chelsea, {"in/a.mp4": 2})
+    assert ccc_colorize(tmp_path / "in", "-o", tmp_path / "out", "--model", model_dir) == 0
+    err = capsys.readouterr().err
+    assert "holds no" not in err and "colorized 1 video and 0 frames" in err
+    (tmp_path / "empty").mkdir()
+    assert ccc_colorize(tmp_path / "empty", "-o", tmp_path / "out2", "--model", model_dir) == 1
+    assert f"skipped {tmp_path / 'empty'}: folder holds no images or videos" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("temporal", ["on", "beside a video"])
+def test_sequences_keep_alpha_as_photos_do(model_dir, chelsea, tmp_path, capsys, temporal):
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    grey = Image.fromarray(chelsea[:48, :64]).convert("L")
+    ramp = Image.fromarray(np.tile(np.linspace(0, 255, 64).astype(np.uint8), (48, 1)), "L")
+    rgba = grey.convert("RGBA")
+    rgba.putalpha(ramp)
+    rgba.save(frames / "f1.png")
+    la = grey.convert("LA")
+    la.putalpha(ramp)
+    la.save(frames / "f2.png")
+    grey.save(frames / "f3.png")
+    out = tmp_path / "out"
+    if temporal == "on":
+        assert ccc_colorize(frames, "-o", out, "--model", model_dir, "--temporal", "on") == 0
+    else:
+        clip = make_clip(tmp_path / "clip.mp4", pan(chelsea, 2), audio=False)
+        assert ccc_colorize(frames / "f1.png", frames / "f2.png", frames / "f3.png", clip, "-o", out,
+                            "--model", model_dir) == 0
+    capsys.readouterr()
+    for name in ("f1.png", "f2.png"):
+        im = Image.open(out / name)
+        assert im.mode == "RGBA", name
+        assert np.array_equal(np.asarray(im.getchannel("A")), np.asarray(ramp)), name  # the input's alpha, as it was
+    assert Image.open(out / "f3.png").mode == "RGB"
+
+
+def _frames(folder: Path, chelsea, n: int, small: dict[int, tuple[int, int]] | None = None) -> list[Path]:
+    """``folder/frame_1.png`` .. ``frame_N.png`` (64x48 grey, or the size ``small`` gives a frame)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    paths = []
+    for i, im in enumerate(pan(chelsea, n), start=1):
+        frame = Image.fromarray(im).convert("L")
+        if small and i in small:
+            frame = frame.resize(small[i])
+        frame.save(folder / f"frame_{i}.png")
+        paths.append(folder / f"frame_{i}.png")
+    return paths
+
+
+def test_a_hint_outside_one_frame_of_a_folder_is_that_frames_failure(model_dir, chelsea, tmp_path, capsys):
+    frames = _frames(tmp_path / "late", chelsea, 12, small={10: (32, 24)})
+    out = tmp_path / "out"
+    assert ccc_colorize(frames[0].parent, "-o", out, "--model", model_dir, "--temporal", "on", "--batch", "4",
+                        "--hint", "40,30,#ff0000") == 1
+    err = capsys.readouterr().err
+    assert "colorized 0 videos and 11 frames" in err and "; 1 skipped" in err, err
+    assert f"skipped {frames[9]}: colorization failed: hint point (40, 30) lies outside the 32x24 image" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in frames if f != frames[9])
+
+
+def test_every_frame_of_a_folder_is_done_or_reported_when_the_hint_fits_none(model_dir, chelsea, tmp_path, capsys):
+    frames = _frames(tmp_path / "frames", chelsea, 12)
+    assert ccc_colorize(frames[0].parent, "-o", tmp_path / "out", "--model", model_dir, "--temporal", "on",
+                        "--batch", "4", "--hint", "500,30,#ff0000") == 1
+    err = capsys.readouterr().err
+    assert "colorized 0 videos and 0 frames; 12 skipped" in err
+    assert all(f"skipped {f}: colorization failed: hint point (500, 30) lies outside the 64x48 image" in err
+               for f in frames)
+
+
+def test_a_sequence_that_stops_part_way_reports_the_frames_it_did_not_do(model_dir, chelsea, tmp_path, capsys,
+                                                                         monkeypatch):
+    from ccc_nodes.job.colorizer import Colorizer as C
+
+    frames = _frames(tmp_path / "frames", chelsea, 12)
+    calls = []
+    real = C.run
+
+    def run(self, *a, **k):  # the second batch fails, as a device running out of memory would
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the device ran out of memory")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(C, "run", run)
+    out = tmp_path / "out"
+    assert ccc_colorize(frames[0].parent, "-o", out, "--model", model_dir, "--temporal", "on", "--batch", "4") == 1
+    err = capsys.readouterr().err
+    assert "colorized 0 videos and 4 frames" in err and "; 8 skipped" in err, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in frames[:4])
+    for f in frames[4:8]:
+        assert f"skipped {f}: colorization failed: the device ran out of memory" in err
+    for f in frames[8:]:
+        assert f"skipped {f}: not done: the sequence stopped at frame_5.png" in err
+
+
+def frame_times(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        return [round(float(f.pts * f.time_base), 3) for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4", ".webm", ".flv"])
+def test_a_variable_frame_rate_keeps_each_frames_time(colorizer, chelsea, tmp_path, suffix):
+    """Before, frames were laid at the mean rate: a clip whose frames come at 0, .1, .2, .3,
+    1.3 .. 1.6 s came out at 0 .. 0.7 s, its picture ending a second before its copied sound.
+    (AVI and MPEG-PS hold one constant rate: there the frames follow at the mean rate.)"""
+    times = [0.0, 0.1, 0.2, 0.3, 1.3, 1.4, 1.5, 1.6]
+    src = make_clip(tmp_path / "vfr.mkv", pan(chelsea, len(times)), fps=10, times=times, audio=suffix != ".webm")
+    assert frame_times(src) == times
+    out = tmp_path / f"out{suffix}"
+    colorize_video(colorizer, src, out, temporal=False)
+    got = frame_times(out)  # FLV, which has no negative times, shifts both streams past the sound's priming
+    assert [round(t - got[0], 3) for t in got] == times
+
+
+def test_sound_a_container_cannot_hold_is_a_video_error(colorizer, clip, tmp_path):
+    with pytest.raises(VideoError, match=r"out\.webm: cannot hold the input's aac sound"):
+        colorize_video(colorizer, clip, tmp_path / "out.webm")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rotated_clip_keeps_its_rotation(colorizer, chelsea, tmp_path):
+    """A phone's portrait clip is stored sideways with a display matrix; before, the output
+    lost it and played sideways."""
+    src = make_clip(tmp_path / "portrait.mp4", pan(chelsea, 3), rotation=-90)
+    out = tmp_path / "out.mp4"
+    colorize_video(colorizer, src, out, temporal=False)
+    with av.open(str(out)) as c:
+        frames = list(c.decode(video=0))
+    assert [f.rotation for f in frames] == [-90] * 3
+    assert (frames[0].width, frames[0].height) == (64, 48)  # the stored frame, as the input's

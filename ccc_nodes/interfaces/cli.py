@@ -78,8 +78,8 @@ def _through_link(path: Path) -> bool:
     return any(p.is_symlink() for p in (path, *path.parents) if p != Path(p.anchor))
 
 
-def _folder_images(folder: Path, problems: list[tuple[str, str]]) -> list[Path]:
-    """The image files under ``folder`` (recursive, sorted); sub-folders that cannot be
+def _folder_inputs(folder: Path, problems: list[tuple[str, str]]) -> list[Path]:
+    """The image and video files under ``folder`` (recursive, sorted); sub-folders that cannot be
     read, links to folders (not followed) and dangling links are added to ``problems``."""
     def unreadable(e: OSError) -> None:
         problems.append((e.filename or str(folder), f"folder cannot be read: {(e.strerror or str(e)).lower()}"))
@@ -93,7 +93,7 @@ def _folder_images(folder: Path, problems: list[tuple[str, str]]) -> list[Path]:
                                                 "are not followed (give the folder itself)"))
         for f in filenames:
             p = here / f
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
+            if p.suffix.lower() not in IMAGE_SUFFIXES and not is_video(p):
                 continue
             if p.is_symlink() and not p.exists():
                 problems.append((str(p), f"a link to {os.readlink(p)}, which does not exist"))
@@ -126,9 +126,9 @@ def collect_jobs(inputs: Sequence[str], outdir: Path) -> tuple[list[Job], list[t
         path = Path(spec).expanduser()
         if path.is_dir():
             reported = len(problems)
-            files = _folder_images(path, problems)
+            files = _folder_inputs(path, problems)
             if not files and len(problems) == reported:
-                problems.append((spec, "folder holds no images"))
+                problems.append((spec, "folder holds no images or videos"))
             for f in files:
                 candidates.append((f, Path(path.name) / f.relative_to(path) if len(inputs) > 1 else f.relative_to(path)))
         elif path.is_file():
@@ -182,13 +182,14 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     if outdir.exists() and not outdir.is_dir():
         print(f"error: -o {outdir} is a file, not a folder", file=sys.stderr)
         return 2
-    sequences = args.temporal == "on" or any(is_video(spec) for spec in args.inputs)
+    safe, problems = collect_jobs(args.inputs, outdir)  # never an output over an input
+    # Videos are known by the files the inputs name (a folder's, a glob's), not by the words typed.
+    sequences = args.temporal == "on" or any(is_video(p) for p in [*args.inputs, *(j.src for j in safe)])
     bulk = bool(args.workers or args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1)
     if sequences and bulk:
         print("error: videos and --temporal on take one process: drop --workers and --resume, and run without "
               "torchrun", file=sys.stderr)
         return 2
-    safe, problems = collect_jobs(args.inputs, outdir)  # never an output over an input
     failures: list[tuple[str, str]] = list(problems)
     if not safe:
         _report(0, failures, what="0 videos and 0 frames" if sequences else None)

@@ -19,7 +19,7 @@ from ccc_nodes.job.colorizer import Colorizer
 from ccc_nodes.steps.hints import GlobalHint, palette_prior
 from ccc_nodes.steps.temporal import TEMPORAL_DEFAULTS, TemporalSettings, TemporalState, require_cv2
 
-__all__ = ["colorize_sequence"]
+__all__ = ["colorize_sequence", "sequence_results"]
 
 
 def _batches(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -49,6 +49,22 @@ def colorize_sequence(
     Frames are read ``colorizer.batch_size`` at a time; pass ``state`` to read its cuts.
     ``hints`` (one list) steer every frame; the rest of ``job`` (``reference``,
     ``harmonization``, ``sam``, ``decoding``) is :meth:`Colorizer.run`'s."""
+    for result in sequence_results(colorizer, frames, temporal, settings, state, hints=hints, **job):
+        yield result.rgb
+
+
+def sequence_results(
+    colorizer: Colorizer,
+    frames: Iterable[Any],
+    temporal: bool = True,
+    settings: TemporalSettings = TEMPORAL_DEFAULTS,
+    state: TemporalState | None = None,
+    *,
+    hints: Sequence[Any] | None = None,
+    **job: Any,
+) -> Iterator[Any]:
+    """:func:`colorize_sequence`, each frame's whole :class:`~ccc_nodes.job.colorizer.ColorizeResult`
+    (its ``image(like)`` keeps the frame's alpha, as a photo's does)."""
     if "masks" in job:
         raise ValueError("a sequence takes no object masks (they are one frame's): use harmonization")
     if temporal:
@@ -62,5 +78,4 @@ def colorize_sequence(
         per_frame = None if not hints else [list(hints)] * len(batch)
         results = colorizer.run(batch, hints=per_frame, sequence=state, **job)
         del batch
-        for result in results:
-            yield result.rgb
+        yield from results

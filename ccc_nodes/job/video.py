@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -164,14 +165,18 @@ def colorize_video(
                 try:
                     tmp, file = part_file(dst, keep_suffix=True)  # FFmpeg writes to the file made here, never by name
                     with file, av.open(file, "w") as out:
-                        vout = _video_stream(out, dst.suffix.lower(), info)
-                        pairs = [(a, out.add_stream_from_template(a)) for a in container.streams.audio]
-                        frames = _decode(container, out, dict(pairs), src, max_frames, max_pixels)
+                        vout, clock = _video_stream(out, dst.suffix.lower(), info, container.streams.video[0].time_base)
+                        if rotation := _rotation(src):
+                            vout.set_display_rotation(rotation)  # a phone's portrait clip stays upright
+                        pairs = [(a, _audio_stream(out, a, dst)) for a in container.streams.audio]
+                        times: deque[Fraction | None] = deque()  # each decoded frame's time, until it is written
+                        frames = _decode(container, out, dict(pairs), src, max_frames, max_pixels, times)
                         like = np.zeros((1, 1, 3), np.uint8)
                         for rgb in colorize_sequence(colorizer, frames, temporal, settings or TEMPORAL_DEFAULTS, **job):
                             frame = av.VideoFrame.from_ndarray(to_output(rgb, like, None), format="rgb24")
-                            frame.pts = written
-                            out.mux(vout.encode(frame.reformat(format=vout.pix_fmt)))
+                            frame = frame.reformat(format=vout.pix_fmt)
+                            frame.pts, frame.time_base = clock.pts(times.popleft()), clock.time_base
+                            out.mux(vout.encode(frame))
                             written += 1
                             raise_pending()  # a stop FFmpeg's write callback dropped
                             if progress is not None:
@@ -193,23 +198,78 @@ def colorize_video(
     return VideoInfo(info.width, info.height, info.fps, written, info.audio)
 
 
-def _video_stream(out, suffix: str, info: VideoInfo):
+# Containers of one constant frame rate (and MPEG-1/2 know only the standard ones): their
+# frames are laid at the mean rate.
+_CONSTANT_RATE = {".avi", ".mpg", ".mpeg"}
+
+
+class _Clock:
+    """Each output frame's pts in the encoder's time base: the input frame's own time, so a
+    variable frame rate stays as it was and in step with the copied sound; strictly rising
+    (:data:`_CONSTANT_RATE` containers: one frame after another at the mean rate)."""
+
+    def __init__(self, suffix: str, in_base: Fraction | None, fps: Fraction):
+        self.keep = suffix not in _CONSTANT_RATE
+        if not self.keep:
+            self.time_base = 1 / fps
+        elif in_base and in_base.denominator <= 65535:  # MPEG-4 part 2's largest
+            self.time_base = in_base
+        else:
+            self.time_base = Fraction(1, 1000)
+        self.step = max(1, round(1 / (fps * self.time_base)))
+        self.last: int | None = None
+
+    def pts(self, t: Fraction | None) -> int:
+        """The pts of the frame the input shows at ``t`` seconds (None: one frame after the last)."""
+        follows = 0 if self.last is None else self.last + self.step
+        pts = round(t / self.time_base) if t is not None and self.keep else follows
+        if self.last is not None and pts <= self.last:
+            pts = self.last + 1
+        self.last = pts
+        return pts
+
+
+def _video_stream(out, suffix: str, info: VideoInfo, in_base: Fraction | None) -> tuple[Any, _Clock]:
     codec, options = _ENCODERS.get(suffix, _DEFAULT_ENCODER)
     stream = out.add_stream(codec, rate=info.fps)
     stream.width, stream.height = info.width, info.height
+    clock = _Clock(suffix, Fraction(in_base) if in_base else None, info.fps)
+    stream.codec_context.time_base = stream.time_base = clock.time_base
     # 4:2:0 needs even sizes; x264 keeps odd ones in 4:4:4, the others take 4:2:0 as they can
     odd = info.width % 2 or info.height % 2
     stream.pix_fmt = "yuv444p" if odd and codec == "libx264" else "yuv420p"
     stream.options = dict(options)
-    return stream
+    return stream, clock
 
 
-def _decode(container, out, audio: dict[Any, Any], src: Path, max_frames: int, max_pixels: int = 0
-            ) -> Iterator[np.ndarray]:
-    """The video's frames as RGB uint8 ``(H, W, 3)``; audio packets met on the way are muxed
-    into their output streams as they come (interleaved, nothing buffered). Every frame's
-    size is checked against ``max_pixels`` before it is converted: a stream may grow past
-    the size its header gave."""
+def _audio_stream(out, audio, dst: Path):
+    """An output stream for ``audio``'s packets, copied as they are."""
+    try:
+        return out.add_stream_from_template(audio)
+    except ValueError as e:  # e.g. AAC into WebM
+        raise VideoError(f"{dst}: cannot hold the input's {audio.codec_context.name} sound ({e}); "
+                         "choose a container that does (the input's own suffix)") from e
+
+
+def _rotation(path: Path) -> float:
+    """The rotation (degrees) the video's display matrix asks for, read from its first frame."""
+    av = require_av()
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                return float(frame.rotation or 0)
+    except av.FFmpegError:
+        pass  # the run's own decoding says what is wrong
+    return 0.0
+
+
+def _decode(container, out, audio: dict[Any, Any], src: Path, max_frames: int, max_pixels: int,
+            times: deque[Fraction | None]) -> Iterator[np.ndarray]:
+    """The video's frames as RGB uint8 ``(H, W, 3)``, each one's time (seconds, None if the
+    file gives none) appended to ``times``; audio packets met on the way are muxed into
+    their output streams as they come (interleaved, nothing buffered). Every frame's size is
+    checked against ``max_pixels`` before it is converted: a stream may grow past the size
+    its header gave."""
     av = require_av()
     video = container.streams.video[0]
     count = 0
@@ -227,6 +287,7 @@ def _decode(container, out, audio: dict[Any, Any], src: Path, max_frames: int, m
                 if max_pixels and frame.width * frame.height > max_pixels:
                     raise VideoError(f"{src}: refused, frame {count} is {frame.width}x{frame.height}, over the limit "
                                      f"of {pixels(max_pixels)} (the stream grew past the size its header gave)")
+                times.append(None if frame.pts is None or frame.time_base is None else frame.pts * frame.time_base)
                 yield frame.to_ndarray(format="rgb24")
     except av.FFmpegError as e:
         raise VideoError(f"{src}: corrupt video after {count} frames ({getattr(e, 'strerror', None) or e})") from e
@@ -252,14 +313,12 @@ def colorize_sequences(
     of frames or (``per_folder=False``) of an image; ``job`` (``reference``,
     ``harmonization``, ``sam``) is every sequence's (:func:`colorize_video`).
     -> (videos done, frames done, [(input, why it failed)])."""
-    from collections import deque
-
     from tqdm.auto import tqdm
 
     from ccc_nodes.core.images import ImageError, open_image
-    from ccc_nodes.core.prediction import to_output
     from ccc_nodes.job.bulk import OUT_OF_MEMORY
-    from ccc_nodes.job.sequence import colorize_sequence
+    from ccc_nodes.job.sequence import sequence_results
+    from ccc_nodes.steps.hints import HintError, check_fits
     from ccc_nodes.steps.temporal import TEMPORAL_DEFAULTS
 
     settings = settings or TEMPORAL_DEFAULTS
@@ -286,14 +345,22 @@ def colorize_sequences(
         folders.setdefault(src.parent if per_folder else src, []).append((src, dst))
     for folder, pairs in folders.items():
         order = {s: d for s, d in pairs}
-        queue: deque[tuple[Path, Any]] = deque()
+        ordered = frame_order(list(order))
+        hints = hints_for(folder)
+        queue: deque[tuple[Path, Any]] = deque()  # read, not yet written
+        taken: set[Path] = set()  # read (then queued, or reported)
 
-        def read(paths: list[Path], queue=queue) -> Iterator[Any]:
+        def read(paths: list[Path], queue=queue, taken=taken, hints=hints) -> Iterator[Any]:
             for path in paths:
+                taken.add(path)
                 try:
                     image = open_image(path, max_pixels)
+                    check_fits(hints, (image.height, image.width))  # a frame the hints miss is that frame's failure
                 except ImageError as e:
                     failures.append((str(path), str(e).removeprefix(f"{path}: ")))
+                    continue
+                except HintError as e:
+                    failures.append((str(path), f"colorization failed: {e}"))
                     continue
                 except MemoryError:
                     failures.append((str(path), OUT_OF_MEMORY))
@@ -301,21 +368,27 @@ def colorize_sequences(
                 queue.append((path, image))
                 yield image
 
+        def stopped(why: str, queue=queue, taken=taken, ordered=ordered) -> None:
+            """The sequence stopped: the frames read and not written failed for ``why``, the
+            frames never read are named too (every frame is done or reported)."""
+            at = queue[0][0].name if queue else None
+            failures.extend((str(path), why) for path, _ in queue)
+            queue.clear()
+            failures.extend((str(path), "not done: the sequence stopped" + (f" at {at}" if at else "")) for path in ordered
+                            if path not in taken)
+
         with tqdm(total=len(pairs), desc=folder.name or str(folder), unit="frame", disable=quiet, leave=False) as bar:
             try:
-                for rgb in colorize_sequence(colorizer, read(frame_order(list(order))), temporal, settings,
-                                             hints=hints_for(folder), **job):
+                for result in sequence_results(colorizer, read(ordered), temporal, settings, hints=hints, **job):
                     path, image = queue.popleft()
                     try:
-                        save(to_output(rgb, image, None), order[path])
+                        save(result.image(image), order[path])  # with the frame's alpha, as a photo's
                         frames_done += 1
                     except OSError as e:
                         failures.append((str(path), f"could not write {order[path]}: {e}"))
                     bar.update(1)
             except MemoryError:  # frames written so far are whole; the sequence stops, the next is done
-                failures.extend((str(path), OUT_OF_MEMORY + " (the frames before it are written)") for path, _ in queue)
-                queue.clear()
-            except (ValueError, RuntimeError) as e:  # the job refused (a hint outside the frame, ...)
-                failures.extend((str(path), f"colorization failed: {e}") for path, _ in queue)
-                queue.clear()
+                stopped(OUT_OF_MEMORY + " (the frames before it are written)")
+            except (ValueError, RuntimeError) as e:  # the job refused, the device failed, ...
+                stopped(f"colorization failed: {e}")
     return videos_done, frames_done, failures

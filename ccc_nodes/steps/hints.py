@@ -61,8 +61,10 @@ __all__ = [
     "GlobalHint",
     "Hint",
     "HintError",
+    "HintTable",
     "apply_hints",
     "check_count",
+    "check_fits",
     "format_hint",
     "grow_point",
     "grow_points",
@@ -325,6 +327,23 @@ def _mask_under(masks: Any, x: float, y: float, size: tuple[int, int]) -> torch.
     return m[min(holding, key=lambda i: int(m[i].sum()))].float() if holding else None
 
 
+def _check_point(x: float, y: float, size: tuple[int, int]) -> None:
+    H, W = size
+    if not (0 <= x < W and 0 <= y < H):
+        raise HintError(f"hint point ({x:g}, {y:g}) lies outside the {W}x{H} image")
+
+
+def check_fits(hints: Sequence[Hint], size: tuple[int, int]) -> None:
+    """Refuse hints that do not fit an image of ``size`` ``(H, W)``: a point outside it, a
+    mask of another aspect ratio (a :class:`HintError` saying which)."""
+    for hint in hints:
+        if hint.point is not None:
+            _check_point(*hint.point, size)
+        elif not masks_fit(size, tuple(hint.mask.shape)):
+            raise HintError(f"a hint mask of {hint.mask.shape[1]}x{hint.mask.shape[0]} does not match the image of "
+                            f"{size[1]}x{size[0]} (different aspect ratio)")
+
+
 def grow_points(
     L: torch.Tensor, points: Sequence[tuple[float, float]], masks: Any = None, reach: float = HINT_DEFAULTS["reach"]
 ) -> list[torch.Tensor]:
@@ -333,8 +352,7 @@ def grow_points(
     or boolean ``(M, h, w)``) that holds the point, else the geodesic affinity on L."""
     H, W = L.shape[-2:]
     for x, y in points:
-        if not (0 <= x < W and 0 <= y < H):
-            raise HintError(f"hint point ({x:g}, {y:g}) lies outside the {W}x{H} image")
+        _check_point(x, y, (H, W))
     out: list[torch.Tensor | None] = [None if masks is None else _mask_under(masks, x, y, (H, W)) for x, y in points]
     todo = [i for i, o in enumerate(out) if o is None]
     if todo:
@@ -397,10 +415,8 @@ def apply_hints(
         if reference.log_prior.numel() != K:
             raise HintError(f"the reference prior has {reference.log_prior.numel()} classes, the model {K}")
         logits += float(reference.strength) * reference.log_prior.view(1, K, 1, 1).to(logits)
+    check_fits(hints, pred.size)
     for hint, region in zip(hints, hint_regions(pred, hints, masks) if regions is None else regions, strict=True):
-        if hint.mask is not None and not masks_fit(pred.size, tuple(hint.mask.shape)):
-            raise HintError(f"a hint mask of {hint.mask.shape[1]}x{hint.mask.shape[0]} does not match the image of "
-                            f"{pred.size[1]}x{pred.size[0]} (different aspect ratio)")
         alpha = float(hint.strength) * _to_logit_grid(region, (h, w))
         log_q = _gaussian(classes, torch.tensor([hint.ab]), sigma).view(1, K, 1, 1)
         logits = (1 - alpha) * logits + alpha * log_q
@@ -430,15 +446,43 @@ def parse_hint(text: str) -> Hint:
         raise HintError(f"hint {_shown.repr(text)}: {e}") from None
 
 
+_JSON_KEYS = ("x", "y", "color", "strength")  # a hint object's keys; strength may be left out
+
+
 def _hint_from_json(item: Any) -> Hint:
     if isinstance(item, str):
         return parse_hint(item)
     if not isinstance(item, dict) or not {"x", "y", "color"} <= set(item):
         raise HintError("each hint is \"X,Y,#RRGGBB\" or {\"x\": .., \"y\": .., \"color\": \"#RRGGBB\"}")
+    unknown = [k for k in item if k not in _JSON_KEYS]  # a misspelt key would silently be its default
+    if unknown:
+        raise HintError(f"unknown key {_shown.repr(unknown[0])} ({', '.join(_JSON_KEYS)})")
     return Hint.at(item["x"], item["y"], item["color"], item.get("strength", HINT_DEFAULTS["strength"]))
 
 
-def load_hints(path: str | Path) -> dict[str, list[Hint]]:
+class HintTable(dict):
+    """File name or path (as the hints file writes it) -> hints, and ``"*"`` -> the hints of
+    every input; :attr:`where` finds an entry by its normalised name (:func:`_key`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.where = {_key(name): name for name in self if name != "*"}
+
+
+def _key(name: str) -> str:
+    """A hints file's name for an input, as it is compared: a path (``in/x.png``,
+    ``./in/x.png``, ``in/frames/``, ``~/x.png``, absolute) in full and normalised, a bare
+    file name as it is."""
+    if "/" in name or os.sep in name or name.startswith("~"):
+        return os.path.normpath(os.path.abspath(os.path.expanduser(name)))
+    return name
+
+
+def _index(table: dict[str, list[Hint]]) -> dict[str, str]:
+    return table.where if isinstance(table, HintTable) else HintTable(table).where
+
+
+def load_hints(path: str | Path) -> HintTable:
     """A JSON file of hints for batch work -> file name -> hints. Either a list (the same
     hints for every input) under the key ``"*"``, or an object mapping input file names
     (or paths as given) to lists; each hint is ``"X,Y,#RRGGBB[,S]"`` or
@@ -471,29 +515,30 @@ def load_hints(path: str | Path) -> dict[str, list[Hint]]:
             except HintError as e:
                 shown = "" if isinstance(item, str) else f" {_shown.repr(item)}"
                 raise HintError(f"hints file {path}, {entry}, hint {i}{shown}: {e}") from None
-    return table
+    return HintTable(table)
 
 
 def _keys(path: str | Path) -> tuple[str, ...]:
-    """The names a hint table may file an input under, in order: its path as given (native
-    and POSIX), then its file name."""
+    """The names a hint table may file an input under, in order: its path (:func:`_key`),
+    then its file name."""
     path = Path(path)
-    return str(path), path.as_posix(), path.name
+    return os.path.normpath(os.path.abspath(path)), path.name
 
 
 def hints_for(table: dict[str, list[Hint]], path: str | Path) -> list[Hint]:
-    """The hints of a :func:`load_hints` table for one input: those under its path as
-    given, else under its file name, then those under ``"*"``."""
-    own = next((table[k] for k in _keys(path) if table.get(k)), [])
+    """The hints of a :func:`load_hints` table for one input: those under its path (written
+    any way that names the same place), else under its file name, then those under ``"*"``."""
+    where = _index(table)
+    own = next((table[where[k]] for k in _keys(path) if table.get(where.get(k, ""))), [])
     return [*own, *table.get("*", [])]
 
 
-def hint_table(path: str | Path | None = None, everywhere: Sequence[str] = ()) -> dict[str, list[Hint]]:
+def hint_table(path: str | Path | None = None, everywhere: Sequence[str] = ()) -> HintTable:
     """``--hints FILE`` (:func:`load_hints`) and ``--hint`` texts for every input, read into
     one table, with each input's count (its own and those for every input) checked
     against :data:`MAX_HINTS` before any work."""
     check_count(len(everywhere), "--hint: ")
-    table = load_hints(path) if path is not None else {}
+    table = load_hints(path) if path is not None else HintTable()
     table.setdefault("*", []).extend(parse_hint(h) for h in everywhere)
     shared = len(table["*"])
     check_count(shared, "for every input: ")
@@ -506,7 +551,8 @@ def hint_table(path: str | Path | None = None, everywhere: Sequence[str] = ()) -
 def unmatched_names(table: dict[str, list[Hint]], paths: Sequence[str | Path]) -> list[str]:
     """The names of a hint table (other than ``"*"``) under which none of ``paths`` is
     filed (:func:`hints_for`'s rule): hints that would be silently unused."""
-    named = {k for p in paths for k in _keys(p)}
+    where = _index(table)
+    named = {where[k] for p in paths for k in _keys(p) if k in where}
     return [name for name in table if name != "*" and name not in named]
 
 
