@@ -33,23 +33,10 @@ def _batches(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def colorize_sequence(
-    colorizer: Colorizer,
-    frames: Iterable[Any],
-    temporal: bool = True,
-    settings: TemporalSettings = TEMPORAL_DEFAULTS,
-    state: TemporalState | None = None,
-    *,
-    hints: Sequence[Any] | None = None,
-    **job: Any,
-) -> Iterator[torch.Tensor]:
+def colorize_sequence(colorizer: Colorizer, frames: Iterable[Any], *args: Any, **job: Any) -> Iterator[torch.Tensor]:
     """Colorize consecutive frames (anything ``Colorizer.run`` takes), lazily: sRGB
-    ``(1, 3, H, W)`` in [0, 1] per frame, in order. ``temporal=False`` is frame by frame.
-
-    Frames are read ``colorizer.batch_size`` at a time; pass ``state`` to read its cuts.
-    ``hints`` (one list) steer every frame; the rest of ``job`` (``reference``,
-    ``harmonization``, ``sam``, ``decoding``) is :meth:`Colorizer.run`'s."""
-    for result in sequence_results(colorizer, frames, temporal, settings, state, hints=hints, **job):
+    ``(1, 3, H, W)`` in [0, 1] per frame, in order; the arguments are :func:`sequence_results`'."""
+    for result in sequence_results(colorizer, frames, *args, **job):
         yield result.rgb
 
 
@@ -63,8 +50,13 @@ def sequence_results(
     hints: Sequence[Any] | None = None,
     **job: Any,
 ) -> Iterator[Any]:
-    """:func:`colorize_sequence`, each frame's whole :class:`~ccc_nodes.job.colorizer.ColorizeResult`
-    (its ``image(like)`` keeps the frame's alpha, as a photo's does)."""
+    """Colorize consecutive frames, lazily: each frame's whole
+    :class:`~ccc_nodes.job.colorizer.ColorizeResult`, in order (its ``rgb``, or ``image(like)``
+    with the frame's alpha, as a photo's). ``temporal=False`` is frame by frame.
+
+    Frames are read ``colorizer.batch_size`` at a time; pass ``state`` to read its cuts.
+    ``hints`` (one list) steer every frame; the rest of ``job`` (``reference``,
+    ``harmonization``, ``sam``, ``decoding``) is :meth:`Colorizer.run`'s."""
     if "masks" in job:
         raise ValueError("a sequence takes no object masks (they are one frame's): use harmonization")
     if temporal:
