@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import BROWSER_FLAGS, EDITOR_SETTINGS, close_dialogs  # noqa: E402 - the editor as the tests set it up
+
 # the files the templates' Load Image nodes name (examples/workflows/make_templates.py)
 INPUTS = {"chelsea.jpg": ROOT / "examples" / "grey" / "chelsea.jpg",
           "chelsea_reference.jpg": ROOT / "examples" / "reference" / "chelsea.jpg",
           "chelsea_mask.png": ROOT / "examples" / "masks" / "chelsea_mask.png",
           "chelsea_pan.gif": ROOT / "examples" / "frames" / "chelsea_pan.gif"}
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-# no minimap over the graph, no restored workflow or new-user template browser over it
-EDITOR_SETTINGS = {"Comfy.Minimap.Visible": False, "Comfy.Workflow.Persist": False, "Comfy.TutorialCompleted": True}
 
 
 def main() -> None:
@@ -56,11 +56,11 @@ def main() -> None:
             page.set_default_timeout(a.timeout * 1000)
             page.goto(a.server + "/")
             page.wait_for_function("window.app && window.app.graph && window.app.graph._nodes")
-            dismiss(page)
+            close_dialogs(page)
             page.evaluate("""async (name) => {
                 const w = await (await fetch(`/api/workflow_templates/ccc-nodes/${name}.json`)).json();
                 await window.app.loadGraphData(w, true, true, name); }""", a.template)
-            dismiss(page)
+            close_dialogs(page)
             before = set(client.get("/history").json())
             page.get_by_role("button", name="Run").first.click()
             entry = wait_for_history(client, before, a.timeout)
@@ -74,15 +74,6 @@ def main() -> None:
             page.screenshot(path=a.out)
             browser.close()
     print(f"{a.out}: {a.template} after a run ({width}x{height})")
-
-
-def dismiss(page) -> None:
-    """Close what the editor pops up on start (e.g. its default graph's missing nodes)."""
-    for _ in range(4):
-        if page.locator(".p-dialog-mask").count() == 0:
-            return
-        page.keyboard.press("Escape")
-        page.wait_for_timeout(300)
 
 
 def wait_for_history(client, before: set[str], timeout: float) -> dict:

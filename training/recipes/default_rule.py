@@ -36,12 +36,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ccc_nodes.core.settings import INPUT_SIZE
+
 ROOT = Path(__file__).resolve().parents[2]
 # The embedded default the rule was written against (EfficientNet-Lite0 + Table IV, 150 s on
 # one GPU), as it is in this commit of the repository: materialised by git when needed.
 REFERENCE_COMMIT = "620f06d"
 REFERENCE_FILES = ("config.json", "model.safetensors", "training.json")
-EVAL_SIZE = 224  # the evaluation view and the network's input, px
+EVAL_SIZE = INPUT_SIZE  # the evaluation view and the network's input, px
 # The columns of the table: the rule's, then the rest a reader wants beside them.
 COLUMNS = ("grid", "psnr", "wrong_hue", "washed", "false_color", "cf", "tar", "ccar", "cnr", "ssim")
 HEADS = {"grid": "grid", "psnr": "PSNR dB", "wrong_hue": "wrong hue %", "washed": "washed %",
