@@ -56,6 +56,7 @@ LEVERS["colourful192"] = LEVERS["colourful"] + LEVERS["size192"]
 # the colourful set with the rate decayed to 0 over the run (cosine) instead of held: a fine-tune that settles
 LEVERS["colourful_cosine"] = LEVERS["colourful"] + ["--schedule", "cosine"]
 LEVERS["colourful192_p13"] = LEVERS["colourful192"] + ["--p", "13"]  # cpu-4's extra colour spent on less wrong hue
+LEVERS["colourful_p13"] = LEVERS["colourful"] + ["--p", "13"]  # cpu-3's recipe, rare colours weighed a little less
 JUDGE_SECONDS = 420  # kept for decoding the photos, saving, the trainer's val pass and the judgement
 # Each model is judged with these decodings (METHOD.md section 8): the network is the same,
 # the rows say what each decoding gives.
